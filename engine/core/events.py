@@ -1,0 +1,293 @@
+"""Event types, the recorded envelope, the type registry and upcasters (DESIGN §4).
+
+Every job is one stream of events. An event class is a frozen dataclass; its class name
+is its `type`, and `SCHEMA_VERSION` the version of its payload. `encode` turns an event
+into `(type, schema_version, data)` for a store; `decode` turns stored data back into an
+event, running upcasters for payloads written with an older schema version. Stored
+events are never rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from engine.errors import PartiturError
+
+
+class UnknownEvent(PartiturError):
+    """An event type or schema version that this version of Partitur cannot read."""
+
+    code = "unknown_event"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of all events. `ts` is the time of the decision, in epoch seconds."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    ts: float
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepEvent(Event):
+    """An event about one step (a plain step or a loop instance `name[i]`)."""
+
+    step: str
+
+
+# --- job lifecycle -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobCreated(Event):
+    job_id: str
+    workspace: str
+    revision: str
+    task: str
+    input: Mapping[str, Any]
+    plan: Mapping[str, Any]
+    source_type: str = "api"
+    source_id: str | None = None
+    parent: str | None = None
+    parent_step: str | None = None
+    depth: int = 0
+    idempotency_key: str | None = None
+    timeout: float | None = None
+    priority: int = 3
+    by: str | None = None
+    retry_of: str | None = None
+    task_attempt: int = 1
+    secret_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStarted(Event):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobCancelRequested(Event):
+    by: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobCompleted(Event):
+    output: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFailed(Event):
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobCancelled(Event):
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSkipped(Event):
+    reason: str
+
+
+# --- steps ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepReady(StepEvent):
+    input: Mapping[str, Any]
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepSkipped(StepEvent):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepClaimed(StepEvent):
+    attempt: int
+    worker_id: str
+    lease: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStarted(StepEvent):
+    attempt: int
+    worker_id: str
+    pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepOutput(StepEvent):
+    output: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCompleted(StepEvent):
+    attempt: int = 1
+    output: Any = None
+    reused_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFailed(StepEvent):
+    attempt: int = 1
+    error: str
+    exit_code: int | None = None
+    kind: str = "error"  # error | timeout | worker_lost | render | rejected
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepRetryScheduled(StepEvent):
+    attempt: int  # the attempt that will run next
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepSuspended(StepEvent):
+    message: str | None = None
+    timeout_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepApproved(StepEvent):
+    by: str | None = None
+    input: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepRejected(StepEvent):
+    by: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopExpanded(StepEvent):
+    items: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCancelled(StepEvent):
+    reason: str | None = None
+
+
+# --- side effects --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookFired(Event):
+    hook: str
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbackQueued(Event):
+    url: str
+    event: str
+    delivery_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildJobStarted(StepEvent):
+    """A `task` step started its child job."""
+
+    child_job_id: str
+
+
+# --- registry, encoding, upcasting ---------------------------------------------------
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        JobCreated, JobStarted, JobCancelRequested, JobCompleted, JobFailed, JobCancelled,
+        JobSkipped, StepReady, StepSkipped, StepClaimed, StepStarted, StepOutput,
+        StepCompleted, StepFailed, StepRetryScheduled, StepSuspended, StepApproved,
+        StepRejected, LoopExpanded, StepCancelled, HookFired, CallbackQueued,
+        ChildJobStarted,
+    )
+}
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+# (type, from_version) → function turning a payload of from_version into from_version + 1.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+_TUPLE_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _tuple_fields(cls: type[Event]) -> tuple[str, ...]:
+    cached = _TUPLE_FIELDS.get(cls)
+    if cached is None:
+        cached = tuple(f.name for f in fields(cls) if str(f.type).startswith("tuple"))
+        _TUPLE_FIELDS[cls] = cached
+    return cached
+
+
+def encode(event: Event) -> tuple[str, int, dict[str, Any]]:
+    """`(type, schema_version, data)`; `data` holds every field but `ts` (the envelope's)."""
+    data = {f.name: getattr(event, f.name) for f in fields(event) if f.name != "ts"}
+    for name in _tuple_fields(type(event)):
+        data[name] = list(data[name])
+    return type(event).__name__, type(event).SCHEMA_VERSION, data
+
+
+def decode(type_: str, schema_version: int, data: Mapping[str, Any], ts: float) -> Event:
+    """Rebuild an event from stored data, upcasting older payloads first."""
+    cls = EVENT_TYPES.get(type_)
+    if cls is None:
+        raise UnknownEvent(f"unknown event type {type_!r}")
+    if schema_version > cls.SCHEMA_VERSION:
+        raise UnknownEvent(
+            f"{type_} has schema version {schema_version}; this version reads up to "
+            f"{cls.SCHEMA_VERSION}"
+        )
+    payload = dict(data)
+    version = schema_version
+    while version < cls.SCHEMA_VERSION:
+        upcast = UPCASTERS.get((type_, version))
+        if upcast is None:
+            raise UnknownEvent(f"no upcaster for {type_} v{version}")
+        payload = upcast(payload)
+        version += 1
+    for name in _tuple_fields(cls):
+        if name in payload and payload[name] is not None:
+            payload[name] = tuple(payload[name])
+    try:
+        return cls(ts=ts, **payload)
+    except TypeError as exc:
+        raise UnknownEvent(f"{type_} payload does not match its schema: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as a store holds it: the envelope of DESIGN §4."""
+
+    global_seq: int
+    stream_id: str
+    version: int
+    type: str
+    schema_version: int
+    data: Mapping[str, Any]
+    ts: float
+
+    def event(self) -> Event:
+        """The typed event (upcast if needed)."""
+        return decode(self.type, self.schema_version, self.data, self.ts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "global_seq": self.global_seq,
+            "stream_id": self.stream_id,
+            "version": self.version,
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "data": dict(self.data),
+            "ts": self.ts,
+        }

@@ -1,0 +1,111 @@
+"""The Plan: the frozen step DAG one job runs.
+
+The compiler (`engine.compiler.plan`) builds a Plan from a task, its actions and the
+job input; it is stored inside `JobCreated`, so a job can be replayed and run without
+the workspace it came from. Templates stay unrendered here; they are rendered when a
+step becomes ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A retry policy in plain numbers (see `engine.model.RetryPolicy`)."""
+
+    max_attempts: int = 1
+    delay: float = 0.0
+    backoff: str = "fixed"
+    max_delay: float | None = None
+    jitter: float = 0.0
+    on_lost: bool = False
+
+    def delay_before(self, attempt: int, rand: float) -> float:
+        """Seconds to wait before `attempt` (2 = first retry); `rand` is uniform in [0, 1)."""
+        base = self.delay
+        if self.backoff == "exponential":
+            base = self.delay * (2 ** max(0, attempt - 2))
+        if self.max_delay is not None:
+            base = min(base, self.max_delay)
+        return base + base * self.jitter * rand
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStep:
+    """One step of a plan, with its action resolved and its templates unrendered.
+
+    `action` is the resolved action as plain data (`ActionSpec.model_dump()`), which the
+    runner of `action_type` reads. `action_name` is the named action, or the step name for
+    an inline one.
+    """
+
+    name: str
+    action_name: str
+    action_type: str
+    action: Mapping[str, Any]
+    input: Mapping[str, Any] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    when: Any = None
+    for_each: Any = None
+    sequential: bool = False
+    continue_on_failure: bool = False
+    timeout: float | None = None
+    retry: Retry = field(default_factory=Retry)
+    tags: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["depends_on"] = list(self.depends_on)
+        data["tags"] = list(self.tags)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlanStep:
+        values = dict(data)
+        values["retry"] = Retry(**values.get("retry") or {})
+        values["depends_on"] = tuple(values.get("depends_on") or ())
+        values["tags"] = tuple(values.get("tags") or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A task compiled for one job: steps in a topological order, plus task-level limits.
+
+    `hooks` maps `on_success|on_error|on_cancel|on_suspended` to hook specs as plain data
+    (task-level first, then workspace-level).
+    """
+
+    task: str
+    steps: Mapping[str, PlanStep]
+    timeout: float | None = None
+    retry: Retry = field(default_factory=Retry)
+    hooks: Mapping[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "steps": {name: step.to_dict() for name, step in self.steps.items()},
+            "timeout": self.timeout,
+            "retry": asdict(self.retry),
+            "hooks": {k: list(v) for k, v in self.hooks.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        return cls(
+            task=data["task"],
+            steps={name: PlanStep.from_dict(s) for name, s in data["steps"].items()},
+            timeout=data.get("timeout"),
+            retry=Retry(**data.get("retry") or {}),
+            hooks=dict(data.get("hooks") or {}),
+        )
+
+    def leaves(self) -> list[str]:
+        """Steps no other step depends on: their outputs make the job output."""
+        needed = {dep for step in self.steps.values() for dep in step.depends_on}
+        return [name for name in self.steps if name not in needed]

@@ -1,0 +1,347 @@
+"""Job and step state, the transition tables, and `evolve` (DESIGN §4).
+
+`evolve(state, event)` is pure and total over valid streams: replaying the same events
+always gives the same state. It is a `singledispatch` over event types, one small
+function per event. A stream that asks for a move the tables forbid raises
+`InvalidTransition`, which is how a corrupted stream is caught on replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from functools import singledispatch
+from typing import Any
+
+from engine.core import events as ev
+from engine.core.plan import Plan, PlanStep
+from engine.errors import InvalidTransition
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+S = StepStatus
+STEP_TRANSITIONS: Mapping[StepStatus, frozenset[StepStatus]] = {
+    # pending → running is a loop placeholder expanding; pending → failed a render error.
+    S.PENDING: frozenset({S.READY, S.SKIPPED, S.CANCELLED, S.RUNNING, S.FAILED, S.COMPLETED}),
+    S.READY: frozenset({S.RUNNING, S.CANCELLED, S.FAILED, S.COMPLETED, S.SUSPENDED}),
+    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.SUSPENDED, S.CANCELLED}),
+    S.SUSPENDED: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED}),
+    # failed → pending: a retry is scheduled; the step becomes ready at `retry_at`.
+    S.FAILED: frozenset({S.PENDING}),
+    S.COMPLETED: frozenset(),
+    S.SKIPPED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+STEP_TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.SKIPPED, S.CANCELLED})
+
+J = JobStatus
+JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
+    J.PENDING: frozenset({J.RUNNING, J.CANCELLED, J.FAILED, J.SKIPPED, J.COMPLETED}),
+    J.RUNNING: frozenset({J.COMPLETED, J.FAILED, J.CANCELLED}),
+    J.COMPLETED: frozenset(),
+    J.FAILED: frozenset(),
+    J.CANCELLED: frozenset(),
+    J.SKIPPED: frozenset(),
+}
+JOB_TERMINAL = frozenset({J.COMPLETED, J.FAILED, J.CANCELLED, J.SKIPPED})
+
+
+@dataclass(frozen=True, slots=True)
+class StepState:
+    """The state of one step (or loop instance `name[i]`, whose `loop_of` is `name`)."""
+
+    name: str
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    input: Mapping[str, Any] | None = None
+    output: Any = None
+    error: str | None = None
+    error_kind: str | None = None
+    exit_code: int | None = None
+    worker_id: str | None = None
+    lease: str | None = None
+    pid: int | None = None
+    ready_at: float | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    retry_at: float | None = None
+    skip_reason: str | None = None
+    message: str | None = None
+    timeout_at: float | None = None
+    decided_by: str | None = None
+    decision_input: Mapping[str, Any] | None = None
+    loop_of: str | None = None
+    loop_index: int | None = None
+    item: Any = None
+    items: tuple[Any, ...] | None = None
+    reused_from: str | None = None
+    child_job_id: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in STEP_TERMINAL
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """The state of one job, folded from its stream."""
+
+    job_id: str
+    workspace: str
+    revision: str
+    task: str
+    input: Mapping[str, Any]
+    plan: Plan
+    steps: Mapping[str, StepState]
+    created_at: float
+    status: JobStatus = JobStatus.PENDING
+    version: int = 0
+    started_at: float | None = None
+    completed_at: float | None = None
+    output: Mapping[str, Any] | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+    cancelled_by: str | None = None
+    source_type: str = "api"
+    source_id: str | None = None
+    parent: str | None = None
+    parent_step: str | None = None
+    depth: int = 0
+    idempotency_key: str | None = None
+    timeout: float | None = None
+    priority: int = 3
+    created_by: str | None = None
+    retry_of: str | None = None
+    task_attempt: int = 1
+    secret_paths: tuple[str, ...] = ()
+    children: tuple[str, ...] = ()
+    hooks_fired: tuple[str, ...] = field(default=())
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in JOB_TERMINAL
+
+    def plan_step(self, name: str) -> PlanStep:
+        """The plan entry of a step or of the loop a loop instance belongs to."""
+        step = self.steps[name]
+        return self.plan.steps[step.loop_of or name]
+
+    def instances(self, loop: str) -> list[StepState]:
+        """The instances of a loop placeholder, by index."""
+        return [s for s in self.steps.values() if s.loop_of == loop]
+
+
+def instance_name(loop: str, index: int) -> str:
+    return f"{loop}[{index}]"
+
+
+class StreamCorrupt(InvalidTransition):
+    """The event stream cannot be replayed."""
+
+
+# --- evolve --------------------------------------------------------------------------
+
+
+def fold(events: Iterable[ev.Event], state: JobState | None = None) -> JobState:
+    """Fold events into a state (the first must be `JobCreated` when `state` is None)."""
+    for event in events:
+        state = evolve(state, event)
+    if state is None:
+        raise StreamCorrupt("stream", "empty", "state", "an empty stream has no state")
+    return state
+
+
+def evolve(state: JobState | None, event: ev.Event) -> JobState:
+    """The state after one more event."""
+    if state is None:
+        if not isinstance(event, ev.JobCreated):
+            raise StreamCorrupt("stream", "empty", event.type, "a stream starts with JobCreated")
+        return _created(event)
+    new = _apply(event, state)
+    return replace(new, version=state.version + 1)
+
+
+def _created(e: ev.JobCreated) -> JobState:
+    plan = Plan.from_dict(e.plan)
+    return JobState(
+        job_id=e.job_id, workspace=e.workspace, revision=e.revision, task=e.task,
+        input=e.input, plan=plan, steps={name: StepState(name) for name in plan.steps},
+        created_at=e.ts, version=1, source_type=e.source_type, source_id=e.source_id,
+        parent=e.parent, parent_step=e.parent_step, depth=e.depth,
+        idempotency_key=e.idempotency_key, timeout=e.timeout, priority=e.priority,
+        created_by=e.by, retry_of=e.retry_of, task_attempt=e.task_attempt,
+        secret_paths=e.secret_paths,
+    )
+
+
+def _job(state: JobState, to: JobStatus, **changes: Any) -> JobState:
+    if to != state.status and to not in JOB_TRANSITIONS[state.status]:
+        raise InvalidTransition(f"job {state.job_id}", state.status, to)
+    return replace(state, status=to, **changes)
+
+
+def _step(state: JobState, name: str, to: StepStatus | None = None, **changes: Any) -> JobState:
+    current = state.steps.get(name)
+    if current is None:
+        raise StreamCorrupt(f"step {name}", "missing", str(to), f"unknown step {name!r}")
+    if to is not None and to != current.status and to not in STEP_TRANSITIONS[current.status]:
+        raise InvalidTransition(f"step {name}", current.status, to)
+    updated = replace(current, status=to or current.status, **changes)
+    steps = dict(state.steps)
+    steps[name] = updated
+    return replace(state, steps=steps)
+
+
+@singledispatch
+def _apply(event: ev.Event, state: JobState) -> JobState:
+    raise StreamCorrupt("event", event.type, "state", f"{event.type} cannot follow JobCreated")
+
+
+@_apply.register
+def _(e: ev.JobStarted, state: JobState) -> JobState:
+    return _job(state, J.RUNNING, started_at=e.ts)
+
+
+@_apply.register
+def _(e: ev.JobCancelRequested, state: JobState) -> JobState:
+    return replace(state, cancel_requested=True, cancelled_by=e.by)
+
+
+@_apply.register
+def _(e: ev.JobCompleted, state: JobState) -> JobState:
+    return _job(state, J.COMPLETED, output=dict(e.output), completed_at=e.ts)
+
+
+@_apply.register
+def _(e: ev.JobFailed, state: JobState) -> JobState:
+    return _job(state, J.FAILED, error=e.error, completed_at=e.ts)
+
+
+@_apply.register
+def _(e: ev.JobCancelled, state: JobState) -> JobState:
+    return _job(state, J.CANCELLED, error=e.reason, completed_at=e.ts)
+
+
+@_apply.register
+def _(e: ev.JobSkipped, state: JobState) -> JobState:
+    return _job(state, J.SKIPPED, error=e.reason, completed_at=e.ts)
+
+
+@_apply.register
+def _(e: ev.StepReady, state: JobState) -> JobState:
+    return _step(state, e.step, S.READY, input=dict(e.input), attempt=e.attempt,
+                 ready_at=e.ts, retry_at=None, error=None, error_kind=None, exit_code=None)
+
+
+@_apply.register
+def _(e: ev.StepSkipped, state: JobState) -> JobState:
+    return _step(state, e.step, S.SKIPPED, skip_reason=e.reason, completed_at=e.ts)
+
+
+@_apply.register
+def _(e: ev.StepClaimed, state: JobState) -> JobState:
+    return _step(state, e.step, S.RUNNING, attempt=e.attempt, worker_id=e.worker_id,
+                 lease=e.lease, started_at=e.ts)
+
+
+@_apply.register
+def _(e: ev.StepStarted, state: JobState) -> JobState:
+    return _step(state, e.step, S.RUNNING, attempt=e.attempt, worker_id=e.worker_id,
+                 pid=e.pid, started_at=e.ts)
+
+
+@_apply.register
+def _(e: ev.StepOutput, state: JobState) -> JobState:
+    return _step(state, e.step, output=e.output)
+
+
+@_apply.register
+def _(e: ev.StepCompleted, state: JobState) -> JobState:
+    current = state.steps.get(e.step)
+    started = current.started_at if current and current.started_at else e.ts
+    return _step(state, e.step, S.COMPLETED, output=e.output, completed_at=e.ts, lease=None,
+                 reused_from=e.reused_from, started_at=started, attempt=max(e.attempt, 1))
+
+
+@_apply.register
+def _(e: ev.StepFailed, state: JobState) -> JobState:
+    return _step(state, e.step, S.FAILED, error=e.error, error_kind=e.kind,
+                 exit_code=e.exit_code, completed_at=e.ts, lease=None,
+                 attempt=max(e.attempt, state.steps[e.step].attempt if e.step in state.steps else 0))
+
+
+@_apply.register
+def _(e: ev.StepRetryScheduled, state: JobState) -> JobState:
+    return _step(state, e.step, S.PENDING, attempt=e.attempt - 1, retry_at=e.at,
+                 completed_at=None, worker_id=None, pid=None)
+
+
+@_apply.register
+def _(e: ev.StepSuspended, state: JobState) -> JobState:
+    return _step(state, e.step, S.SUSPENDED, message=e.message, timeout_at=e.timeout_at,
+                 started_at=state.steps[e.step].started_at or e.ts)
+
+
+@_apply.register
+def _(e: ev.StepApproved, state: JobState) -> JobState:
+    output = {"approved": True, "approved_by": e.by, "approved_at": e.ts, "input": dict(e.input)}
+    return _step(state, e.step, S.COMPLETED, output=output, decided_by=e.by,
+                 decision_input=dict(e.input), completed_at=e.ts)
+
+
+@_apply.register
+def _(e: ev.StepRejected, state: JobState) -> JobState:
+    reason = e.reason or "rejected"
+    return _step(state, e.step, S.FAILED, decided_by=e.by, error=f"rejected: {reason}",
+                 error_kind="rejected", completed_at=e.ts)
+
+
+@_apply.register
+def _(e: ev.LoopExpanded, state: JobState) -> JobState:
+    state = _step(state, e.step, S.RUNNING, items=tuple(e.items), started_at=e.ts)
+    steps = dict(state.steps)
+    for index, item in enumerate(e.items):
+        name = instance_name(e.step, index)
+        steps[name] = StepState(name, loop_of=e.step, loop_index=index, item=item)
+    return replace(state, steps=steps)
+
+
+@_apply.register
+def _(e: ev.StepCancelled, state: JobState) -> JobState:
+    return _step(state, e.step, S.CANCELLED, completed_at=e.ts, error=e.reason, lease=None)
+
+
+@_apply.register
+def _(e: ev.HookFired, state: JobState) -> JobState:
+    return replace(state, hooks_fired=(*state.hooks_fired, e.hook))
+
+
+@_apply.register
+def _(e: ev.CallbackQueued, state: JobState) -> JobState:
+    return state
+
+
+@_apply.register
+def _(e: ev.ChildJobStarted, state: JobState) -> JobState:
+    state = _step(state, e.step, child_job_id=e.child_job_id)
+    return replace(state, children=(*state.children, e.child_job_id))

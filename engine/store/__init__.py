@@ -1,0 +1,1 @@
+"""Event stores: one async interface (`base.EventStore`), memory/sqlite/postgres backends."""

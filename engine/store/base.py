@@ -1,0 +1,141 @@
+"""The `EventStore` interface every backend implements (DESIGN §5).
+
+A store keeps the append-only event log (one stream per job), the `jobs`/`steps`
+projections written in the same transaction as the events, and idempotency keys.
+Backends wrap their driver errors into `engine.errors` (`VersionConflict`,
+`StoreUnavailable`); the contract suite in `tests/contract/` holds every backend to the
+same behaviour.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from engine.core.events import Event, RecordedEvent
+from engine.core.projections import JobRow, StepRow
+from engine.errors import Conflict
+
+
+class DuplicateKey(Conflict):
+    """This idempotency key was already used."""
+
+    code = "duplicate_key"
+
+    def __init__(self, scope: str, key: str, job_id: str) -> None:
+        self.scope, self.key, self.job_id = scope, key, job_id
+        super().__init__(f"idempotency key {key!r} already used by job {job_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """Projection rows to write with an append: the job row and the changed step rows."""
+
+    job: JobRow
+    steps: Sequence[StepRow] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Filters of the job list (newest first by `created_at`)."""
+
+    workspace: str | None = None
+    task_name: str | None = None
+    status: tuple[str, ...] = ()
+    source_type: str | None = None
+    since: float | None = None
+    parent_job_id: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append wrote: the recorded events (with their `global_seq`)."""
+
+    events: list[RecordedEvent] = field(default_factory=list)
+
+    @property
+    def last_seq(self) -> int:
+        return self.events[-1].global_seq if self.events else 0
+
+
+class EventStore(ABC):
+    """An append-only event log with projections, behind one async interface."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections; pending writes are either committed or never acknowledged."""
+
+    @abstractmethod
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        *,
+        projection: Projection | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> AppendResult:
+        """Append `events` atomically after version `expected_version` of the stream.
+
+        Versions of the new events are `expected_version + 1 …`. Raises `VersionConflict`
+        when the stream is not at `expected_version` and nothing is written. With
+        `projection`, the rows are upserted in the same transaction, stamped with the
+        last `global_seq`. With `idempotency=(scope, key)` the key is recorded for this
+        stream in the same transaction; if it exists, `DuplicateKey` (naming the first
+        stream) is raised and nothing is written.
+        """
+
+    @abstractmethod
+    async def read(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """The events of one stream after `after_version`, in version order."""
+
+    @abstractmethod
+    async def tail(self, after_seq: int, limit: int = 1000) -> list[RecordedEvent]:
+        """Events of all streams with `global_seq > after_seq`, in global order.
+
+        No event is ever skipped: a reader that tails from the last seq it saw sees every
+        committed event exactly once.
+        """
+
+    @abstractmethod
+    async def last_seq(self) -> int:
+        """The highest committed `global_seq` (0 when empty)."""
+
+    @abstractmethod
+    async def find_key(self, scope: str, key: str) -> str | None:
+        """The stream that used idempotency key `(scope, key)`, if any."""
+
+    @abstractmethod
+    async def list_jobs(self, where: JobFilter) -> tuple[list[JobRow], int]:
+        """A page of the `jobs` projection, newest first, and the total matching count."""
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> JobRow | None:
+        """One job row, or None."""
+
+    @abstractmethod
+    async def get_steps(self, job_id: str) -> list[StepRow]:
+        """The step rows of a job, in plan order."""
+
+    @abstractmethod
+    async def active_job_ids(self) -> list[str]:
+        """Ids of jobs that are not terminal (what a starting orchestrator must load)."""
+
+    @abstractmethod
+    async def reset_projections(self) -> None:
+        """Empty the `jobs` and `steps` projections (the first half of a rebuild)."""
+
+    @abstractmethod
+    async def write_projections(self, rows: Sequence[Projection], last_seq: int) -> None:
+        """Write many projection rows at once (the second half of a rebuild)."""
+
+    @abstractmethod
+    async def stream_ids(self) -> list[str]:
+        """Every stream id, in order of first event."""

@@ -1,0 +1,1 @@
+"""Partitur's HTTP server, command line and web UI (everything that speaks to users)."""
