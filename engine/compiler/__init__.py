@@ -1,0 +1,1 @@
+"""The compiler: workspace files → validated models → plans, plus `<< >>` templating."""
