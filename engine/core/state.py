@@ -122,6 +122,7 @@ class JobState:
     error: str | None = None
     cancel_requested: bool = False
     cancelled_by: str | None = None
+    cancel_reason: str | None = None
     source_type: str = "api"
     source_id: str | None = None
     parent: str | None = None
@@ -224,7 +225,7 @@ def _(e: ev.JobStarted, state: JobState) -> JobState:
 
 @_apply.register
 def _(e: ev.JobCancelRequested, state: JobState) -> JobState:
-    return replace(state, cancel_requested=True, cancelled_by=e.by)
+    return replace(state, cancel_requested=True, cancelled_by=e.by, cancel_reason=e.reason)
 
 
 @_apply.register
@@ -285,9 +286,10 @@ def _(e: ev.StepCompleted, state: JobState) -> JobState:
 
 @_apply.register
 def _(e: ev.StepFailed, state: JobState) -> JobState:
+    current = state.steps.get(e.step)
     return _step(state, e.step, S.FAILED, error=e.error, error_kind=e.kind,
                  exit_code=e.exit_code, completed_at=e.ts, lease=None,
-                 attempt=max(e.attempt, state.steps[e.step].attempt if e.step in state.steps else 0))
+                 attempt=max(e.attempt, current.attempt if current else 0))
 
 
 @_apply.register

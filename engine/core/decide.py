@@ -1,0 +1,373 @@
+"""Decisions: commands → events, and the promotions that follow (DESIGN §4).
+
+`decide(state, command, now, env)` returns the events one command causes followed by
+those of `advance` on the resulting state, so one call is one decision and one append.
+`advance` readies, skips, expands loops, finishes loop placeholders and ends the job,
+repeating until nothing changes. Nothing here reads a clock or draws randomness: `now`
+and `env.rand` are parameters, and templates are rendered by the injected
+`env.renderer`. Skip rules follow Strøm: a failed or cancelled dependency skips a step
+unless one of the two has `continue_on_failure`; a step whose dependencies were all
+skipped is skipped; otherwise a skipped dependency counts as satisfied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.core import commands as cmd
+from engine.core import events as ev
+from engine.core.plan import PlanStep
+from engine.core.state import (
+    JobState,
+    JobStatus,
+    StepState,
+    StepStatus,
+    evolve,
+    fold,
+    instance_name,
+)
+from engine.errors import Conflict, InvalidTransition, NotFound, RenderError
+
+S = StepStatus
+EARLIER_INSTANCE_FAILED = "an earlier instance failed"
+_NOT_RETRIED = frozenset({"render", "rejected"})
+
+
+class StepRenderer(Protocol):
+    """Renders a step's templates against a job state (see engine.compiler.step_render).
+
+    Each method raises `RenderError` when rendering fails.
+    """
+
+    def when(self, state: JobState, step: str) -> tuple[bool, Any]:
+        """(truthy?, rendered value) of the step's `when`; only called when it is set."""
+        ...
+
+    def for_each(self, state: JobState, step: str) -> list[Any]:
+        """The rendered `for_each` of a loop placeholder."""
+        ...
+
+    def input(self, state: JobState, step: str) -> dict[str, Any]:
+        """The step's rendered `input`; `step` may be a loop instance `name[i]`."""
+        ...
+
+
+def _no_jitter() -> float:
+    return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    """What a decision may use besides the state and the time."""
+
+    renderer: StepRenderer
+    rand: Callable[[], float] = field(default=_no_jitter)
+    max_loop_items: int = 10_000
+
+
+# --- commands ------------------------------------------------------------------------
+
+
+def decide(state: JobState, command: cmd.Command, now: float, env: Env) -> list[ev.Event]:
+    """The events `command` causes, then those of `advance`; raises a domain error if the
+    command is not allowed now. Never mutates `state`."""
+    if state.terminal:
+        if isinstance(command, cmd.Tick):
+            return []
+        raise InvalidTransition(f"job {state.job_id}", state.status, "?",
+                                f"job already {state.status}")
+    events = _command_events(state, command, now, env)
+    return events + advance(fold(events, state), now, env)
+
+
+def _command_events(
+    state: JobState, command: cmd.Command, now: float, env: Env
+) -> list[ev.Event]:
+    match command:
+        case cmd.Start():
+            if state.status is not JobStatus.PENDING:
+                raise InvalidTransition(f"job {state.job_id}", state.status, JobStatus.RUNNING)
+            return [ev.JobStarted(ts=now)]
+        case cmd.Claim(step=name, attempt=attempt, worker_id=worker, lease=lease):
+            _target(state, name, attempt, {S.READY}, S.RUNNING)
+            return [ev.StepClaimed(ts=now, step=name, attempt=attempt, worker_id=worker,
+                                   lease=lease)]
+        case cmd.MarkStarted(step=name, attempt=attempt, worker_id=worker, pid=pid):
+            _target(state, name, attempt, {S.READY, S.RUNNING}, S.RUNNING)
+            return [ev.StepStarted(ts=now, step=name, attempt=attempt, worker_id=worker,
+                                   pid=pid)]
+        case cmd.RecordOutput(step=name, attempt=attempt, output=output):
+            _target(state, name, attempt, {S.RUNNING}, S.RUNNING)
+            return [ev.StepOutput(ts=now, step=name, output=output)]
+        case cmd.Complete(step=name, attempt=attempt, output=output):
+            _target(state, name, attempt, {S.RUNNING}, S.COMPLETED)
+            return [ev.StepCompleted(ts=now, step=name, attempt=attempt, output=output)]
+        case cmd.Fail():
+            return _fail(state, command, now, env)
+        case cmd.Suspend(step=name, attempt=attempt, message=message, timeout_at=timeout_at):
+            _target(state, name, attempt, {S.READY, S.RUNNING}, S.SUSPENDED)
+            return [ev.StepSuspended(ts=now, step=name, message=message, timeout_at=timeout_at)]
+        case cmd.Approve(step=name, by=by, input=data):
+            _target(state, name, None, {S.SUSPENDED}, S.COMPLETED)
+            return [ev.StepApproved(ts=now, step=name, by=by, input=dict(data))]
+        case cmd.Reject(step=name, by=by, reason=reason):
+            _target(state, name, None, {S.SUSPENDED}, S.FAILED)
+            return [ev.StepRejected(ts=now, step=name, by=by, reason=reason)]
+        case cmd.Cancel(by=by, reason=reason):
+            if state.cancel_requested:
+                return []
+            return _cancel(state, by, reason, now)
+        case cmd.CancelStep(step=name, attempt=attempt, reason=reason):
+            _target(state, name, attempt, {S.READY, S.RUNNING, S.SUSPENDED}, S.CANCELLED)
+            return [ev.StepCancelled(ts=now, step=name, reason=reason or "job cancelled")]
+        case cmd.Tick():
+            return _tick(state, now)
+    raise TypeError(f"not a command: {command!r}")  # pragma: no cover
+
+
+def _target(
+    state: JobState, name: str, attempt: int | None, allowed: set[StepStatus], to: StepStatus
+) -> StepState:
+    """The step a command addresses, checked: it exists, runs, and is at `attempt`."""
+    step = state.steps.get(name)
+    if step is None:
+        raise NotFound(f"job {state.job_id} has no step {name!r}")
+    if step.items is not None:
+        raise Conflict(f"step {name} is a loop; only its instances run")
+    if attempt is not None and attempt != step.attempt:
+        raise Conflict(f"step {name}: stale attempt {attempt} (the current attempt is "
+                       f"{step.attempt})")
+    if step.status not in allowed:
+        raise InvalidTransition(f"step {name}", step.status, to)
+    return step
+
+
+def _fail(state: JobState, command: cmd.Fail, now: float, env: Env) -> list[ev.Event]:
+    name, attempt, kind = command.step, command.attempt, command.kind
+    _target(state, name, attempt, {S.READY, S.RUNNING, S.SUSPENDED}, S.FAILED)
+    events: list[ev.Event] = [ev.StepFailed(ts=now, step=name, attempt=attempt,
+                                            error=command.error, exit_code=command.exit_code,
+                                            kind=kind)]
+    retry = state.plan_step(name).retry
+    retried = (
+        kind not in _NOT_RETRIED
+        and (kind != "worker_lost" or retry.on_lost)
+        and attempt < retry.max_attempts
+        and not state.cancel_requested
+    )
+    if retried:
+        at = now + retry.delay_before(attempt + 1, env.rand())
+        events.append(ev.StepRetryScheduled(ts=now, step=name, attempt=attempt + 1, at=at))
+    return events
+
+
+def _cancel(state: JobState, by: str | None, reason: str | None, now: float) -> list[ev.Event]:
+    events: list[ev.Event] = [ev.JobCancelRequested(ts=now, by=by, reason=reason)]
+    for name in _order(state):
+        if state.steps[name].status in (S.PENDING, S.READY, S.SUSPENDED):
+            events.append(ev.StepCancelled(ts=now, step=name, reason=reason or "job cancelled"))
+    return events
+
+
+def _deadline(state: JobState) -> float | None:
+    if state.timeout is None or state.cancel_requested:
+        return None
+    return (state.started_at or state.created_at) + state.timeout
+
+
+def _tick(state: JobState, now: float) -> list[ev.Event]:
+    deadline = _deadline(state)
+    if deadline is not None and now >= deadline:
+        return _cancel(state, None, f"job timed out after {state.timeout:g}s", now)
+    return [
+        ev.StepFailed(ts=now, step=step.name, attempt=step.attempt,
+                      error="approval timed out", kind="timeout")
+        for step in state.steps.values()
+        if step.status is S.SUSPENDED and step.timeout_at is not None and now >= step.timeout_at
+    ]
+
+
+# --- advance -------------------------------------------------------------------------
+
+
+class _Log:
+    """Events decided so far and the state they lead to."""
+
+    __slots__ = ("events", "state")
+
+    def __init__(self, state: JobState) -> None:
+        self.state = state
+        self.events: list[ev.Event] = []
+
+    def emit(self, event: ev.Event | None) -> None:
+        if event is not None:
+            self.state = evolve(self.state, event)
+            self.events.append(event)
+
+
+def advance(state: JobState, now: float, env: Env) -> list[ev.Event]:
+    """The promotions, skips, loop expansions and the job end that follow from `state`,
+    repeated until nothing changes."""
+    if state.terminal:
+        return []
+    log = _Log(state)
+    if state.status is JobStatus.PENDING and not state.cancel_requested:
+        log.emit(ev.JobStarted(ts=now))
+    while True:
+        before = len(log.events)
+        for name in _order(log.state):
+            step = log.state.steps[name]
+            if step.status is S.PENDING and not log.state.cancel_requested:
+                log.emit(_promote(log.state, step, now, env))
+            elif step.status is S.RUNNING and step.items is not None:
+                log.emit(_finish_loop(log.state, step, now))
+        if len(log.events) == before:
+            break
+    log.emit(_job_end(log.state, now))
+    return log.events
+
+
+def _order(state: JobState) -> list[str]:
+    """Step names in plan order, each loop's instances right after their placeholder."""
+    instances: dict[str, list[str]] = {}
+    for step in state.steps.values():
+        if step.loop_of is not None:
+            instances.setdefault(step.loop_of, []).append(step.name)
+    order: list[str] = []
+    for name in state.plan.steps:
+        order.append(name)
+        order.extend(instances.get(name, ()))
+    return order
+
+
+def dependencies(state: JobState, step: StepState) -> list[str]:
+    """What `step` waits for: its plan dependencies, or for an instance of a sequential
+    loop the instance before it (a loop's dependencies were met before it expanded)."""
+    if step.loop_of is None:
+        return list(state.plan.steps[step.name].depends_on)
+    index = step.loop_index or 0
+    if state.plan.steps[step.loop_of].sequential and index > 0:
+        return [instance_name(step.loop_of, index - 1)]
+    return []
+
+
+def _promote(state: JobState, step: StepState, now: float, env: Env) -> ev.Event | None:
+    """What happens to a pending step now: nothing, skipped, failed, expanded or ready."""
+    if step.retry_at is not None and step.retry_at > now:
+        return None
+    deps = dependencies(state, step)
+    if not all(state.steps[dep].terminal for dep in deps):
+        return None
+    name = step.name
+    plan_step = state.plan_step(name)
+    reason = _skip_reason(state, step, plan_step, deps)
+    if reason is not None:
+        return ev.StepSkipped(ts=now, step=name, reason=reason)
+    try:
+        if step.loop_of is None and step.attempt == 0:
+            if plan_step.when is not None:
+                truthy, value = env.renderer.when(state, name)
+                if not truthy:
+                    return ev.StepSkipped(ts=now, step=name,
+                                          reason=f"when was false (rendered: {value!r})")
+            if plan_step.for_each is not None:
+                return _expand(state, step, now, env)
+        data = env.renderer.input(state, name)
+    except RenderError as exc:
+        return ev.StepFailed(ts=now, step=name, attempt=step.attempt + 1, error=str(exc),
+                             kind="render")
+    return ev.StepReady(ts=now, step=name, input=data, attempt=step.attempt + 1)
+
+
+def _skip_reason(
+    state: JobState, step: StepState, plan_step: PlanStep, deps: list[str]
+) -> str | None:
+    if step.loop_of is not None:
+        # The only dependency of an instance is the previous instance of a sequential loop.
+        stopped = any(state.steps[dep].status in (S.FAILED, S.CANCELLED, S.SKIPPED)
+                      for dep in deps)
+        return EARLIER_INSTANCE_FAILED if stopped and not plan_step.continue_on_failure else None
+    for dep in deps:
+        status = state.steps[dep].status
+        covered = plan_step.continue_on_failure or state.plan.steps[dep].continue_on_failure
+        if status is S.FAILED and not covered:
+            return f"dependency {dep} failed"
+        if status is S.CANCELLED and not covered:
+            return f"dependency {dep} was cancelled"
+    if deps and all(state.steps[dep].status is S.SKIPPED for dep in deps):
+        return "all dependencies were skipped"
+    return None
+
+
+def _expand(state: JobState, step: StepState, now: float, env: Env) -> ev.Event:
+    items = env.renderer.for_each(state, step.name)
+    if not items:
+        return ev.StepSkipped(ts=now, step=step.name, reason="for_each is empty")
+    if len(items) > env.max_loop_items:
+        return ev.StepFailed(ts=now, step=step.name, attempt=step.attempt + 1,
+                             error=f"for_each yields {len(items)} items; the limit is "
+                                   f"{env.max_loop_items}")
+    return ev.LoopExpanded(ts=now, step=step.name, items=tuple(items))
+
+
+def _finish_loop(state: JobState, step: StepState, now: float) -> ev.Event | None:
+    """A loop placeholder ends when all its instances have."""
+    instances = state.instances(step.name)
+    if not all(i.terminal for i in instances):
+        return None
+    if not state.plan.steps[step.name].continue_on_failure:
+        for i in instances:
+            if i.status is S.FAILED:
+                return ev.StepFailed(ts=now, step=step.name, attempt=max(step.attempt, 1),
+                                     error=f"instance {i.name} failed: {i.error}")
+    for i in instances:
+        if i.status is S.CANCELLED:
+            return ev.StepCancelled(ts=now, step=step.name,
+                                    reason=f"instance {i.name} was cancelled")
+    outputs = [i.output if i.status is S.COMPLETED else None for i in instances]
+    return ev.StepCompleted(ts=now, step=step.name, output=outputs)
+
+
+def _job_end(state: JobState, now: float) -> ev.Event | None:
+    if not all(step.terminal for step in state.steps.values()):
+        return None
+    if state.cancel_requested:
+        return ev.JobCancelled(ts=now, reason=state.cancel_reason or "cancelled")
+    for name in _order(state):
+        step = state.steps[name]
+        if step.status is S.FAILED and not state.plan_step(name).continue_on_failure:
+            return ev.JobFailed(ts=now, error=f"step {name} failed: {step.error}")
+        if step.status is S.CANCELLED:
+            return ev.JobFailed(ts=now, error=f"step {name} was cancelled")
+    output = {
+        leaf: state.steps[leaf].output
+        for leaf in state.plan.leaves()
+        if state.steps[leaf].status is not S.SKIPPED
+    }
+    return ev.JobCompleted(ts=now, output=output)
+
+
+# --- queries -------------------------------------------------------------------------
+
+
+def next_wakeup(state: JobState) -> float | None:
+    """The earliest time at which a `Tick` would change something, or None."""
+    if state.terminal:
+        return None
+    times: list[float] = []
+    deadline = _deadline(state)
+    if deadline is not None:
+        times.append(deadline)
+    for step in state.steps.values():
+        if step.status is S.PENDING and step.retry_at is not None and not state.cancel_requested:
+            times.append(step.retry_at)
+        elif step.status is S.SUSPENDED and step.timeout_at is not None:
+            times.append(step.timeout_at)
+    return min(times, default=None)
+
+
+def dispatchable(state: JobState) -> list[str]:
+    """Names of the steps that are ready to run, in plan order."""
+    return [name for name in _order(state) if state.steps[name].status is S.READY]
