@@ -1,0 +1,110 @@
+"""The path of a log line from a runner to the store and the live bus (DESIGN §7).
+
+`JobLogWriter.line` is synchronous and cheap: it redacts the text, appends it to the
+store and publishes the stored line (with its `seq`) to the bus, in the order of the
+calls. With a store that can append synchronously (`JsonlLogStore.append_sync`, a local
+file write) that is all done inline; with another store, lines are queued and written
+in batches by one background task, still in order (`flush` waits for them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from engine.logs.bus import LiveBus
+from engine.logs.model import SERVER_STEP, STDOUT, LogLine
+from engine.logs.redact import Redactor
+from engine.logs.store import LogStore
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class SyncAppend(Protocol):
+    """A store that can append without awaiting (a local file)."""
+
+    def append_sync(self, job_id: str, lines: Sequence[LogLine]) -> list[LogLine]: ...
+
+
+class StepLog:
+    """A `LogSink` for one step: `line(stream, text)` goes to the job's writer."""
+
+    __slots__ = ("_writer", "step")
+
+    def __init__(self, writer: JobLogWriter, step: str) -> None:
+        self._writer = writer
+        self.step = step
+
+    def line(self, stream: str, text: str) -> None:
+        self._writer.line(self.step, stream, text)
+
+
+class JobLogWriter:
+    """Writes one job's log lines: redact → store → bus."""
+
+    def __init__(
+        self,
+        job_id: str,
+        store: LogStore,
+        bus: LiveBus | None = None,
+        redactor: Redactor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.job_id = job_id
+        self.store = store
+        self.bus = bus
+        self.redactor = redactor or Redactor()
+        self._clock = clock
+        self._sync_append = store.append_sync if isinstance(store, SyncAppend) else None
+        self._pending: list[LogLine] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def line(self, step: str, stream: str, text: str, ts: float | None = None) -> None:
+        """Record one line of `step`'s `stream` (never raises for a store failure)."""
+        entry = LogLine(
+            ts=self._clock() if ts is None else ts,
+            stream=stream,
+            step=step,
+            line=self.redactor.redact(text),
+        )
+        if self._sync_append is None:
+            self._pending.append(entry)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+            return
+        try:
+            stored = self._sync_append(self.job_id, (entry,))
+        except OSError:
+            logger.exception("cannot store a log line of job %s", self.job_id)
+            stored = [entry]
+        if self.bus is not None:
+            self.bus.publish(self.job_id, stored[0])
+
+    def note(self, text: str, step: str = SERVER_STEP) -> None:
+        """Record a note of the server's own (step `_server`, stream `stdout`)."""
+        self.line(step, STDOUT, text)
+
+    def for_step(self, step: str) -> StepLog:
+        """A `LogSink` writing lines of `step`."""
+        return StepLog(self, step)
+
+    async def _flush_loop(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                stored = await self.store.append(self.job_id, batch)
+            except Exception:
+                logger.exception("cannot store %d log lines of job %s", len(batch), self.job_id)
+                stored = batch
+            if self.bus is not None:
+                for entry in stored:
+                    self.bus.publish(self.job_id, entry)
+
+    async def flush(self) -> None:
+        """Wait until every line recorded so far is stored and published."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
