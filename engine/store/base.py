@@ -30,10 +30,16 @@ class DuplicateKey(Conflict):
 
 @dataclass(frozen=True, slots=True)
 class Projection:
-    """Projection rows to write with an append: the job row and the changed step rows."""
+    """Projection rows to write with an append: the job row and the changed step rows.
+
+    An append stamps the job row with its own last `global_seq`. `write_projections`
+    stamps it with `last_seq` when given (a rebuild passes the seq of the stream's last
+    event), else with the seq the call names.
+    """
 
     job: JobRow
     steps: Sequence[StepRow] = ()
+    last_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
