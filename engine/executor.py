@@ -1,0 +1,195 @@
+"""The embedded executor: runs ready steps in this process, up to a concurrency limit.
+
+For each dispatched step it claims the step (with a lease), prepares the run, starts the
+runner of the action type, streams its lines into the job's log and reports the result
+back to the orchestrator as a command. Approval steps need no process: they suspend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+from engine.clock import new_token
+from engine.core import commands as cmd
+from engine.core.state import JobState
+from engine.errors import Conflict, NotFound, PartiturError, RenderError
+from engine.orchestrator import Orchestrator
+from engine.runners import get_runner
+from engine.runners.base import RunResult
+from engine.stepprep import prepare
+
+log = logging.getLogger("partitur.executor")
+
+
+class _StepSink:
+    """Binds a job's log writer to one step (the runners' `LogSink`)."""
+
+    __slots__ = ("_step", "_writer")
+
+    def __init__(self, orchestrator: Orchestrator, job_id: str, step: str) -> None:
+        self._writer = orchestrator.writer(job_id)
+        self._step = step
+
+    def line(self, stream: str, text: str) -> None:
+        self._writer.line(self._step, stream, text)
+
+
+class LocalExecutor:
+    """Runs steps in this process with at most `concurrency` at a time."""
+
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        *,
+        concurrency: int,
+        artifacts_root: Path,
+        worker_id: str | None = None,
+    ) -> None:
+        self.orchestrator = orchestrator
+        self.concurrency = max(1, concurrency)
+        self.artifacts_root = artifacts_root
+        self.worker_id = worker_id or f"local:{socket.gethostname()}"
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self._inner: dict[tuple[str, str], asyncio.Task[RunResult]] = {}
+        self.started_steps = 0
+
+    # --- Dispatcher ------------------------------------------------------------------
+
+    def dispatch(self, state: JobState, step: str) -> None:
+        key = (state.job_id, step)
+        attempt = state.steps[step].attempt
+        task = asyncio.ensure_future(self._run(state.job_id, step, attempt))
+        self._running[key] = task
+        task.add_done_callback(lambda _t, key=key: self._done(key, _t))
+
+    def cancel(self, job_id: str, step: str) -> None:
+        inner = self._inner.get((job_id, step))
+        if inner is not None:
+            inner.cancel()
+
+    def owns(self, worker_id: str | None) -> bool:
+        return worker_id is None or worker_id == self.worker_id
+
+    @property
+    def busy(self) -> int:
+        return len(self._inner)
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop: running steps get `grace` seconds, then their process groups are killed.
+
+        Steps stopped this way are not reported; after a restart they are handled as
+        after a crash (failed with kind `worker_lost`, re-run only on opt-in).
+        """
+        if grace > 0 and self._inner:
+            await asyncio.wait(list(self._inner.values()), timeout=grace)
+        for task in list(self._running.values()):
+            task.cancel()
+        for inner in list(self._inner.values()):
+            inner.cancel()
+        pending = [*self._running.values(), *self._inner.values()]
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+    # --- running a step --------------------------------------------------------------
+
+    def _done(self, key: tuple[str, str], task: asyncio.Task[Any]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("step %s of job %s crashed", key[1], key[0], exc_info=task.exception())
+
+    async def _run(self, job_id: str, step: str, attempt: int) -> None:
+        async with self._slots:
+            orch = self.orchestrator
+            try:
+                state = await orch.command(job_id, cmd.Claim(
+                    step=step, attempt=attempt, worker_id=self.worker_id, lease=new_token(12)))
+            except (Conflict, NotFound):
+                return  # cancelled or taken meanwhile
+            plan_step = state.plan_step(step)
+            if plan_step.action_type == "approval":
+                await self._suspend(state, step, attempt)
+                return
+            try:
+                run = self._prepare(state, step)
+            except RenderError as exc:
+                await self._report(job_id, cmd.Fail(step=step, attempt=attempt, error=exc.message,
+                                                    kind="render"))
+                return
+            try:
+                runner = get_runner(plan_step.action_type)
+            except PartiturError as exc:
+                await self._report(job_id, cmd.Fail(step=step, attempt=attempt, error=exc.message))
+                return
+            started: list[asyncio.Task[Any]] = []
+
+            def on_start(pid: int | None) -> None:
+                started.append(asyncio.ensure_future(orch.command(job_id, cmd.MarkStarted(
+                    step=step, attempt=attempt, worker_id=self.worker_id, pid=pid))))
+
+            run.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            inner = asyncio.ensure_future(runner.run(run, _StepSink(orch, job_id, step), on_start))
+            self._inner[(job_id, step)] = inner
+            self.started_steps += 1
+            try:
+                result = await inner
+            except asyncio.CancelledError:
+                if not inner.cancelled():
+                    raise  # this task itself is being cancelled (shutdown): report nothing
+                result = None
+            finally:
+                self._inner.pop((job_id, step), None)
+            if started:
+                await asyncio.gather(*started, return_exceptions=True)
+            if result is None:
+                await self._report(job_id, cmd.CancelStep(step=step, attempt=attempt,
+                                                          reason="cancelled"))
+                return
+            if result.status == "completed":
+                await self._report(job_id, cmd.Complete(step=step, attempt=attempt,
+                                                        output=result.output))
+            elif result.status == "suspended":
+                await self._report(job_id, cmd.Suspend(step=step, attempt=attempt,
+                                                       message=result.message))
+            else:
+                await self._report(job_id, cmd.Fail(
+                    step=step, attempt=attempt, error=result.error or "failed",
+                    exit_code=result.exit_code, kind=result.kind))
+
+    def _prepare(self, state: JobState, step: str) -> Any:
+        orch = self.orchestrator
+        real_input = orch.real_renderer(state).input(state, step)
+        loaded = orch.workspaces.revision(state.workspace, state.revision)
+        return prepare(
+            state, step, real_input=real_input, secrets=orch.secrets_of(state),
+            workdir=Path(loaded.path), artifacts_dir=self.artifacts_root / state.job_id / step,
+        )
+
+    async def _suspend(self, state: JobState, step: str, attempt: int) -> None:
+        plan_step = state.plan_step(step)
+        message = None
+        try:
+            run = self._prepare(state, step)
+            message = run.action.get("message")
+        except RenderError as exc:
+            await self._report(state.job_id, cmd.Fail(step=step, attempt=attempt,
+                                                      error=exc.message, kind="render"))
+            return
+        timeout_at = None
+        if plan_step.timeout:
+            timeout_at = self.orchestrator.clock.now() + plan_step.timeout
+        await self._report(state.job_id, cmd.Suspend(
+            step=step, attempt=attempt, message=None if message is None else str(message),
+            timeout_at=timeout_at))
+
+    async def _report(self, job_id: str, command: cmd.Command) -> None:
+        try:
+            await self.orchestrator.command(job_id, command)
+        except (Conflict, NotFound) as exc:
+            log.info("result of %s for job %s not recorded: %s", type(command).__name__,
+                     job_id, exc)

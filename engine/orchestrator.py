@@ -1,0 +1,500 @@
+"""The orchestrator: load state → decide → append → dispatch (DESIGN §4, §6).
+
+It owns the in-memory state of active jobs (folded from the log only when a job is
+loaded), serialises decisions per job, appends each decision's events in one
+transaction together with the projection rows, writes the engine's own log notes
+(step `_server`), publishes status frames to the live bus, and hands ready steps to a
+dispatcher (the embedded executor, or the remote-worker queue). Nothing else writes
+events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.clock import Clock, SystemClock, new_job_id
+from engine.compiler.inputs import coerce_input, secret_paths
+from engine.compiler.plan import compile_task
+from engine.compiler.step_render import TemplateStepRenderer
+from engine.core import commands as cmd
+from engine.core import events as ev
+from engine.core.decide import Env, decide, dispatchable, next_wakeup
+from engine.core.projections import job_row, step_rows
+from engine.core.state import JobState, StepStatus, evolve, fold
+from engine.errors import NotFound, VersionConflict
+from engine.logs.bus import LiveBus
+from engine.logs.redact import Redactor
+from engine.logs.store import LogStore
+from engine.logs.writer import JobLogWriter
+from engine.store.base import DuplicateKey, EventStore, Projection
+from engine.workspaces import WorkspaceRegistry
+
+log = logging.getLogger("partitur.orchestrator")
+
+MASK = "••••••"
+MAX_DEPTH = 10
+
+
+class Dispatcher(Protocol):
+    """Runs ready steps: the embedded executor, or the queue remote workers claim from."""
+
+    def dispatch(self, state: JobState, step: str) -> None:
+        """Start (or queue) a ready step; it reports back through `Orchestrator.command`."""
+
+    def cancel(self, job_id: str, step: str) -> None:
+        """Stop a running step of a cancelled job (kill its process group)."""
+
+    def owns(self, worker_id: str | None) -> bool:
+        """Whether a step claimed by `worker_id` ran in this process (lost on restart)."""
+
+
+@dataclass
+class ActiveJob:
+    """A job whose state is kept in memory while it is not terminal."""
+
+    state: JobState
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    dispatched: set[tuple[str, int]] = field(default_factory=set)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: asyncio.TimerHandle | None = None
+    writer: JobLogWriter | None = None
+
+
+def _masked(secrets: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: MASK for name in secrets}
+
+
+class Orchestrator:
+    """Turns commands into events, keeps active jobs in memory, dispatches ready steps."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        logs: LogStore,
+        bus: LiveBus,
+        workspaces: WorkspaceRegistry,
+        *,
+        clock: Clock | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.logs = logs
+        self.bus = bus
+        self.workspaces = workspaces
+        self.clock: Clock = clock or SystemClock()
+        self.rand = rand
+        self.dispatcher: Dispatcher | None = None
+        self._active: dict[str, ActiveJob] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listeners: list[Callable[[JobState, Sequence[ev.Event]], None]] = []
+        self._closing = False
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def attach(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def on_events(self, listener: Callable[[JobState, Sequence[ev.Event]], None]) -> None:
+        """Call `listener(state, events)` after every append (metrics, hooks, triggers)."""
+        self._listeners.append(listener)
+
+    async def recover(self) -> int:
+        """Load every non-terminal job after a start; steps this process ran are lost.
+
+        A step whose process ran under a previous incarnation of this process is failed
+        with kind `worker_lost` (re-run only where `retry.on_lost` is set), after its
+        process group is killed. Returns the number of jobs loaded.
+        """
+        from engine.runners.process import kill_process_group
+
+        ids = await self.store.active_job_ids()
+        for job_id in ids:
+            active = await self._load(job_id)
+            lost = [
+                s for s in active.state.steps.values()
+                if s.status == StepStatus.RUNNING and s.items is None
+            ]
+            for step in lost:
+                if self.dispatcher is not None and not self.dispatcher.owns(step.worker_id):
+                    continue
+                if step.pid:
+                    kill_process_group(step.pid)
+                await self.command(job_id, cmd.Fail(
+                    step=step.name, attempt=step.attempt, kind="worker_lost",
+                    error="the process running this step was lost (server restarted)",
+                ))
+            await self.command(job_id, cmd.Tick())
+        return len(ids)
+
+    async def close(self) -> None:
+        self._closing = True
+        for active in self._active.values():
+            if active.timer is not None:
+                active.timer.cancel()
+            if active.writer is not None:
+                active.writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        self._active.clear()
+
+    # --- jobs ------------------------------------------------------------------------
+
+    async def create_job(
+        self,
+        workspace: str,
+        task: str,
+        raw_input: Mapping[str, Any] | None = None,
+        *,
+        source_type: str = "api",
+        source_id: str | None = None,
+        idempotency_key: str | None = None,
+        by: str | None = None,
+        parent: str | None = None,
+        parent_step: str | None = None,
+        depth: int = 0,
+        priority: int | None = None,
+        retry_of: str | None = None,
+        job_id: str | None = None,
+        reuse: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Validate the input, compile the plan and record a new job; returns its id.
+
+        Invalid input raises `InputInvalid` before anything is written. With an
+        idempotency key, a repeat returns the first job's id and writes nothing.
+        """
+        ws = self.workspaces.get(workspace)
+        loaded = ws.require()
+        spec = loaded.spec.tasks.get(task)
+        if spec is None:
+            raise NotFound(f"task {task!r} not found in workspace {workspace!r}")
+        scope = f"{workspace}/{task}"
+        if idempotency_key:
+            existing = await self.store.find_key(scope, idempotency_key)
+            if existing is not None:
+                return existing
+        if depth > MAX_DEPTH:
+            raise NotFound(f"sub-job nesting is capped at depth {MAX_DEPTH}")
+        plan = compile_task(loaded, task)
+        job_input = coerce_input(
+            spec.input, raw_input or {}, secrets=ws.secrets, connections=ws.connections,
+            connection_types=loaded.spec.connection_types,
+        )
+        job_id = job_id or new_job_id()
+        now = self.clock.now()
+        created = ev.JobCreated(
+            ts=now, job_id=job_id, workspace=workspace, revision=loaded.revision, task=task,
+            input=job_input, plan=plan.to_dict(), source_type=source_type, source_id=source_id,
+            parent=parent, parent_step=parent_step, depth=depth,
+            idempotency_key=idempotency_key, timeout=plan.timeout,
+            priority=priority or spec.priority, by=by, retry_of=retry_of,
+            secret_paths=secret_paths(spec.input),
+        )
+        state = evolve(None, created)
+        events: list[ev.Event] = [created]
+        for name, output in (reuse or {}).items():
+            events.append(ev.StepCompleted(ts=now, step=name, output=output,
+                                           reused_from=retry_of))
+        state = fold(events[1:], state)
+        events.extend(decide(state, cmd.Start(), now, self._env(state)))
+        new_state = fold(events[1 + len(reuse or {}):], state)
+        try:
+            await self.store.append(
+                job_id, 0, events,
+                projection=Projection(job_row(new_state), step_rows(new_state)),
+                idempotency=(scope, idempotency_key) if idempotency_key else None,
+            )
+        except DuplicateKey as exc:
+            return exc.job_id
+        active = ActiveJob(new_state)
+        self._active[job_id] = active
+        self._after_append(active, events)
+        return job_id
+
+    async def rerun(
+        self,
+        job_id: str,
+        *,
+        from_step: str | None = None,
+        raw_input: Mapping[str, Any] | None = None,
+        by: str | None = None,
+    ) -> str:
+        """Start a new job of the same task; with `from_step`, resume from that step.
+
+        The steps upstream of `from_step` that completed in the original job are not run
+        again: the new job records their outputs as reused (`StepCompleted.reused_from`).
+        """
+        original = await self.get_state(job_id)
+        reuse: dict[str, Any] = {}
+        if from_step is not None:
+            if from_step not in original.plan.steps:
+                raise NotFound(f"step {from_step!r} not found in job {job_id}")
+            for name in _ancestors(original, from_step):
+                step = original.steps.get(name)
+                if step is not None and step.status == StepStatus.COMPLETED:
+                    reuse[name] = step.output
+        new_id = await self.create_job(
+            original.workspace, original.task,
+            dict(original.input) if raw_input is None else raw_input,
+            source_type=original.source_type, source_id=original.source_id, by=by,
+            parent=original.parent, parent_step=original.parent_step, depth=original.depth,
+            priority=original.priority, retry_of=job_id, reuse=reuse,
+        )
+        return new_id
+
+    async def command(self, job_id: str, command: cmd.Command) -> JobState:
+        """Decide `command` on a job and append what follows; returns the new state.
+
+        Domain errors (`InvalidTransition`, `Conflict`) propagate and nothing is written.
+        """
+        active = await self._load(job_id)
+        async with active.lock:
+            for _ in range(3):
+                state = active.state
+                now = self.clock.now()
+                events = decide(state, command, now, self._env(state))
+                if not events:
+                    return state
+                try:
+                    await self._append(active, events)
+                except VersionConflict:
+                    # Another process appended first: fold its events, decide again.
+                    records = await self.store.read(job_id, after_version=state.version)
+                    active.state = fold((r.event() for r in records), state)
+                    continue
+                return active.state
+            raise VersionConflict(f"job {job_id}: too many concurrent writers")
+
+    async def get_state(self, job_id: str) -> JobState:
+        """The current state of a job (in memory when active, else folded from the log)."""
+        active = self._active.get(job_id)
+        if active is not None:
+            return active.state
+        records = await self.store.read(job_id)
+        if not records:
+            raise NotFound(f"job {job_id!r} not found")
+        return fold(r.event() for r in records)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobState:
+        """Wait until a job is terminal (or `timeout` passes) and return its state."""
+        active = self._active.get(job_id)
+        if active is not None and not active.state.terminal:
+            try:
+                await asyncio.wait_for(active.done.wait(), timeout)
+            except TimeoutError:
+                pass
+        return await self.get_state(job_id)
+
+    def active_state(self, job_id: str) -> JobState | None:
+        active = self._active.get(job_id)
+        return active.state if active else None
+
+    def writer(self, job_id: str) -> JobLogWriter:
+        """The log writer of an active job (steps' lines and the `_server` notes)."""
+        active = self._active.get(job_id)
+        if active is None:
+            raise NotFound(f"job {job_id!r} is not active")
+        return self._writer(active)
+
+    def secrets_of(self, state: JobState) -> dict[str, Any]:
+        try:
+            return self.workspaces.get(state.workspace).secrets
+        except NotFound:
+            return {}
+
+    def real_renderer(self, state: JobState) -> TemplateStepRenderer:
+        """A renderer with the real secret values (for dispatch, never for events)."""
+        return TemplateStepRenderer(self.secrets_of(state))
+
+    # --- internals -------------------------------------------------------------------
+
+    def _env(self, state: JobState) -> Env:
+        return Env(renderer=TemplateStepRenderer(_masked(self.secrets_of(state))),
+                   rand=self.rand)
+
+    async def _load(self, job_id: str) -> ActiveJob:
+        active = self._active.get(job_id)
+        if active is not None:
+            return active
+        records = await self.store.read(job_id)
+        if not records:
+            raise NotFound(f"job {job_id!r} not found")
+        active = self._active.get(job_id)
+        if active is None:
+            active = ActiveJob(fold(r.event() for r in records))
+            if not active.state.terminal:
+                self._active[job_id] = active
+                self._after_append(active, [])
+        return active
+
+    async def _append(self, active: ActiveJob, events: Sequence[ev.Event]) -> None:
+        state = active.state
+        new_state = fold(events, state)
+        touched: set[str] = set()
+        for event in events:
+            if isinstance(event, ev.StepEvent):
+                touched.add(event.step)
+            if isinstance(event, ev.LoopExpanded):
+                touched.update(s.name for s in new_state.instances(event.step))
+        await self.store.append(
+            state.job_id, state.version, events,
+            projection=Projection(job_row(new_state), step_rows(new_state, touched)),
+        )
+        active.state = new_state
+        self._after_append(active, events)
+
+    def _writer(self, active: ActiveJob) -> JobLogWriter:
+        if active.writer is None:
+            ws_secrets: list[str] = []
+            try:
+                ws_secrets = self.workspaces.get(active.state.workspace).secret_values
+            except NotFound:
+                pass
+            secret_inputs = [
+                str(active.state.input[name]) for name in active.state.secret_paths
+                if active.state.input.get(name) not in (None, "")
+            ]
+            active.writer = JobLogWriter(
+                self.logs, active.state.job_id, Redactor([*ws_secrets, *secret_inputs]), self.bus,
+            )
+        return active.writer
+
+    def _after_append(self, active: ActiveJob, events: Sequence[ev.Event]) -> None:
+        state = active.state
+        writer = self._writer(active)
+        for event in events:
+            note = _note(event, state)
+            if note:
+                writer.note(note, ts=event.ts)
+            frame = _frame(event, state)
+            if frame is not None:
+                self.bus.publish(state.job_id, frame)
+        for listener in self._listeners:
+            try:
+                listener(state, events)
+            except Exception:  # a listener must never break the engine
+                log.exception("event listener failed")
+        if self.dispatcher is not None and not self._closing:
+            for name in dispatchable(state):
+                key = (name, state.steps[name].attempt)
+                if key not in active.dispatched:
+                    active.dispatched.add(key)
+                    self.dispatcher.dispatch(state, name)
+            if state.cancel_requested:
+                for step in state.steps.values():
+                    if step.status == StepStatus.RUNNING and step.items is None:
+                        self.dispatcher.cancel(state.job_id, step.name)
+        self._schedule_wakeup(active)
+        if state.terminal:
+            self._finish(active)
+
+    def _schedule_wakeup(self, active: ActiveJob) -> None:
+        if active.timer is not None:
+            active.timer.cancel()
+            active.timer = None
+        if active.state.terminal or self._closing:
+            return
+        wake = next_wakeup(active.state)
+        if wake is None:
+            return
+        delay = max(0.0, wake - self.clock.now())
+        loop = asyncio.get_running_loop()
+        job_id = active.state.job_id
+        active.timer = loop.call_later(delay, self._spawn_tick, job_id)
+
+    def _spawn_tick(self, job_id: str) -> None:
+        task = asyncio.ensure_future(self._tick(job_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick(self, job_id: str) -> None:
+        try:
+            await self.command(job_id, cmd.Tick())
+        except Exception:
+            log.exception("tick of job %s failed", job_id)
+
+    def _finish(self, active: ActiveJob) -> None:
+        job_id = active.state.job_id
+        active.done.set()
+        if active.writer is not None:
+            active.writer.close()
+        self.bus.close_job(job_id)
+        self._active.pop(job_id, None)
+
+
+def _frame(event: ev.Event, state: JobState) -> dict[str, Any] | None:
+    """The live-bus status frame of an event (`?format=events` on the WebSocket)."""
+    if isinstance(event, ev.StepEvent) and not isinstance(event, ev.StepOutput | ev.ChildJobStarted):
+        step = state.steps.get(event.step)
+        if step is None:
+            return None
+        return {"type": "step", "ts": event.ts, "version": state.version, "step": step.name,
+                "status": step.status.value, "attempt": step.attempt, "error": step.error}
+    if isinstance(event, ev.JobCreated | ev.JobStarted | ev.JobCompleted | ev.JobFailed
+                  | ev.JobCancelled | ev.JobSkipped):
+        return {"type": "job", "ts": event.ts, "version": state.version,
+                "status": state.status.value}
+    return None
+
+
+def _note(event: ev.Event, state: JobState) -> str | None:
+    """The `_server` log line for an event, or None when it needs none."""
+    match event:
+        case ev.JobCreated():
+            return f"job created: task {event.task} (source {event.source_type})"
+        case ev.JobStarted():
+            return "job started"
+        case ev.StepReady():
+            return f"step {event.step} ready (attempt {event.attempt})"
+        case ev.StepStarted():
+            pid = f", pid {event.pid}" if event.pid else ""
+            return f"step {event.step} started on {event.worker_id}{pid}"
+        case ev.StepCompleted():
+            if event.reused_from:
+                return f"step {event.step} reused the output of job {event.reused_from}"
+            return f"step {event.step} completed"
+        case ev.StepFailed():
+            return f"step {event.step} failed ({event.kind}): {event.error}"
+        case ev.StepRetryScheduled():
+            delay = max(0.0, event.at - event.ts)
+            return f"step {event.step}: attempt {event.attempt} scheduled in {delay:.1f}s"
+        case ev.StepSkipped():
+            return f"step {event.step} skipped: {event.reason}"
+        case ev.LoopExpanded():
+            return f"step {event.step} expanded into {len(event.items)} instances"
+        case ev.StepSuspended():
+            return f"step {event.step} waiting for approval" + (
+                f": {event.message}" if event.message else "")
+        case ev.StepApproved():
+            return f"step {event.step} approved" + (f" by {event.by}" if event.by else "")
+        case ev.StepRejected():
+            return f"step {event.step} rejected" + (f": {event.reason}" if event.reason else "")
+        case ev.StepCancelled():
+            return f"step {event.step} cancelled"
+        case ev.JobCancelRequested():
+            return "cancel requested" + (f" by {event.by}" if event.by else "")
+        case ev.JobCompleted():
+            return "job completed"
+        case ev.JobFailed():
+            return f"job failed: {event.error}"
+        case ev.JobCancelled():
+            return "job cancelled" + (f": {event.reason}" if event.reason else "")
+        case ev.JobSkipped():
+            return f"job skipped: {event.reason}"
+    return None
+
+
+def _ancestors(state: JobState, step: str) -> list[str]:
+    """Every step `step` depends on, transitively, in plan order."""
+    seen: set[str] = set()
+    todo = list(state.plan.steps[step].depends_on)
+    while todo:
+        name = todo.pop()
+        if name not in seen and name in state.plan.steps:
+            seen.add(name)
+            todo.extend(state.plan.steps[name].depends_on)
+    return [name for name in state.plan.steps if name in seen]

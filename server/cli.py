@@ -1,0 +1,289 @@
+"""The `partitur` command line: serve, run, validate, rebuild, migrate.
+
+Every subcommand prints a clear one-line error and exits 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"partitur: error: {message} (see {self.prog} --help)\n")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    sys.stderr.write(f"partitur: error: {message}\n")
+    raise SystemExit(code)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="partitur", description="An event-sourced workflow engine.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="serve the API, UI and embedded workers")
+    serve.add_argument("--config", type=Path, default=None, help="server-config.yaml")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+
+    run = sub.add_parser("run", help="run a task locally and stream its logs")
+    run.add_argument("task")
+    run.add_argument("--workspace", type=Path, default=Path.cwd(),
+                     help="workspace folder (holding .workflows/); default: current folder")
+    run.add_argument("-i", "--input", dest="inputs", action="append", default=[],
+                     metavar="KEY=VALUE", help="an input value, coerced by the input schema")
+    run.add_argument("--input-json", default=None, help="the whole input as a JSON object")
+    run.add_argument("--json", action="store_true", help="print the final job as JSON")
+    run.add_argument("--db", default=None, help="store URL to keep the job in (default: temp)")
+    run.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    run.add_argument("--quiet", action="store_true", help="do not stream log lines")
+
+    validate = sub.add_parser("validate", help="validate a workspace")
+    validate.add_argument("path", nargs="?", type=Path, default=Path.cwd())
+
+    rebuild = sub.add_parser("rebuild", help="rebuild the projections from the event log")
+    rebuild.add_argument("--config", type=Path, default=None)
+    rebuild.add_argument("--db", default=None, help="store URL (overrides the config)")
+
+    migrate = sub.add_parser("migrate", help="apply store migrations")
+    migrate.add_argument("--config", type=Path, default=None)
+    migrate.add_argument("--db", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        raise SystemExit(2)
+    handler = {"serve": cmd_serve, "run": cmd_run, "validate": cmd_validate,
+               "rebuild": cmd_rebuild, "migrate": cmd_migrate}[args.command]
+    raise SystemExit(handler(args))
+
+
+# --- validate ------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.compiler.validate import report
+
+    path: Path = args.path
+    if not path.exists():
+        _fail(f"no such folder: {path}")
+    text, code = report(path)
+    if text:
+        print(text)
+    return code
+
+
+# --- run -----------------------------------------------------------------------------
+
+
+def _parse_inputs(args: argparse.Namespace, schema: dict[str, Any]) -> dict[str, Any]:
+    from engine.compiler.inputs import coerce_cli_value
+
+    values: dict[str, Any] = {}
+    if args.input_json:
+        try:
+            loaded = json.loads(args.input_json)
+        except json.JSONDecodeError as exc:
+            _fail(f"--input-json is not valid JSON: {exc}")
+        if not isinstance(loaded, dict):
+            _fail("--input-json must be a JSON object")
+        values.update(loaded)
+    for item in args.inputs:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            _fail(f"-i expects KEY=VALUE, got {item!r}")
+        field = schema.get(key)
+        values[key] = coerce_cli_value(field, text) if field is not None else text
+    return values
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.errors import PartiturError
+
+    workspace: Path = args.workspace.resolve()
+    if not (workspace / ".workflows").is_dir():
+        _fail(f"{workspace} is not a workspace (no .workflows/ folder)")
+    try:
+        return asyncio.run(_run(args, workspace))
+    except PartiturError as exc:
+        sys.stderr.write(f"partitur: {exc.message}\n")
+        return 2 if exc.code in {"invalid_input", "invalid_workspace", "not_found",
+                                 "compile_error"} else 1
+
+
+async def _run(args: argparse.Namespace, workspace: Path) -> int:
+    from engine.clock import new_job_id
+    from engine.core import commands as cmd
+    from engine.logs.model import LogLine
+    from engine.runtime import Runtime, RuntimeOptions
+    from engine.store.base import JobFilter  # noqa: F401  (keeps the import graph explicit)
+    from engine.views import job_detail
+
+    with tempfile.TemporaryDirectory(prefix="partitur-run-") as tmp:
+        tmp_path = Path(tmp)
+        name = workspace.name
+        options = RuntimeOptions(
+            db_url=args.db or f"sqlite:///{tmp_path / 'partitur.db'}",
+            logs_dir=tmp_path / "logs", artifacts_dir=tmp_path / "artifacts",
+            workspaces={name: workspace}, concurrency=max(1, args.concurrency),
+        )
+        runtime = Runtime(options)
+        await runtime.open()
+        try:
+            ws = runtime.workspaces.get(name)
+            loaded = ws.require()
+            task = loaded.spec.tasks.get(args.task)
+            if task is None:
+                known = ", ".join(sorted(loaded.spec.tasks)) or "none"
+                _fail(f"task {args.task!r} not found in {workspace} (tasks: {known})")
+            raw_input = _parse_inputs(args, dict(task.input))
+            job_id = new_job_id()
+            subscription = runtime.bus.subscribe(job_id)
+            await runtime.orchestrator.create_job(name, args.task, raw_input, source_type="user",
+                                                  source_id="cli", job_id=job_id)
+            loop = asyncio.get_running_loop()
+            cancelled = asyncio.Event()
+
+            def on_interrupt() -> None:
+                if cancelled.is_set():
+                    return
+                cancelled.set()
+                sys.stderr.write("partitur: cancelling the job…\n")
+                asyncio.ensure_future(runtime.orchestrator.command(
+                    job_id, cmd.Cancel(by="cli", reason="interrupted")))
+
+            loop.add_signal_handler(signal.SIGINT, on_interrupt)
+            loop.add_signal_handler(signal.SIGTERM, on_interrupt)
+            width = max((len(s) for s in task.flow), default=8)
+            out = sys.stdout
+            async for item in subscription:
+                if args.quiet or args.json or not isinstance(item, LogLine):
+                    continue
+                if item.step == "_server":
+                    continue
+                prefix = item.step.ljust(width)
+                out.write(f"{prefix} | {item.line}\n")
+                out.flush()
+            state = await runtime.orchestrator.wait(job_id)
+            row = await runtime.store.get_job(job_id)
+            steps = await runtime.store.get_steps(job_id)
+            if args.json and row is not None:
+                sys.stdout.write(orjson.dumps(
+                    job_detail(row, steps), option=orjson.OPT_INDENT_2).decode() + "\n")
+            elif not args.quiet:
+                took = (state.completed_at or time.time()) - state.created_at
+                sys.stderr.write(f"job {job_id} {state.status.value} in {took:.2f}s\n")
+                if state.error:
+                    sys.stderr.write(f"  {state.error}\n")
+            return 0 if state.status.value == "completed" else 1
+        finally:
+            await runtime.close()
+
+
+# --- serve, rebuild, migrate ----------------------------------------------------------
+
+
+def _settings(config: Path | None, overrides: dict[str, Any] | None = None) -> Any:
+    from engine.errors import ConfigInvalid
+    from server.config import load_settings
+
+    if config is not None and not config.exists():
+        _fail(f"no such config file: {config}")
+    try:
+        return load_settings(config, overrides=overrides or {})
+    except ConfigInvalid as exc:
+        lines = [str(i) for i in exc.issues] or [exc.message]
+        _fail("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = _settings(args.config, _listen_overrides(args))
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            lifespan="on", ws_ping_interval=20, timeout_graceful_shutdown=None)
+    server = uvicorn.Server(config)
+    sys.stderr.write(f"partitur: serving on http://{settings.host}:{settings.port}\n")
+    server.run()
+    return 0
+
+
+def _listen_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.host and not args.port:
+        return {}
+    from server.config import load_settings
+
+    base = load_settings(args.config) if args.config else load_settings(None)
+    host = args.host or base.host
+    port = args.port or base.port
+    return {"listen": f"{host}:{port}"}
+
+
+def _db_url(args: argparse.Namespace) -> tuple[str, Path]:
+    if args.db:
+        return args.db, Path.cwd()
+    settings = _settings(args.config)
+    base = args.config.resolve().parent if args.config else Path.cwd()
+    return settings.db.url, base
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from engine.store.factory import open_store
+    from engine.store.rebuild import rebuild
+
+    url, base = _db_url(args)
+
+    async def go() -> int:
+        store = open_store(url, base_dir=base)
+        await store.open()
+        try:
+            stats = await rebuild(store)
+        finally:
+            await store.close()
+        rate = stats.events / stats.seconds if stats.seconds else 0.0
+        print(f"replayed {stats.events} events of {stats.jobs} jobs in {stats.seconds:.2f}s "
+              f"({rate:,.0f} events/s)")
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from engine.store.factory import open_store
+
+    url, base = _db_url(args)
+
+    async def go() -> int:
+        store = open_store(url, base_dir=base)
+        await store.open()
+        await store.close()
+        print("migrations applied")
+        return 0
+
+    return asyncio.run(go())
+
+
+if __name__ == "__main__":
+    main()
