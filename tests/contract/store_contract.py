@@ -1,0 +1,303 @@
+"""The contract every `EventStore` backend must keep (DESIGN §5).
+
+`EventStoreContract` is abstract; a backend's test module subclasses it, sets
+`__test__ = True` and implements `create_store(tmp_path)` (an unopened store, fresh for
+each test) and, if it needs one, `dispose_store(store)` (e.g. drop the test database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from store_streams import job_batches, record_job
+
+from engine.core import events as ev
+from engine.core.projections import JobRow, StepRow, job_row, step_rows
+from engine.core.state import JobState, StreamCorrupt
+from engine.errors import StoreUnavailable, VersionConflict
+from engine.store.base import DuplicateKey, EventStore, JobFilter
+from engine.store.rebuild import rebuild
+
+
+def output(step: str, n: int, writer: int = 0) -> ev.StepOutput:
+    """A small event for the log-level tests (the store does not check stream shape)."""
+    return ev.StepOutput(ts=1_700_000_000.0 + n, step=step, output={"n": n, "writer": writer})
+
+
+async def snapshot(store: EventStore) -> dict[str, tuple[JobRow | None, list[StepRow]]]:
+    """Every job row and its steps, keyed by job id."""
+    jobs, total = await store.list_jobs(JobFilter(limit=10_000))
+    assert len(jobs) == total
+    return {j.job_id: (await store.get_job(j.job_id), await store.get_steps(j.job_id))
+            for j in jobs}
+
+
+class EventStoreContract(ABC):
+    __test__ = False
+
+    @abstractmethod
+    async def create_store(self, tmp_path: Path) -> EventStore:
+        """A fresh, unopened store for one test."""
+
+    async def dispose_store(self, store: EventStore) -> None:  # noqa: B027
+        """Clean up after a test (the store is already closed)."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[EventStore]:
+        store = await self.create_store(tmp_path)
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+            await self.dispose_store(store)
+
+    # --- the log ---------------------------------------------------------------------
+
+    async def test_append_and_read_round_trip(self, store: EventStore) -> None:
+        batches = job_batches("job-1", loop=True)
+        await record_job(store, "job-1", batches)
+        recorded = await store.read("job-1")
+        assert [r.event() for r in recorded] == [e for b in batches for e in b]
+        assert [r.version for r in recorded] == list(range(1, len(recorded) + 1))
+        assert all(r.stream_id == "job-1" for r in recorded)
+        assert recorded[0].type == "JobCreated" and recorded[0].schema_version == 1
+
+    async def test_versions_start_at_one_and_append_returns_seqs(self, store: EventStore) -> None:
+        first = await store.append("s", 0, [output("a", 1), output("a", 2)])
+        second = await store.append("s", 2, [output("a", 3)])
+        assert [e.version for e in first.events] == [1, 2]
+        assert [e.version for e in second.events] == [3]
+        assert [e.global_seq for e in first.events + second.events] == [1, 2, 3]
+        assert second.last_seq == 3 == await store.last_seq()
+        assert await store.read("s") == first.events + second.events
+        assert [e.version for e in await store.read("s", after_version=2)] == [3]
+        assert await store.read("missing") == []
+
+    async def test_stale_or_future_version_conflicts_and_writes_nothing(
+        self, store: EventStore
+    ) -> None:
+        state, _ = await record_job(store, "job-1", job_batches("job-1", finish=None)[:2])
+        before = await snapshot(store)
+        batch = [ev.StepCompleted(ts=1.0, step="fetch"), ev.JobCompleted(ts=2.0)]
+        for expected in (0, state.version - 1, state.version + 1):
+            with pytest.raises(VersionConflict):
+                await store.append(
+                    "job-1", expected, batch,
+                    projection=None, idempotency=("execute", f"key-{expected}"),
+                )
+            assert await store.find_key("execute", f"key-{expected}") is None
+        assert len(await store.read("job-1")) == state.version
+        assert await store.last_seq() == state.version
+        assert await snapshot(store) == before
+
+    async def test_conflicting_batch_is_atomic(self, store: EventStore) -> None:
+        await store.append("s", 0, [output("a", 1)])
+        with pytest.raises(VersionConflict):
+            await store.append("s", 0, [output("a", 2), output("a", 3), output("a", 4)])
+        assert [r.version for r in await store.read("s")] == [1]
+        # The next event still gets the next seq: the failed batch left no gap.
+        result = await store.append("s", 1, [output("a", 5)])
+        assert result.events[0].global_seq == 2
+
+    async def test_empty_append_is_refused(self, store: EventStore) -> None:
+        with pytest.raises(ValueError):
+            await store.append("s", 0, [])
+        assert await store.last_seq() == 0
+
+    async def test_concurrent_appenders_on_distinct_streams(self, store: EventStore) -> None:
+        async def writer(w: int) -> None:
+            for n in range(100):
+                await store.append(f"s{w}", n, [output("a", n, w)])
+
+        await asyncio.gather(*(writer(w) for w in range(10)))
+        for w in range(10):
+            events = await store.read(f"s{w}")
+            assert [e.data["output"]["n"] for e in events] == list(range(100))
+        log = await store.tail(0, 5_000)
+        assert [e.global_seq for e in log] == list(range(1, 1001))
+        assert len(await store.stream_ids()) == 10
+
+    async def test_concurrent_appenders_on_one_stream_with_retry(
+        self, store: EventStore
+    ) -> None:
+        conflicts = 0
+
+        async def writer(w: int) -> None:
+            nonlocal conflicts
+            for n in range(10):
+                while True:
+                    version = len(await store.read("shared"))
+                    await asyncio.sleep(0)  # let the others race for the same version
+                    try:
+                        await store.append("shared", version, [output("a", n, w)])
+                        break
+                    except VersionConflict:
+                        conflicts += 1
+
+        await asyncio.gather(*(writer(w) for w in range(10)))
+        events = await store.read("shared")
+        assert [e.version for e in events] == list(range(1, 101))
+        assert sorted((e.data["output"]["writer"], e.data["output"]["n"]) for e in events) == [
+            (w, n) for w in range(10) for n in range(10)
+        ]
+        assert [e.global_seq for e in await store.tail(0)] == list(range(1, 101))
+        assert conflicts > 0
+
+    async def test_tail_sees_every_event_once_while_appends_run(
+        self, store: EventStore
+    ) -> None:
+        done = asyncio.Event()
+        seen: list[int] = []
+
+        async def writer(w: int) -> None:
+            for n in range(50):
+                await store.append(f"s{w}", n * 2, [output("a", n, w), output("b", n, w)])
+
+        async def reader() -> None:
+            after = 0
+            while True:
+                finished = done.is_set()
+                page = await store.tail(after, limit=37)
+                seen.extend(e.global_seq for e in page)
+                if page:
+                    after = page[-1].global_seq
+                elif finished:
+                    return
+                else:
+                    await asyncio.sleep(0)
+
+        tail_task = asyncio.create_task(reader())
+        await asyncio.gather(*(writer(w) for w in range(5)))
+        done.set()
+        await tail_task
+        assert seen == list(range(1, 501))
+
+    async def test_stream_ids_in_order_of_first_event(self, store: EventStore) -> None:
+        await store.append("b", 0, [output("a", 1)])
+        await store.append("a", 0, [output("a", 2)])
+        await store.append("b", 1, [output("a", 3)])
+        await store.append("c", 0, [output("a", 4)])
+        assert await store.stream_ids() == ["b", "a", "c"]
+
+    # --- projections -----------------------------------------------------------------
+
+    async def _jobs(self, store: EventStore) -> dict[str, JobState]:
+        """Six jobs across workspaces, tasks, sources and states (j6 only created)."""
+        specs: dict[str, dict[str, Any]] = {
+            "j1": {"created_at": 100.0, "workspace": "default", "task": "build"},
+            "j2": {"created_at": 200.0, "workspace": "ops", "task": "deploy",
+                   "finish": "failed"},
+            "j3": {"created_at": 300.0, "workspace": "default", "task": "deploy",
+                   "finish": None, "source_type": "cron"},
+            "j4": {"created_at": 300.0, "workspace": "default", "task": "build",
+                   "parent": "j1", "source_type": "task"},
+            "j5": {"created_at": 400.0, "workspace": "ops", "task": "build", "loop": True},
+        }
+        states: dict[str, JobState] = {}
+        for job_id, spec in specs.items():
+            states[job_id], _ = await record_job(store, job_id, job_batches(job_id, **spec))
+        states["j6"], _ = await record_job(
+            store, "j6", job_batches("j6", created_at=500.0)[:1]
+        )
+        return states
+
+    async def test_projection_rows_written_with_appends(self, store: EventStore) -> None:
+        states = await self._jobs(store)
+        for job_id, state in states.items():
+            job = await store.get_job(job_id)
+            assert job == job_row(state)
+            assert await store.get_steps(job_id) == step_rows(state)
+        j5 = [s.step_name for s in await store.get_steps("j5")]
+        assert j5 == ["fetch", "compile", "test", "test[0]", "test[1]"]
+        j2 = await store.get_job("j2")
+        assert j2 is not None and j2.status == "failed" and j2.error == "step test failed"
+        j1 = await store.get_job("j1")
+        assert j1 is not None and j1.output == {"test": {"step": "test", "ok": True}}
+        assert j1.input == {"who": "world", "n": 3}
+        assert await store.get_job("nope") is None
+        assert await store.get_steps("nope") == []
+
+    async def test_list_jobs_newest_first_with_filters_and_paging(
+        self, store: EventStore
+    ) -> None:
+        await self._jobs(store)
+
+        async def ids(**where: Any) -> tuple[list[str], int]:
+            rows, total = await store.list_jobs(JobFilter(**where))
+            return [r.job_id for r in rows], total
+
+        assert await ids() == (["j6", "j5", "j4", "j3", "j2", "j1"], 6)
+        assert await ids(workspace="ops") == (["j5", "j2"], 2)
+        assert await ids(task_name="deploy") == (["j3", "j2"], 2)
+        assert await ids(status=("completed",)) == (["j5", "j4", "j1"], 3)
+        assert await ids(status=("running", "pending")) == (["j6", "j3"], 2)
+        assert await ids(source_type="cron") == (["j3"], 1)
+        assert await ids(parent_job_id="j1") == (["j4"], 1)
+        assert await ids(since=300.0) == (["j6", "j5", "j4", "j3"], 4)
+        assert await ids(workspace="default", task_name="build") == (["j6", "j4", "j1"], 3)
+        assert await ids(limit=2) == (["j6", "j5"], 6)
+        assert await ids(limit=2, offset=2) == (["j4", "j3"], 6)
+        assert await ids(limit=2, offset=6) == ([], 6)
+        assert await ids(workspace="none") == ([], 0)
+
+    async def test_active_job_ids(self, store: EventStore) -> None:
+        await self._jobs(store)
+        assert sorted(await store.active_job_ids()) == ["j3", "j6"]
+
+    async def test_idempotency_key_names_the_first_stream(self, store: EventStore) -> None:
+        await record_job(store, "first", job_batches("first")[:1], idempotency=("api", "k1"))
+        before = await snapshot(store)
+        with pytest.raises(DuplicateKey) as caught:
+            await record_job(store, "second", job_batches("second")[:1],
+                             idempotency=("api", "k1"))
+        assert caught.value.job_id == "first"
+        assert (caught.value.scope, caught.value.key) == ("api", "k1")
+        assert await store.read("second") == []
+        assert await store.get_job("second") is None
+        assert await snapshot(store) == before
+        assert await store.find_key("api", "k1") == "first"
+        assert await store.find_key("api", "k2") is None
+        # The same key in another scope is another key.
+        await record_job(store, "third", job_batches("third")[:1], idempotency=("cron", "k1"))
+        assert await store.find_key("cron", "k1") == "third"
+
+    async def test_rebuild_equals_incremental_projections(self, store: EventStore) -> None:
+        await self._jobs(store)
+        incremental = await snapshot(store)
+        stats = await rebuild(store, page_size=7, flush_jobs=2)
+        assert await snapshot(store) == incremental
+        assert stats.events == await store.last_seq()
+        assert stats.jobs == 6
+        assert sorted(await store.active_job_ids()) == ["j3", "j6"]
+
+    async def test_reset_and_write_projections(self, store: EventStore) -> None:
+        await self._jobs(store)
+        await store.reset_projections()
+        assert await store.list_jobs(JobFilter()) == ([], 0)
+        assert await store.get_steps("j1") == []
+        assert await store.active_job_ids() == []
+        # The log itself is untouched.
+        assert len(await store.read("j1")) > 0
+
+    async def test_rebuild_rejects_a_corrupt_stream(self, store: EventStore) -> None:
+        await store.append("bad", 0, [ev.JobStarted(ts=1.0)])
+        with pytest.raises(StreamCorrupt, match="bad"):
+            await rebuild(store)
+
+    # --- errors ----------------------------------------------------------------------
+
+    async def test_closed_store_is_unavailable(self, store: EventStore) -> None:
+        await store.append("s", 0, [output("a", 1)])
+        await store.close()
+        with pytest.raises(StoreUnavailable):
+            await store.append("s", 1, [output("a", 2)])
+        with pytest.raises(StoreUnavailable):
+            await store.read("s")
+        with pytest.raises(StoreUnavailable):
+            await store.list_jobs(JobFilter())
