@@ -14,6 +14,7 @@ import functools
 import json
 import re
 import shlex
+from collections import ChainMap
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, cast
 
@@ -218,7 +219,10 @@ def _expression(text: str) -> tuple[Template, int] | None:
 
 
 def _new_context(template: Template, context: Mapping[str, Any]) -> Context:
-    return template.new_context(context if isinstance(context, dict) else dict(context))
+    # Layered rather than merged: a plan of thousands of steps has a context of thousands
+    # of names, and copying it for every small template would dominate rendering.
+    layered = ChainMap(cast("dict[str, Any]", context), template.globals)
+    return template.new_context(cast("dict[str, Any]", layered), shared=True)
 
 
 def _render(text: str, context: Mapping[str, Any], where: str, *, mode: str) -> Any:

@@ -158,6 +158,15 @@ def test_shorthand_never_shadows_reserved_names_and_exact_names_win() -> None:
     assert render_value("<< st_eps.output >>", context) == "underscore"
 
 
+def test_rendering_never_changes_the_context() -> None:
+    context = build_context(input={"x": 1})
+    before = {key: dict(value) for key, value in context.items() if isinstance(value, dict)}
+    assert render_value("<% set input = 5 %><% set y = 2 %><< input >><< y >>", context) == "52"
+    assert render_value("<< input.x >>", context) == 1
+    assert {k: dict(v) for k, v in context.items() if isinstance(v, dict)} == before
+    assert "y" not in context
+
+
 # --- errors --------------------------------------------------------------------------
 
 
