@@ -15,7 +15,7 @@ import json
 import re
 import shlex
 from collections import ChainMap
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Any, cast
 
 from jinja2 import StrictUndefined, nodes
@@ -48,6 +48,8 @@ _SYNTAX = re.compile(r"<<(?=[^\n]*>>)|<%|<#")
 _LITERAL_SHIFT = re.compile(r"<<(?![%#])(?![^\n]*>>)")
 _LITERAL_SHIFT_ESCAPED = "<% raw %><<<% endraw %>"
 _RAW_FILTER = re.compile(r"\|\s*raw\b")
+# What a template result may be that reads as a JSON array.
+_SEQUENCES = (list, tuple, Iterator, range, set, frozenset, KeysView, ValuesView, ItemsView)
 
 
 class Raw(str):
@@ -116,7 +118,7 @@ def to_text(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, Mapping | list | tuple | Iterator | range):
+    if isinstance(value, Mapping) or isinstance(value, _SEQUENCES):
         return json.dumps(_plain(value), ensure_ascii=False, default=str)
     return str(value)
 
@@ -131,7 +133,7 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, Mapping):
         return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | Iterator | range | set | frozenset):
+    if isinstance(value, _SEQUENCES):
         return [_plain(item) for item in value]
     return value
 

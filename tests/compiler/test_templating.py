@@ -52,6 +52,7 @@ def ctx() -> dict[str, Any]:
         ("<< input.count + 1 >>", 4),
         ("<< [input.count, input.name] >>", [3, "ada"]),
         ("<< input.tags | map('upper') >>", ["A", "B"]),
+        ("<< input.conf.items() >>", [["k", 1]]),
         ("<< input.name >>", "ada"),
         ("<< '>>' >>", ">>"),
     ],
@@ -228,6 +229,8 @@ def test_strict_undefined_in_blocks_and_structures(ctx: dict[str, Any]) -> None:
         "<< 'a' * 100000000 >>",
         "<< 10 ** 100000000 >>",
         "<< range(10**9) | list >>",
+        "<< '{0.__class__}'.format(input) >>",
+        "<< lipsum.__globals__ >>",
     ],
 )
 def test_the_sandbox_refuses(ctx: dict[str, Any], template: str) -> None:
