@@ -1,0 +1,135 @@
+"""What the SQLite backend does beyond the shared contract: files, migrations, seqs."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from engine.core import events as ev
+from engine.core.plan import Plan, PlanStep
+from engine.core.projections import job_row, step_rows
+from engine.core.state import JobState, fold
+from engine.errors import ConfigInvalid, StoreUnavailable
+from engine.store.base import EventStore, JobFilter, Projection
+from engine.store.migrations import load_migrations
+from engine.store.rebuild import rebuild
+from engine.store.sqlite import SqliteStore
+
+OUTPUT = ev.StepOutput(ts=1.0, step="a", output={"x": [1, 2]})
+PLAN = Plan(task="t", steps={"s": PlanStep(name="s", action_name="a", action_type="shell",
+                                          action={"script": "true"})})
+
+
+async def interleaved_jobs(store: EventStore, job_ids: list[str]) -> None:
+    """Run jobs' decisions round-robin, each append with its projection rows."""
+    states: dict[str, JobState] = {}
+    for step in range(4):
+        for job_id in job_ids:
+            decisions: list[list[ev.Event]] = [
+                [ev.JobCreated(ts=1.0, job_id=job_id, workspace="w", revision="r", task="t",
+                               input={}, plan=PLAN.to_dict())],
+                [ev.JobStarted(ts=2.0), ev.StepReady(ts=2.0, step="s", input={})],
+                [ev.StepStarted(ts=3.0, step="s", attempt=1, worker_id="w")],
+                [ev.StepCompleted(ts=4.0, step="s"), ev.JobCompleted(ts=4.0)],
+            ]
+            batch = decisions[step]
+            before = states.get(job_id)
+            states[job_id] = state = fold(batch, before)
+            await store.append(job_id, before.version if before else 0, batch,
+                               projection=Projection(job_row(state), step_rows(state)))
+
+
+async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "p.db")
+    await store.open()
+    await store.append("s", 0, [OUTPUT, OUTPUT], idempotency=("api", "k"))
+    await store.close()
+    again = SqliteStore(tmp_path / "p.db")
+    await again.open()
+    try:
+        assert [e.version for e in await again.read("s")] == [1, 2]
+        assert await again.find_key("api", "k") == "s"
+        assert (await again.append("s", 2, [OUTPUT])).last_seq == 3
+    finally:
+        await again.close()
+
+
+async def test_migrations_apply_once_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    for _ in range(2):
+        store = SqliteStore(path)
+        await store.open()
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    conn.close()
+    assert versions == [m.version for m in load_migrations("sqlite")]
+    assert mode == "wal"
+
+
+async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
+            "VALUES (999, 'future', 'x', 0)"
+        )
+    conn.close()
+    with pytest.raises(StoreUnavailable, match="999"):
+        await SqliteStore(path).open()
+
+
+async def test_a_file_that_is_not_a_database_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    path.write_bytes(b"this is not a SQLite database, not at all" * 100)
+    store = SqliteStore(path)
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+    with pytest.raises(StoreUnavailable):
+        await store.read("s")
+
+
+def test_synchronous_mode_is_checked() -> None:
+    with pytest.raises(ConfigInvalid, match="synchronous"):
+        SqliteStore(Path("x.db"), synchronous="sometimes")
+
+
+async def test_full_synchronous_mode_works(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "p.db", synchronous="full")
+    await store.open()
+    try:
+        await store.append("s", 0, [OUTPUT])
+        assert await store.last_seq() == 1
+    finally:
+        await store.close()
+
+
+def last_seqs(path: Path) -> list[tuple[str, int]]:
+    """`(job_id, last_seq)` of every job row, read over a second connection."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT job_id, last_seq FROM jobs ORDER BY job_id").fetchall()
+    finally:
+        conn.close()
+
+
+async def test_rebuild_stamps_each_job_with_its_last_seq(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        # Interleave two jobs so their last seqs differ from the log's last seq.
+        await interleaved_jobs(store, ["a", "b"])
+        incremental = last_seqs(path)
+        await rebuild(store)
+        assert last_seqs(path) == incremental
+        assert incremental[0][1] != incremental[1][1]
+        assert (await store.list_jobs(JobFilter()))[1] == 2
+    finally:
+        await store.close()
