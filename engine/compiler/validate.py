@@ -1,0 +1,541 @@
+"""Workspace validation: YAML documents → a `LoadedWorkspace`, or every problem at once.
+
+Each top-level entry (an action, a task, a trigger …) is validated on its own, so one bad
+task does not hide the errors of another; cross-references (actions, steps, tasks,
+connection types), dependency cycles, templates and cron expressions are checked on the
+entries that validated. Every problem is an `Issue` with file, line, column and field
+path; warnings (such as `| raw` in a shell script) do not stop a workspace from loading.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from croniter import croniter
+from pydantic import TypeAdapter, ValidationError
+
+from engine.compiler import templating
+from engine.compiler.diagnostics import (
+    did_you_mean,
+    dotted,
+    format_issues,
+    pydantic_issues,
+)
+from engine.compiler.loader import Document, LoadResult, NodePath, load_files, load_folder
+from engine.errors import Issue, WorkspaceInvalid
+from engine.model import (
+    MERGED_KEYS,
+    SCALAR_INPUT_TYPES,
+    TOP_LEVEL_KEYS,
+    ActionSpec,
+    ConnectionSpec,
+    HookSpec,
+    InputField,
+    StepSpec,
+    TaskSpec,
+    TriggerSpec,
+    WorkspaceSpec,
+)
+
+HOOK_KINDS: tuple[str, ...] = ("on_success", "on_error", "on_cancel", "on_suspended")
+_SCHEMA = TypeAdapter(dict[str, InputField])
+_MODELS: dict[str, Any] = {
+    "actions": ActionSpec,
+    "tasks": TaskSpec,
+    "triggers": TriggerSpec,
+    "connection_types": _SCHEMA,
+    "connections": ConnectionSpec,
+}
+# Action fields that hold templates (checked for syntax; shell bodies also for `| raw`).
+_ACTION_TEMPLATES = ("script", "cmd", "url", "headers", "query", "body", "form", "env", "message")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """Where one top-level entry came from: its document and path in it."""
+
+    document: Document
+    path: NodePath
+    raw: Any
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedWorkspace:
+    """A workspace that validated: its spec, revision and where everything came from.
+
+    `path` is the workspace folder (relative paths in actions resolve against it).
+    `entries` maps `(kind, name)` (for example `("tasks", "build")`, or `("on_error", "0")`
+    for the first workspace hook) to its origin.
+    """
+
+    name: str
+    path: Path
+    revision: str
+    spec: WorkspaceSpec
+    warnings: tuple[Issue, ...] = ()
+    entries: Mapping[tuple[str, str], Entry] = field(default_factory=dict, repr=False)
+    plans: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Compiled plans by task name (filled by `engine.compiler.plan`)."""
+
+    def where(self, kind: str, name: str) -> tuple[str, int] | None:
+        """`(file, line)` of an entry's name, e.g. `where("tasks", "build")`."""
+        located = self.locate(kind, name)
+        return (located[0], located[1]) if located else None
+
+    def locate(self, kind: str, name: str, *path: str | int) -> tuple[str, int, int] | None:
+        """`(file, line, column)` of a field inside an entry (or of its nearest parent)."""
+        entry = self.entries.get((kind, name))
+        if entry is None:
+            return None
+        line, column = entry.document.locate((*entry.path, *path), key=not path)
+        return entry.document.file, line, column
+
+
+def load_workspace(path: Path, name: str = "default") -> LoadedWorkspace:
+    """Load and validate the workspace folder `path`; raise `WorkspaceInvalid` with every
+    error at once."""
+    workspace, issues = validate_path(path, name)
+    if workspace is None:
+        raise WorkspaceInvalid(issues=[i for i in issues if i.severity == "error"])
+    return workspace
+
+
+def load_workspace_files(
+    files: Mapping[str, bytes], *, path: Path, name: str = "default"
+) -> LoadedWorkspace:
+    """Validate an in-memory file set (`{relative_path: bytes}`, e.g. a tarball or a git
+    revision) whose files live in the folder `path`."""
+    workspace, issues = validate_result(load_files(files), path, name)
+    if workspace is None:
+        raise WorkspaceInvalid(issues=[i for i in issues if i.severity == "error"])
+    return workspace
+
+
+def validate_path(path: Path, name: str = "default") -> tuple[LoadedWorkspace | None, list[Issue]]:
+    """Validate the workspace folder `path`: the workspace (None on errors) and every
+    error and warning."""
+    return validate_result(load_folder(path), path, name)
+
+
+def validate_result(
+    result: LoadResult, path: Path, name: str = "default"
+) -> tuple[LoadedWorkspace | None, list[Issue]]:
+    """Validate parsed documents (see `validate_path`)."""
+    checker = _Checker(result.documents)
+    spec = checker.run()
+    issues = [*result.issues, *checker.issues]
+    if spec is None or any(i.severity == "error" for i in issues):
+        return None, issues
+    warnings = tuple(i for i in issues if i.severity != "error")
+    workspace = LoadedWorkspace(
+        name=name,
+        path=path,
+        revision=result.revision,
+        spec=spec,
+        warnings=warnings,
+        entries=checker.origins,
+    )
+    return workspace, issues
+
+
+def report(path: Path) -> tuple[str, int]:
+    """What `partitur validate PATH` prints, and its exit code (1 on errors)."""
+    workspace, issues = validate_path(path)
+    text = format_issues(issues)
+    if workspace is None:
+        return text, 1
+    spec = workspace.spec
+    summary = (
+        f"{path}: ok ({len(spec.tasks)} tasks, {len(spec.actions)} actions, "
+        f"{len(spec.triggers)} triggers; revision {workspace.revision})"
+    )
+    return (f"{text}\n{summary}" if issues else summary), 0
+
+
+class _Checker:
+    """Runs every check over a set of documents, collecting issues."""
+
+    def __init__(self, documents: Iterable[Document]) -> None:
+        self.documents = list(documents)
+        self.issues: list[Issue] = []
+        self.origins: dict[tuple[str, str], Entry] = {}
+        self.raw: dict[str, dict[str, Entry]] = {kind: {} for kind in MERGED_KEYS}
+        self.hooks: dict[str, list[Entry]] = {kind: [] for kind in HOOK_KINDS}
+
+    # --- reporting -------------------------------------------------------------------
+
+    def error(
+        self,
+        entry: Entry,
+        sub: Iterable[str | int],
+        message: str,
+        *,
+        hint: str | None = None,
+        severity: str = "error",
+        key: bool = False,
+    ) -> None:
+        full = (*entry.path, *sub)
+        self.issues.append(
+            entry.document.issue(
+                message, full, dotted(full), hint=hint, severity=severity, key=key
+            )
+        )
+
+    # --- structure -------------------------------------------------------------------
+
+    def run(self) -> WorkspaceSpec | None:
+        for document in self.documents:
+            self._collect(document)
+        models = self._validate_entries()
+        hooks = self._validate_hooks()
+        spec = WorkspaceSpec.model_construct(
+            actions=models["actions"],
+            tasks=models["tasks"],
+            triggers=models["triggers"],
+            secrets={name: e.raw for name, e in self.raw["secrets"].items()},
+            connection_types=models["connection_types"],
+            connections=models["connections"],
+            on_success=hooks["on_success"],
+            on_error=hooks["on_error"],
+            on_cancel=hooks["on_cancel"],
+            on_suspended=hooks["on_suspended"],
+        )
+        _CrossChecks(self, spec).run()
+        return spec
+
+    def _collect(self, document: Document) -> None:
+        data = document.data
+        if data is None:
+            return
+        root = Entry(document, (), data)
+        if not isinstance(data, dict):
+            self.error(root, (), "a workflow file must be a mapping of top-level keys "
+                       f"({', '.join(TOP_LEVEL_KEYS)})")
+            return
+        for key, value in data.items():
+            key = str(key)
+            if key not in TOP_LEVEL_KEYS:
+                self.error(root, (key,), f"unknown top-level key '{key}'",
+                           hint=did_you_mean(key, TOP_LEVEL_KEYS), key=True)
+            elif value is None:
+                continue
+            elif key in HOOK_KINDS:
+                if not isinstance(value, list):
+                    self.error(root, (key,), f"'{key}' must be a list of hooks")
+                    continue
+                for index, item in enumerate(value):
+                    entry = Entry(document, (key, index), item)
+                    self.origins[(key, str(len(self.hooks[key])))] = entry
+                    self.hooks[key].append(entry)
+            elif not isinstance(value, dict):
+                self.error(root, (key,), f"'{key}' must be a mapping of names")
+            else:
+                for name, raw in value.items():
+                    self._register(key, str(name), Entry(document, (key, str(name)), raw))
+
+    def _register(self, kind: str, name: str, entry: Entry) -> None:
+        first = self.raw[kind].get(name)
+        if first is None:
+            self.raw[kind][name] = entry
+            self.origins[(kind, name)] = entry
+            return
+        line, _ = first.document.locate(first.path, key=True)
+        noun = kind.removesuffix("s").replace("_", " ")
+        self.error(entry, (), f"duplicate {noun} '{name}': also defined in "
+                   f"{first.document.file}:{line}", key=True)
+
+    def _validate_entries(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {kind: {} for kind in MERGED_KEYS}
+        for kind, model in _MODELS.items():
+            for name, entry in self.raw[kind].items():
+                try:
+                    if isinstance(model, TypeAdapter):
+                        out[kind][name] = model.validate_python(entry.raw)
+                    else:
+                        out[kind][name] = model.model_validate(entry.raw)
+                except ValidationError as exc:
+                    self.issues.extend(
+                        pydantic_issues(exc, model, entry.document, entry.path, entry.raw)
+                    )
+        return out
+
+    def _validate_hooks(self) -> dict[str, list[HookSpec]]:
+        out: dict[str, list[HookSpec]] = {}
+        for kind, entries in self.hooks.items():
+            out[kind] = []
+            for entry in entries:
+                try:
+                    out[kind].append(HookSpec.model_validate(entry.raw))
+                except ValidationError as exc:
+                    self.issues.extend(
+                        pydantic_issues(exc, HookSpec, entry.document, entry.path, entry.raw)
+                    )
+        return out
+
+
+class _CrossChecks:
+    """Checks across entries: names, dependencies, templates, cron, types."""
+
+    def __init__(self, checker: _Checker, spec: WorkspaceSpec) -> None:
+        self.checker = checker
+        self.spec = spec
+        self.input_types = set(SCALAR_INPUT_TYPES) | set(spec.connection_types)
+
+    def entry(self, kind: str, name: str) -> Entry:
+        return self.checker.origins[(kind, name)]
+
+    def error(self, entry: Entry, sub: Iterable[str | int], message: str, **kw: Any) -> None:
+        self.checker.error(entry, sub, message, **kw)
+
+    def run(self) -> None:
+        for name, action in self.spec.actions.items():
+            self.check_action(self.entry("actions", name), (), action)
+        for name, task in self.spec.tasks.items():
+            self.check_task(self.entry("tasks", name), task)
+        for name, trigger in self.spec.triggers.items():
+            self.check_trigger(self.entry("triggers", name), trigger)
+        for kind in HOOK_KINDS:
+            for index, hook in enumerate(getattr(self.spec, kind)):
+                self.check_hook(self.entry(kind, str(index)), (), hook)
+        for name, secret in self.spec.secrets.items():
+            self.check_templates(self.entry("secrets", name), (), secret)
+        for name, props in self.spec.connection_types.items():
+            entry = self.entry("connection_types", name)
+            for prop, spec in props.items():
+                if spec.type not in SCALAR_INPUT_TYPES:
+                    self.error(entry, (prop, "type"), f"unknown property type '{spec.type}'",
+                               hint=self._type_hint(spec.type, SCALAR_INPUT_TYPES))
+        for name, connection in self.spec.connections.items():
+            self.check_connection(self.entry("connections", name), connection)
+
+    # --- entries ---------------------------------------------------------------------
+
+    def check_schema(self, entry: Entry, sub: NodePath, schema: Mapping[str, InputField]) -> None:
+        for field_name, spec in schema.items():
+            if spec.type not in self.input_types:
+                self.error(entry, (*sub, field_name, "type"),
+                           f"unknown input type '{spec.type}'",
+                           hint=self._type_hint(spec.type, sorted(self.input_types)))
+
+    def _type_hint(self, word: str, known: Iterable[str]) -> str:
+        known = list(known)
+        return did_you_mean(word, known) or f"use one of: {', '.join(known)}"
+
+    def check_action(self, entry: Entry, sub: NodePath, action: ActionSpec,
+                     upstream: tuple[str, Mapping[str, StepSpec], set[str]] | None = None) -> None:
+        self.check_schema(entry, (*sub, "input"), action.input)
+        if action.output:
+            self.check_schema(entry, (*sub, "output"), action.output)
+        if action.type == "task" and action.task not in self.spec.tasks:
+            self.error(entry, (*sub, "task"), f"unknown task '{action.task}'",
+                       hint=did_you_mean(str(action.task), self.spec.tasks))
+        for field_name in _ACTION_TEMPLATES:
+            value = getattr(action, field_name)
+            if value in (None, {}, ""):
+                continue
+            self.check_templates(entry, (*sub, field_name), value, upstream)
+            if action.type == "shell" and field_name in ("script", "cmd") and \
+                    templating.uses_raw(value):
+                self.error(entry, (*sub, field_name), "value is not shell-quoted",
+                           hint="'| raw' inserts the value into the script as is",
+                           severity="warning")
+
+    def check_task(self, entry: Entry, task: TaskSpec) -> None:
+        self.check_schema(entry, ("input",), task.input)
+        flow = task.flow
+        for step_name, step in flow.items():
+            sub: NodePath = ("flow", step_name)
+            if "[" in step_name or "]" in step_name:
+                self.error(entry, sub, f"step name '{step_name}' must not contain '[' or ']'",
+                           hint="loop instances are named 'step[0]', 'step[1]', …", key=True)
+            for index, dep in enumerate(step.depends_on):
+                if dep not in flow:
+                    self.error(entry, (*sub, "depends_on", index),
+                               f"depends on unknown step '{dep}'",
+                               hint=did_you_mean(dep, flow))
+        cyclic = self.check_cycles(entry, flow)
+        for step_name, step in flow.items():
+            sub = ("flow", step_name)
+            upstream = None if step_name in cyclic else (
+                step_name, flow, _upstream(flow, step_name)
+            )
+            if step.action is not None and step.action not in self.spec.actions:
+                self.error(entry, (*sub, "action"), f"unknown action '{step.action}'",
+                           hint=did_you_mean(step.action, self.spec.actions))
+            if step.inline is not None:
+                where = (*sub, "action") if isinstance(_raw_at(entry, (*sub, "action")), dict) \
+                    else sub
+                self.check_action(entry, where, step.inline, upstream)
+            for field_name in ("input", "when", "for_each"):
+                value = getattr(step, field_name)
+                if value is not None:
+                    self.check_templates(entry, (*sub, field_name), value, upstream)
+        for kind in HOOK_KINDS:
+            for index, hook in enumerate(getattr(task, kind)):
+                self.check_hook(entry, (kind, index), hook)
+
+    def check_cycles(self, entry: Entry, flow: Mapping[str, StepSpec]) -> set[str]:
+        """Report each dependency cycle once; return the steps on cycles."""
+        color: dict[str, int] = {}
+        stack: list[str] = []
+        on_cycle: set[str] = set()
+        reported: set[frozenset[str]] = set()
+
+        def visit(name: str) -> None:
+            color[name] = 1
+            stack.append(name)
+            for dep in flow[name].depends_on:
+                if dep not in flow:
+                    continue
+                if color.get(dep) == 1:
+                    cycle = stack[stack.index(dep):]
+                    on_cycle.update(cycle)
+                    if frozenset(cycle) not in reported:
+                        reported.add(frozenset(cycle))
+                        # Name the cycle along the dependency edges, from `dep`.
+                        path = [*cycle, dep]
+                        first, second = path[0], path[1]
+                        index = flow[first].depends_on.index(second)
+                        self.error(entry, ("flow", first, "depends_on", index),
+                                   "dependency cycle: " + " → ".join(path))
+                elif dep not in color:
+                    visit(dep)
+            stack.pop()
+            color[name] = 2
+
+        for name in flow:
+            if name not in color:
+                visit(name)
+        return on_cycle
+
+    def check_trigger(self, entry: Entry, trigger: TriggerSpec) -> None:
+        if trigger.task not in self.spec.tasks:
+            self.error(entry, ("task",), f"unknown task '{trigger.task}'",
+                       hint=did_you_mean(trigger.task, self.spec.tasks))
+        if trigger.type == "scheduler" and trigger.cron:
+            problem = cron_problem(trigger.cron)
+            if problem:
+                self.error(entry, ("cron",), problem)
+        try:
+            zoneinfo.ZoneInfo(trigger.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            self.error(entry, ("timezone",), f"unknown timezone '{trigger.timezone}'",
+                       hint="use an IANA name such as 'Europe/Oslo' or 'UTC'")
+        if trigger.on is not None and trigger.on.task not in self.spec.tasks:
+            self.error(entry, ("on", "task"), f"unknown task '{trigger.on.task}'",
+                       hint=did_you_mean(trigger.on.task, self.spec.tasks))
+        self.check_templates(entry, ("input",), trigger.input)
+        if trigger.secret:
+            self.check_templates(entry, ("secret",), trigger.secret)
+
+    def check_hook(self, entry: Entry, sub: NodePath, hook: HookSpec) -> None:
+        if hook.action is not None and hook.action not in self.spec.actions:
+            self.error(entry, (*sub, "action"), f"unknown action '{hook.action}'",
+                       hint=did_you_mean(hook.action, self.spec.actions))
+        if hook.task is not None and hook.task not in self.spec.tasks:
+            self.error(entry, (*sub, "task"), f"unknown task '{hook.task}'",
+                       hint=did_you_mean(hook.task, self.spec.tasks))
+        self.check_templates(entry, (*sub, "input"), hook.input)
+
+    def check_connection(self, entry: Entry, connection: ConnectionSpec) -> None:
+        props = connection.model_extra or {}
+        schema = self.spec.connection_types.get(connection.type)
+        if schema is None:
+            self.error(entry, ("type",), f"unknown connection type '{connection.type}'",
+                       hint=did_you_mean(connection.type, self.spec.connection_types))
+            return
+        for prop, spec in schema.items():
+            if spec.required and spec.default is None and props.get(prop) is None:
+                self.error(entry, (), f"missing property '{prop}' required by connection "
+                           f"type '{connection.type}'", key=True)
+        for prop, value in props.items():
+            if prop not in schema:
+                self.error(entry, (prop,), f"unknown property '{prop}' of connection type "
+                           f"'{connection.type}'", hint=did_you_mean(prop, schema), key=True)
+            self.check_templates(entry, (prop,), value)
+
+    # --- templates -------------------------------------------------------------------
+
+    def check_templates(
+        self,
+        entry: Entry,
+        sub: NodePath,
+        value: Any,
+        upstream: tuple[str, Mapping[str, StepSpec], set[str]] | None = None,
+    ) -> None:
+        """Syntax of every template in `value`, and (for steps) the steps it refers to."""
+        if isinstance(value, dict):
+            for key, item in value.items():
+                self.check_templates(entry, (*sub, str(key)), item, upstream)
+            return
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                self.check_templates(entry, (*sub, index), item, upstream)
+            return
+        if not isinstance(value, str) or not templating.has_template(value):
+            return
+        problems = templating.check_syntax(value, where=dotted((*entry.path, *sub)))
+        for problem in problems:
+            self.error(entry, sub, problem.message, hint=problem.hint)
+        if problems or upstream is None:
+            return
+        step_name, flow, allowed = upstream
+        for ref in sorted(templating.referenced_steps(value)):
+            target = _resolve_step(ref, flow)
+            if target is None:
+                self.error(entry, sub, f"unknown step '{ref}'",
+                           hint=did_you_mean(ref, [*flow, *(s.replace("-", "_") for s in flow)]))
+            elif target not in allowed:
+                self.error(entry, sub, f"step '{step_name}' uses step '{target}' but does "
+                           "not depend on it", hint=f"add '{target}' to depends_on")
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why a cron expression is invalid (5 fields, or 6 with seconds first), or None."""
+    fields = expression.split()
+    if len(fields) not in (5, 6):
+        return (f"invalid cron expression '{expression}': expected 5 fields "
+                f"(or 6 with seconds first), got {len(fields)}")
+    try:
+        croniter(expression, second_at_beginning=len(fields) == 6)
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"invalid cron expression '{expression}': {exc}"
+    return None
+
+
+def _resolve_step(ref: str, flow: Mapping[str, StepSpec]) -> str | None:
+    if ref in flow:
+        return ref
+    for name in flow:
+        if name.replace("-", "_") == ref:
+            return name
+    return None
+
+
+def _upstream(flow: Mapping[str, StepSpec], name: str) -> set[str]:
+    """Every step `name` depends on, directly or not."""
+    seen: set[str] = set()
+    todo = list(flow[name].depends_on)
+    while todo:
+        dep = todo.pop()
+        if dep in seen or dep not in flow:
+            continue
+        seen.add(dep)
+        todo.extend(flow[dep].depends_on)
+    return seen
+
+
+def _raw_at(entry: Entry, sub: NodePath) -> Any:
+    current = entry.raw
+    for part in sub:
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+            current = current[part]
+        else:
+            return None
+    return current
