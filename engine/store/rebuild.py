@@ -8,9 +8,12 @@ log streams past; decoding uses the plain dataclass events, no validation layer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
+from engine.core.events import RecordedEvent
 from engine.core.projections import job_row, step_rows
 from engine.core.state import JobState, StreamCorrupt, evolve
 from engine.errors import PartiturError
@@ -44,41 +47,63 @@ async def rebuild(
     states: dict[str, JobState] = {}
     last_seqs: dict[str, int] = {}
     dirty: dict[str, None] = {}  # insertion-ordered set of streams to write
-    after = 0
     count = 0
-    while page := await store.tail(after, page_size):
-        for recorded in page:
-            stream = recorded.stream_id
-            try:
-                states[stream] = evolve(states.get(stream), recorded.event())
-            except PartiturError as exc:
-                raise StreamCorrupt(
-                    f"stream {stream}", "replay", recorded.type,
-                    f"cannot replay event {recorded.global_seq} ({recorded.type}, version "
-                    f"{recorded.version}) of stream {stream}: {exc}",
-                ) from exc
-            last_seqs[stream] = recorded.global_seq
-            dirty[stream] = None
-        count += len(page)
-        after = page[-1].global_seq
-        if len(dirty) >= flush_jobs:
-            await _flush(store, states, last_seqs, dirty, after)
-    await _flush(store, states, last_seqs, dirty, after)
+    # The next page is read, and the last batch written, while this page is folded: the
+    # store works on its own thread (or server) while the fold keeps this one busy.
+    reading: asyncio.Future[list[RecordedEvent]] = asyncio.ensure_future(store.tail(0, page_size))
+    writing: asyncio.Future[None] | None = None
+    try:
+        while page := await reading:
+            after = page[-1].global_seq
+            reading = asyncio.ensure_future(store.tail(after, page_size))
+            _fold(page, states, last_seqs, dirty)
+            count += len(page)
+            if len(dirty) >= flush_jobs:
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(
+                    store.write_projections(_rows(states, last_seqs, dirty), after)
+                )
+        if writing is not None:
+            await writing
+        if dirty:
+            await store.write_projections(_rows(states, last_seqs, dirty), max(last_seqs.values()))
+    finally:
+        for future in (reading, writing):
+            if future is not None and not future.done():
+                future.cancel()
+                with contextlib.suppress(asyncio.CancelledError, PartiturError):
+                    await future
     return RebuildStats(count, len(states), time.perf_counter() - started)
 
 
-async def _flush(
-    store: EventStore,
+def _fold(
+    page: list[RecordedEvent],
     states: dict[str, JobState],
     last_seqs: dict[str, int],
     dirty: dict[str, None],
-    after: int,
 ) -> None:
-    if not dirty:
-        return
+    for recorded in page:
+        stream = recorded.stream_id
+        try:
+            states[stream] = evolve(states.get(stream), recorded.event())
+        except PartiturError as exc:
+            raise StreamCorrupt(
+                f"stream {stream}", "replay", recorded.type,
+                f"cannot replay event {recorded.global_seq} ({recorded.type}, version "
+                f"{recorded.version}) of stream {stream}: {exc}",
+            ) from exc
+        last_seqs[stream] = recorded.global_seq
+        dirty[stream] = None
+
+
+def _rows(
+    states: dict[str, JobState], last_seqs: dict[str, int], dirty: dict[str, None]
+) -> list[Projection]:
+    """The rows of the dirty jobs (and the dirty set emptied)."""
     rows = [
         Projection(job_row(states[s]), step_rows(states[s]), last_seq=last_seqs[s])
         for s in dirty
     ]
-    await store.write_projections(rows, after)
     dirty.clear()
+    return rows
