@@ -290,10 +290,10 @@ def test_shell_only_tasks_run_to_completion(
     if not _runtime_available():
         pytest.skip("the runtime (engine.runtime, engine.compiler.plan/inputs) is not there yet")
     result = _partitur(
-        "run", task, "--workspace", str(WORKSPACES_DIR / workspace), *args, "--json"
+        "run", task, "--workspace", str(WORKSPACES_DIR / workspace), *args, "--json", "--quiet"
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    job = json.loads(result.stdout[result.stdout.index("{"):])
+    job = json.loads(result.stdout)
     assert job["status"] == "completed"
     steps = {s["step_name"]: s for s in job["steps"]}
     for step, output in outputs.items():
