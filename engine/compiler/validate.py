@@ -165,6 +165,10 @@ class _Checker:
         self.origins: dict[tuple[str, str], Entry] = {}
         self.raw: dict[str, dict[str, Entry]] = {kind: {} for kind in MERGED_KEYS}
         self.hooks: dict[str, list[Entry]] = {kind: [] for kind in HOOK_KINDS}
+        # Entries that failed to validate still exist for cross-references.
+        self.invalid: dict[str, set[str]] = {kind: set() for kind in MERGED_KEYS}
+        # Tasks that failed to validate: their valid steps, and the names of all steps.
+        self.partial: dict[str, tuple[TaskSpec, set[str]]] = {}
 
     # --- reporting -------------------------------------------------------------------
 
@@ -261,7 +265,24 @@ class _Checker:
                     self.issues.extend(
                         pydantic_issues(exc, model, entry.document, entry.path, entry.raw)
                     )
+                    self.invalid[kind].add(name)
+                    if kind == "tasks":
+                        self._keep_partial(name, entry.raw)
         return out
+
+    def _keep_partial(self, name: str, raw: Any) -> None:
+        """Keep the steps of an invalid task that validate, for the cross-checks."""
+        flow = raw.get("flow") if isinstance(raw, dict) else None
+        if not isinstance(flow, dict):
+            return
+        steps: dict[str, StepSpec] = {}
+        for step_name, step_raw in flow.items():
+            try:
+                steps[str(step_name)] = StepSpec.model_validate(step_raw)
+            except ValidationError:
+                pass  # reported with the task
+        task = TaskSpec.model_construct(flow=steps)
+        self.partial[name] = (task, {str(n) for n in flow})
 
     def _validate_hooks(self) -> dict[str, list[HookSpec]]:
         out: dict[str, list[HookSpec]] = {}
@@ -283,7 +304,11 @@ class _CrossChecks:
     def __init__(self, checker: _Checker, spec: WorkspaceSpec) -> None:
         self.checker = checker
         self.spec = spec
-        self.input_types = set(SCALAR_INPUT_TYPES) | set(spec.connection_types)
+        invalid = checker.invalid
+        self.tasks = set(spec.tasks) | invalid["tasks"]
+        self.actions = set(spec.actions) | invalid["actions"]
+        self.connection_types = set(spec.connection_types) | invalid["connection_types"]
+        self.input_types = set(SCALAR_INPUT_TYPES) | self.connection_types
 
     def entry(self, kind: str, name: str) -> Entry:
         return self.checker.origins[(kind, name)]
@@ -295,7 +320,9 @@ class _CrossChecks:
         for name, action in self.spec.actions.items():
             self.check_action(self.entry("actions", name), (), action)
         for name, task in self.spec.tasks.items():
-            self.check_task(self.entry("tasks", name), task)
+            self.check_task(self.entry("tasks", name), task, set(task.flow))
+        for name, (task, names) in self.checker.partial.items():
+            self.check_task(self.entry("tasks", name), task, names)
         for name, trigger in self.spec.triggers.items():
             self.check_trigger(self.entry("triggers", name), trigger)
         for kind in HOOK_KINDS:
@@ -325,26 +352,29 @@ class _CrossChecks:
         known = list(known)
         return did_you_mean(word, known) or f"use one of: {', '.join(known)}"
 
-    def check_action(self, entry: Entry, sub: NodePath, action: ActionSpec,
-                     upstream: tuple[str, Mapping[str, StepSpec], set[str]] | None = None) -> None:
+    def check_action(
+        self, entry: Entry, sub: NodePath, action: ActionSpec, scope: _Scope | None = None
+    ) -> None:
         self.check_schema(entry, (*sub, "input"), action.input)
         if action.output:
             self.check_schema(entry, (*sub, "output"), action.output)
-        if action.type == "task" and action.task not in self.spec.tasks:
+        if action.type == "task" and action.task not in self.tasks:
             self.error(entry, (*sub, "task"), f"unknown task '{action.task}'",
-                       hint=did_you_mean(str(action.task), self.spec.tasks))
+                       hint=did_you_mean(str(action.task), self.tasks))
         for field_name in _ACTION_TEMPLATES:
             value = getattr(action, field_name)
             if value in (None, {}, ""):
                 continue
-            self.check_templates(entry, (*sub, field_name), value, upstream)
+            self.check_templates(entry, (*sub, field_name), value, scope)
             if action.type == "shell" and field_name in ("script", "cmd") and \
                     templating.uses_raw(value):
                 self.error(entry, (*sub, field_name), "value is not shell-quoted",
                            hint="'| raw' inserts the value into the script as is",
                            severity="warning")
 
-    def check_task(self, entry: Entry, task: TaskSpec) -> None:
+    def check_task(self, entry: Entry, task: TaskSpec, names: set[str]) -> None:
+        """Check a task's steps; `names` are all its step names (also ones that did not
+        validate, which are missing from `task.flow`)."""
         self.check_schema(entry, ("input",), task.input)
         flow = task.flow
         for step_name, step in flow.items():
@@ -353,27 +383,25 @@ class _CrossChecks:
                 self.error(entry, sub, f"step name '{step_name}' must not contain '[' or ']'",
                            hint="loop instances are named 'step[0]', 'step[1]', …", key=True)
             for index, dep in enumerate(step.depends_on):
-                if dep not in flow:
+                if dep not in names:
                     self.error(entry, (*sub, "depends_on", index),
                                f"depends on unknown step '{dep}'",
-                               hint=did_you_mean(dep, flow))
+                               hint=did_you_mean(dep, names))
         cyclic = self.check_cycles(entry, flow)
         for step_name, step in flow.items():
             sub = ("flow", step_name)
-            upstream = None if step_name in cyclic else (
-                step_name, flow, _upstream(flow, step_name)
-            )
-            if step.action is not None and step.action not in self.spec.actions:
+            scope = None if step_name in cyclic else _Scope.of(step_name, flow, names)
+            if step.action is not None and step.action not in self.actions:
                 self.error(entry, (*sub, "action"), f"unknown action '{step.action}'",
-                           hint=did_you_mean(step.action, self.spec.actions))
+                           hint=did_you_mean(step.action, self.actions))
             if step.inline is not None:
                 where = (*sub, "action") if isinstance(_raw_at(entry, (*sub, "action")), dict) \
                     else sub
-                self.check_action(entry, where, step.inline, upstream)
+                self.check_action(entry, where, step.inline, scope)
             for field_name in ("input", "when", "for_each"):
                 value = getattr(step, field_name)
                 if value is not None:
-                    self.check_templates(entry, (*sub, field_name), value, upstream)
+                    self.check_templates(entry, (*sub, field_name), value, scope)
         for kind in HOOK_KINDS:
             for index, hook in enumerate(getattr(task, kind)):
                 self.check_hook(entry, (kind, index), hook)
@@ -413,9 +441,9 @@ class _CrossChecks:
         return on_cycle
 
     def check_trigger(self, entry: Entry, trigger: TriggerSpec) -> None:
-        if trigger.task not in self.spec.tasks:
+        if trigger.task not in self.tasks:
             self.error(entry, ("task",), f"unknown task '{trigger.task}'",
-                       hint=did_you_mean(trigger.task, self.spec.tasks))
+                       hint=did_you_mean(trigger.task, self.tasks))
         if trigger.type == "scheduler" and trigger.cron:
             problem = cron_problem(trigger.cron)
             if problem:
@@ -425,28 +453,29 @@ class _CrossChecks:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             self.error(entry, ("timezone",), f"unknown timezone '{trigger.timezone}'",
                        hint="use an IANA name such as 'Europe/Oslo' or 'UTC'")
-        if trigger.on is not None and trigger.on.task not in self.spec.tasks:
+        if trigger.on is not None and trigger.on.task not in self.tasks:
             self.error(entry, ("on", "task"), f"unknown task '{trigger.on.task}'",
-                       hint=did_you_mean(trigger.on.task, self.spec.tasks))
+                       hint=did_you_mean(trigger.on.task, self.tasks))
         self.check_templates(entry, ("input",), trigger.input)
         if trigger.secret:
             self.check_templates(entry, ("secret",), trigger.secret)
 
     def check_hook(self, entry: Entry, sub: NodePath, hook: HookSpec) -> None:
-        if hook.action is not None and hook.action not in self.spec.actions:
+        if hook.action is not None and hook.action not in self.actions:
             self.error(entry, (*sub, "action"), f"unknown action '{hook.action}'",
-                       hint=did_you_mean(hook.action, self.spec.actions))
-        if hook.task is not None and hook.task not in self.spec.tasks:
+                       hint=did_you_mean(hook.action, self.actions))
+        if hook.task is not None and hook.task not in self.tasks:
             self.error(entry, (*sub, "task"), f"unknown task '{hook.task}'",
-                       hint=did_you_mean(hook.task, self.spec.tasks))
+                       hint=did_you_mean(hook.task, self.tasks))
         self.check_templates(entry, (*sub, "input"), hook.input)
 
     def check_connection(self, entry: Entry, connection: ConnectionSpec) -> None:
         props = connection.model_extra or {}
         schema = self.spec.connection_types.get(connection.type)
         if schema is None:
-            self.error(entry, ("type",), f"unknown connection type '{connection.type}'",
-                       hint=did_you_mean(connection.type, self.spec.connection_types))
+            if connection.type not in self.connection_types:
+                self.error(entry, ("type",), f"unknown connection type '{connection.type}'",
+                           hint=did_you_mean(connection.type, self.connection_types))
             return
         for prop, spec in schema.items():
             if spec.required and spec.default is None and props.get(prop) is None:
@@ -465,32 +494,31 @@ class _CrossChecks:
         entry: Entry,
         sub: NodePath,
         value: Any,
-        upstream: tuple[str, Mapping[str, StepSpec], set[str]] | None = None,
+        scope: _Scope | None = None,
     ) -> None:
         """Syntax of every template in `value`, and (for steps) the steps it refers to."""
         if isinstance(value, dict):
             for key, item in value.items():
-                self.check_templates(entry, (*sub, str(key)), item, upstream)
+                self.check_templates(entry, (*sub, str(key)), item, scope)
             return
         if isinstance(value, list):
             for index, item in enumerate(value):
-                self.check_templates(entry, (*sub, index), item, upstream)
+                self.check_templates(entry, (*sub, index), item, scope)
             return
         if not isinstance(value, str) or not templating.has_template(value):
             return
         problems = templating.check_syntax(value, where=dotted((*entry.path, *sub)))
         for problem in problems:
             self.error(entry, sub, problem.message, hint=problem.hint)
-        if problems or upstream is None:
+        if problems or scope is None:
             return
-        step_name, flow, allowed = upstream
         for ref in sorted(templating.referenced_steps(value)):
-            target = _resolve_step(ref, flow)
+            target = _resolve_step(ref, scope.names)
             if target is None:
-                self.error(entry, sub, f"unknown step '{ref}'",
-                           hint=did_you_mean(ref, [*flow, *(s.replace("-", "_") for s in flow)]))
-            elif target not in allowed:
-                self.error(entry, sub, f"step '{step_name}' uses step '{target}' but does "
+                known = [*scope.names, *(n.replace("-", "_") for n in scope.names)]
+                self.error(entry, sub, f"unknown step '{ref}'", hint=did_you_mean(ref, known))
+            elif target not in scope.upstream and scope.complete:
+                self.error(entry, sub, f"step '{scope.step}' uses step '{target}' but does "
                            "not depend on it", hint=f"add '{target}' to depends_on")
 
 
@@ -507,26 +535,44 @@ def cron_problem(expression: str) -> str | None:
     return None
 
 
-def _resolve_step(ref: str, flow: Mapping[str, StepSpec]) -> str | None:
-    if ref in flow:
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """What the templates of one step may refer to.
+
+    `upstream` is every step it depends on, directly or not; `complete` is False when the
+    walk met a step that did not validate (its own dependencies are unknown).
+    """
+
+    step: str
+    names: set[str]
+    upstream: set[str]
+    complete: bool
+
+    @classmethod
+    def of(cls, step: str, flow: Mapping[str, StepSpec], names: set[str]) -> _Scope:
+        seen: set[str] = set()
+        complete = True
+        todo = list(flow[step].depends_on)
+        while todo:
+            dep = todo.pop()
+            if dep in seen:
+                continue
+            seen.add(dep)
+            if dep in flow:
+                todo.extend(flow[dep].depends_on)
+            else:
+                complete = False
+        return cls(step, names, seen, complete)
+
+
+def _resolve_step(ref: str, names: Iterable[str]) -> str | None:
+    names = list(names)
+    if ref in names:
         return ref
-    for name in flow:
+    for name in names:
         if name.replace("-", "_") == ref:
             return name
     return None
-
-
-def _upstream(flow: Mapping[str, StepSpec], name: str) -> set[str]:
-    """Every step `name` depends on, directly or not."""
-    seen: set[str] = set()
-    todo = list(flow[name].depends_on)
-    while todo:
-        dep = todo.pop()
-        if dep in seen or dep not in flow:
-            continue
-        seen.add(dep)
-        todo.extend(flow[dep].depends_on)
-    return seen
 
 
 def _raw_at(entry: Entry, sub: NodePath) -> Any:
