@@ -276,6 +276,27 @@ class EventStoreContract(ABC):
         assert stats.jobs == 6
         assert sorted(await store.active_job_ids()) == ["j3", "j6"]
 
+    async def test_rebuild_of_many_interleaved_jobs_across_pages(
+        self, store: EventStore
+    ) -> None:
+        # Run 200 jobs' decisions round-robin, so each page of the rebuild holds pieces
+        # of many streams and flushes happen while later pages are read.
+        jobs = {f"job-{i:03d}": job_batches(f"job-{i:03d}", created_at=float(i),
+                                            finish=("completed", "failed", None)[i % 3])
+                for i in range(200)}
+        states: dict[str, JobState] = {}
+        for round_ in range(max(len(b) for b in jobs.values())):
+            for job_id, batches in jobs.items():
+                if round_ < len(batches):
+                    states[job_id], _ = await record_job(
+                        store, job_id, [batches[round_]], state=states.get(job_id)
+                    )
+        incremental = await snapshot(store)
+        assert len(incremental) == 200
+        stats = await rebuild(store, page_size=300, flush_jobs=40)
+        assert await snapshot(store) == incremental
+        assert (stats.events, stats.jobs) == (await store.last_seq(), 200)
+
     async def test_reset_and_write_projections(self, store: EventStore) -> None:
         await self._jobs(store)
         await store.reset_projections()
