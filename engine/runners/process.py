@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +25,6 @@ from engine.runners.base import LogSink
 
 MAX_LINE = 1024 * 1024
 STDERR_TAIL = 5
-_READ_CHUNK = 64 * 1024
 _DRAIN_AFTER_EXIT = 0.5
 
 
@@ -61,22 +61,16 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-async def terminate_process_group(
-    pgid: int, grace: float = 2.0, proc: asyncio.subprocess.Process | None = None
-) -> None:
-    """SIGTERM the group, wait up to `grace` for its leader to exit, then SIGKILL it."""
+async def terminate_process_group(pgid: int, grace: float = 2.0) -> None:
+    """SIGTERM group `pgid`, wait up to `grace` for it to go away, then SIGKILL it.
+
+    For a group that is not our child's (a restarted server killing a lost step's group).
+    """
     if kill_process_group(pgid, signal.SIGTERM):
         deadline = time.monotonic() + grace
-        if proc is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), grace)
-        while time.monotonic() < deadline and group_alive(pgid):
-            await asyncio.sleep(0.02)
-            if proc is not None and proc.returncode is not None:
-                break
-    kill_process_group(pgid, signal.SIGKILL)
-    if proc is not None:
-        await proc.wait()
+        while time.monotonic() < deadline and group_alive(pgid):  # noqa: ASYNC110 - polling a foreign group
+            await asyncio.sleep(0.05)
+        kill_process_group(pgid, signal.SIGKILL)
 
 
 def _decode(raw: bytes) -> str:
@@ -85,29 +79,64 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-async def _pump(
-    reader: asyncio.StreamReader, emit: Callable[[str], None], max_line: int
-) -> None:
-    buffer = b""
-    while chunk := await reader.read(_READ_CHUNK):
-        buffer += chunk
+class _LineSplitter:
+    """Turns chunks of a pipe into lines, splitting any line beyond `max_line` bytes."""
+
+    __slots__ = ("_buffer", "_emit", "_max_line")
+
+    def __init__(self, emit: Callable[[str], None], max_line: int) -> None:
+        self._emit = emit
+        self._max_line = max_line
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> None:
+        buffer = self._buffer + chunk if self._buffer else chunk
         start = 0
-        while True:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            line_end = end
-            while line_end - start > max_line:
-                emit(_decode(buffer[start : start + max_line]))
+        max_line = self._max_line
+        while (end := buffer.find(b"\n", start)) >= 0:
+            while end - start > max_line:
+                self._emit(_decode(buffer[start : start + max_line]))
                 start += max_line
-            emit(_decode(buffer[start:line_end]))
+            self._emit(_decode(buffer[start:end]))
             start = end + 1
         while len(buffer) - start > max_line:
-            emit(_decode(buffer[start : start + max_line]))
+            self._emit(_decode(buffer[start : start + max_line]))
             start += max_line
-        buffer = buffer[start:]
-    if buffer:
-        emit(_decode(buffer))
+        self._buffer = buffer[start:]
+
+    def finish(self) -> None:
+        if self._buffer:
+            self._emit(_decode(self._buffer))
+            self._buffer = b""
+
+
+class _StepProtocol(asyncio.SubprocessProtocol):
+    """Hands each line to its splitter as data arrives; tracks exit and pipe closes.
+
+    `process_exited` fires when the program exits even if children it left behind still
+    hold the pipes open (which `Process.wait()` would wait for).
+    """
+
+    def __init__(self, splitters: dict[int, _LineSplitter]) -> None:
+        loop = asyncio.get_running_loop()
+        self.splitters = splitters
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.pipes_closed: dict[int, asyncio.Future[None]] = {
+            fd: loop.create_future() for fd in splitters
+        }
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.splitters[fd].feed(data.encode() if isinstance(data, str) else data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd in self.splitters:
+            self.splitters[fd].finish()
+            if not self.pipes_closed[fd].done():
+                self.pipes_closed[fd].set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
 
 
 async def run_process(
@@ -127,16 +156,6 @@ async def run_process(
     Raises `OSError` when the program cannot be started. `on_stdout` sees every stdout
     line after it was logged (the shell runner looks for `OUTPUT:` lines there).
     """
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env=dict(env),
-        start_new_session=True,
-    )
-    pgid = proc.pid
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
 
     def out(text: str) -> None:
@@ -148,46 +167,52 @@ async def run_process(
         log.line("stderr", text)
         stderr_tail.append(text)
 
-    assert proc.stdout is not None and proc.stderr is not None
-    readers = [
-        asyncio.create_task(_pump(proc.stdout, out, max_line)),
-        asyncio.create_task(_pump(proc.stderr, err, max_line)),
-    ]
+    splitters = {1: _LineSplitter(out, max_line), 2: _LineSplitter(err, max_line)}
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _StepProtocol(splitters),
+        *argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env),
+        start_new_session=True,
+    )
+    pgid = transport.get_pid()
     timed_out = False
     try:
-        on_start(proc.pid)
+        on_start(pgid)
         try:
             async with asyncio.timeout(timeout):
-                await proc.wait()
+                await protocol.exited
                 # Children left in the background may still hold the pipes open.
-                await asyncio.wait(readers, timeout=_DRAIN_AFTER_EXIT)
+                await asyncio.wait(protocol.pipes_closed.values(), timeout=_DRAIN_AFTER_EXIT)
         except TimeoutError:
             timed_out = True
     finally:
-        # Runs on normal exit, timeout and cancellation alike; shielded so that a
+        # Runs on exit, timeout and cancellation alike; shielded so that a second
         # cancellation cannot leave the group half-killed.
-        await asyncio.shield(_cleanup(pgid, proc, readers, grace))
+        await asyncio.shield(_cleanup(pgid, transport, protocol, grace))
     return ProcessResult(
-        returncode=None if timed_out else proc.returncode,
+        returncode=None if timed_out else transport.get_returncode(),
         timed_out=timed_out,
         stderr_tail=list(stderr_tail),
     )
 
 
 async def _cleanup(
-    pgid: int,
-    proc: asyncio.subprocess.Process,
-    readers: list[asyncio.Task[None]],
-    grace: float,
+    pgid: int, transport: asyncio.SubprocessTransport, protocol: _StepProtocol, grace: float
 ) -> None:
-    if proc.returncode is None:
-        await terminate_process_group(pgid, grace, proc)
-    else:
+    try:
+        if not protocol.exited.done():
+            kill_process_group(pgid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(protocol.exited), grace)
         kill_process_group(pgid, signal.SIGKILL)
-    # With the group dead the pipes close; read what is left, then give up.
-    _, pending = await asyncio.wait(readers, timeout=_DRAIN_AFTER_EXIT)
-    for task in pending:
-        task.cancel()
-    for task in readers:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if not protocol.exited.done():
+            await protocol.exited
+        # With the group dead the pipes close; take what is left in them.
+        await asyncio.wait(protocol.pipes_closed.values(), timeout=_DRAIN_AFTER_EXIT)
+    finally:
+        transport.close()

@@ -52,9 +52,7 @@ class ShellRunner:
     async def run(
         self, run: StepRun, log: LogSink, on_start: Callable[[int | None], None]
     ) -> RunResult:
-        script = run.action.get("script")
-        if script is None:
-            script = run.action.get("cmd")
+        script = run.action.get("script") or run.action.get("cmd")
         if not isinstance(script, str) or not script.strip():
             return RunResult(FAILED, error="shell action has no script or cmd")
         interpreter = run.action.get("interpreter")
