@@ -136,8 +136,6 @@ class Orchestrator:
         for active in self._active.values():
             if active.timer is not None:
                 active.timer.cancel()
-            if active.writer is not None:
-                active.writer.close()
         for task in list(self._tasks):
             task.cancel()
         self._active.clear()
@@ -359,7 +357,7 @@ class Orchestrator:
                 if active.state.input.get(name) not in (None, "")
             ]
             active.writer = JobLogWriter(
-                self.logs, active.state.job_id, Redactor([*ws_secrets, *secret_inputs]), self.bus,
+                active.state.job_id, self.logs, self.bus, Redactor([*ws_secrets, *secret_inputs]),
             )
         return active.writer
 
@@ -369,7 +367,7 @@ class Orchestrator:
         for event in events:
             note = _note(event, state)
             if note:
-                writer.note(note, ts=event.ts)
+                writer.line("_server", "stdout", note, ts=event.ts)
             frame = _frame(event, state)
             if frame is not None:
                 self.bus.publish(state.job_id, frame)
@@ -420,9 +418,10 @@ class Orchestrator:
     def _finish(self, active: ActiveJob) -> None:
         job_id = active.state.job_id
         active.done.set()
-        if active.writer is not None:
-            active.writer.close()
         self.bus.close_job(job_id)
+        task = asyncio.ensure_future(self.logs.finish(job_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         self._active.pop(job_id, None)
 
 

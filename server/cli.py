@@ -95,9 +95,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 # --- run -----------------------------------------------------------------------------
 
 
-def _parse_inputs(args: argparse.Namespace, schema: dict[str, Any]) -> dict[str, Any]:
-    from engine.compiler.inputs import coerce_cli_value
-
+def _parse_inputs(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if args.input_json:
         try:
@@ -111,8 +109,9 @@ def _parse_inputs(args: argparse.Namespace, schema: dict[str, Any]) -> dict[str,
         key, sep, text = item.partition("=")
         if not sep or not key:
             _fail(f"-i expects KEY=VALUE, got {item!r}")
-        field = schema.get(key)
-        values[key] = coerce_cli_value(field, text) if field is not None else text
+        # Text is coerced by the input schema together with every other field, so all
+        # bad fields are reported at once.
+        values[key] = text
     return values
 
 
@@ -125,7 +124,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(args, workspace))
     except PartiturError as exc:
-        sys.stderr.write(f"partitur: {exc.message}\n")
+        issues = getattr(exc, "issues", None)
+        if issues:
+            title = {"invalid_input": "invalid input"}.get(exc.code, exc.code.replace("_", " "))
+            sys.stderr.write(f"partitur: {title}:\n")
+            for issue in issues:
+                sys.stderr.write(f"  {issue}\n")
+        else:
+            sys.stderr.write(f"partitur: {exc.message}\n")
         return 2 if exc.code in {"invalid_input", "invalid_workspace", "not_found",
                                  "compile_error"} else 1
 
@@ -155,7 +161,7 @@ async def _run(args: argparse.Namespace, workspace: Path) -> int:
             if task is None:
                 known = ", ".join(sorted(loaded.spec.tasks)) or "none"
                 _fail(f"task {args.task!r} not found in {workspace} (tasks: {known})")
-            raw_input = _parse_inputs(args, dict(task.input))
+            raw_input = _parse_inputs(args)
             job_id = new_job_id()
             subscription = runtime.bus.subscribe(job_id)
             await runtime.orchestrator.create_job(name, args.task, raw_input, source_type="user",
