@@ -2,7 +2,7 @@
 
 Shared by the runners that start a program (shell, python). The process gets stdin from
 /dev/null and a new session (so its process group id is its pid); stdout and stderr are
-read concurrently and every line goes to the log sink at once. Lines longer than
+read as data arrives and every line goes to the log sink at once. Lines longer than
 `max_line` bytes are split. When the process exits, whatever it left running in its group
 is killed: a step's processes do not outlive the step. On timeout or cancellation the
 whole group gets SIGTERM, then SIGKILL after `grace` seconds.
