@@ -400,20 +400,27 @@ def _record_positions(
     prefix: tuple[str | int, ...],
     file: str,
     origins: dict[tuple[str | int, ...], Origin],
+    seen: set[int] | None = None,
 ) -> None:
+    # Aliases share nodes: visit each once, so a recursive or exploding alias graph
+    # cannot hang the walk (the first path to a node is the one reported).
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode):
                 key = (*prefix, str(key_node.value))
                 mark = key_node.start_mark
                 origins[key] = (file, mark.line + 1, mark.column + 1)
-                _record_positions(value_node, key, file, origins)
+                _record_positions(value_node, key, file, origins, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             key = (*prefix, index)
             mark = item.start_mark
             origins[key] = (file, mark.line + 1, mark.column + 1)
-            _record_positions(item, key, file, origins)
+            _record_positions(item, key, file, origins, seen)
 
 
 def _set(data: dict[str, Any], key: tuple[str | int, ...], value: Any) -> None:

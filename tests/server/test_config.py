@@ -360,3 +360,16 @@ def test_repo_default_config_is_valid() -> None:
     for name, ws in s.workspaces.items():
         assert ws.path is not None and ws.path.is_relative_to(REPO / "workspaces"), name
         assert (ws.path / ".workflows").is_dir(), name
+
+
+def test_anchors_and_aliases_are_followed_once(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path,
+        "base: &ws {path: a}\nworkspaces:\n  one: *ws\n  two: *ws\n",
+    )
+    with pytest.raises(ConfigInvalid) as excinfo:
+        load_settings(cfg, environ={})
+    assert [i.path for i in excinfo.value.issues] == ["base"]
+    cfg = write(tmp_path, "workspaces:\n  one: &ws {path: a}\n  two: *ws\n")
+    s = load_settings(cfg, environ={})
+    assert s.workspaces["one"] == s.workspaces["two"]
