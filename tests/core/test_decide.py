@@ -93,7 +93,7 @@ def test_commands_are_frozen_keyword_only_values() -> None:
     with pytest.raises(FrozenInstanceError):
         complete.step = "b"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        cmd.Claim("a", 1, "w", "l")  # type: ignore[misc]
+        cmd.Claim("a", 1, "w", "l")  # type: ignore[call-arg]
     assert cmd.Approve(step="a").input == {}
 
 
