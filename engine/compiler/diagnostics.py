@@ -57,6 +57,7 @@ def pydantic_issues(
         if kind == "missing":
             message = f"missing required field '{path[-1]}'"
             path = path[:-1]
+            key = True
         elif kind == "extra_forbidden":
             name = str(path[-1]) if path else "?"
             message = f"unknown key '{name}'"
@@ -66,6 +67,8 @@ def pydantic_issues(
             message = str(err["msg"])
             for prefix in ("Value error, ", "Assertion failed, "):
                 message = message.removeprefix(prefix)
+            # A problem with a whole mapping is shown at its key.
+            key = isinstance(_value_at(raw, path), dict)
         full = (*base, *path)
         issues.append(document.issue(message, full, dotted(full), hint=hint, key=key))
     return issues
@@ -95,6 +98,21 @@ def _yaml_path(raw: Any, loc: Sequence[str | int]) -> list[str | int]:
             out.append(part)
         # otherwise a pydantic union tag such as `function-after[…]`: not in the YAML
     return out
+
+
+def _value_at(raw: Any, path: Sequence[str | int]) -> Any:
+    current = raw
+    for part in path:
+        if isinstance(current, dict):
+            found = _key_in(current, part)
+            if found is None:
+                return None
+            current = current[found]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+        else:
+            return None
+    return current
 
 
 def _key_in(mapping: dict[Any, Any], part: str | int) -> Any:

@@ -211,21 +211,25 @@ class _Recorder:
         self.values: dict[NodePath, Position] = {}
         self.issues: list[tuple[str, int, int]] = []
         self._seen: set[int] = set()
+        self._sizes: dict[int, int] = {}
         self._count = 0
 
     def walk(self, node: Node, path: NodePath) -> None:
         self.values[path] = _pos(node)
         self._count += 1
-        if self._count > MAX_NODES:
-            if self._count == MAX_NODES + 1:
-                line, col = _pos(node)
-                self.issues.append((f"too many YAML nodes (more than {MAX_NODES})", line, col))
-            return
         if isinstance(node, ScalarNode):
             return
         if id(node) in self._seen:
             # An alias of a node walked before: its contents are located at the anchor.
-            self._count += _expanded_size(node, set())
+            self._count += self._size(node, set())
+        if self._count > MAX_NODES:
+            if not self.issues:
+                line, col = _pos(node)
+                self.issues.append(
+                    (f"too many YAML nodes (more than {MAX_NODES}, counting aliases)", line, col)
+                )
+            return
+        if id(node) in self._seen:
             return
         self._seen.add(id(node))
         if isinstance(node, MappingNode):
@@ -252,20 +256,25 @@ class _Recorder:
                 self.walk(item, (*path, index))
 
 
-def _expanded_size(node: Node, active: set[int]) -> int:
-    if not isinstance(node, MappingNode | SequenceNode) or id(node) in active:
-        return 1
-    active.add(id(node))
-    total = 1
-    children = (
-        [v for pair in node.value for v in pair] if isinstance(node, MappingNode) else node.value
-    )
-    for child in children:
-        total += _expanded_size(child, active)
-        if total > MAX_NODES:
-            break
-    active.discard(id(node))
-    return total
+    def _size(self, node: Node, active: set[int]) -> int:
+        """How many nodes `node` expands to, aliases counted each time (memoized)."""
+        if not isinstance(node, MappingNode | SequenceNode) or id(node) in active:
+            return 1
+        known = self._sizes.get(id(node))
+        if known is not None:
+            return known
+        active.add(id(node))
+        total = 1
+        children = (
+            [v for pair in node.value for v in pair]
+            if isinstance(node, MappingNode)
+            else node.value
+        )
+        for child in children:
+            total += self._size(child, active)
+        active.discard(id(node))
+        self._sizes[id(node)] = total
+        return total
 
 
 def _pos(node: Node) -> Position:

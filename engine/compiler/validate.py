@@ -24,6 +24,7 @@ from engine.compiler.diagnostics import (
     dotted,
     format_issues,
     pydantic_issues,
+    sort_issues,
 )
 from engine.compiler.loader import Document, LoadResult, NodePath, load_files, load_folder
 from engine.errors import Issue, WorkspaceInvalid
@@ -127,7 +128,7 @@ def validate_result(
     """Validate parsed documents (see `validate_path`)."""
     checker = _Checker(result.documents)
     spec = checker.run()
-    issues = [*result.issues, *checker.issues]
+    issues = sort_issues([*result.issues, *checker.issues])
     if spec is None or any(i.severity == "error" for i in issues):
         return None, issues
     warnings = tuple(i for i in issues if i.severity != "error")
