@@ -409,36 +409,37 @@ class _CrossChecks:
 
     def check_cycles(self, entry: Entry, flow: Mapping[str, StepSpec]) -> set[str]:
         """Report each dependency cycle once; return the steps on cycles."""
-        color: dict[str, int] = {}
-        stack: list[str] = []
+        done: set[str] = set()
         on_cycle: set[str] = set()
         reported: set[frozenset[str]] = set()
-
-        def visit(name: str) -> None:
-            color[name] = 1
-            stack.append(name)
-            for dep in flow[name].depends_on:
-                if dep not in flow:
-                    continue
-                if color.get(dep) == 1:
-                    cycle = stack[stack.index(dep):]
+        for root in flow:
+            if root in done:
+                continue
+            # Depth-first without recursion: a flow may have thousands of steps.
+            stack: list[str] = [root]
+            depth = {root: 0}
+            pending = [iter(flow[root].depends_on)]
+            while pending:
+                dep = next(pending[-1], None)
+                if dep is None:
+                    name = stack.pop()
+                    del depth[name]
+                    done.add(name)
+                    pending.pop()
+                elif dep in depth:
+                    cycle = stack[depth[dep]:]
                     on_cycle.update(cycle)
                     if frozenset(cycle) not in reported:
                         reported.add(frozenset(cycle))
                         # Name the cycle along the dependency edges, from `dep`.
                         path = [*cycle, dep]
-                        first, second = path[0], path[1]
-                        index = flow[first].depends_on.index(second)
-                        self.error(entry, ("flow", first, "depends_on", index),
+                        index = flow[path[0]].depends_on.index(path[1])
+                        self.error(entry, ("flow", path[0], "depends_on", index),
                                    "dependency cycle: " + " → ".join(path))
-                elif dep not in color:
-                    visit(dep)
-            stack.pop()
-            color[name] = 2
-
-        for name in flow:
-            if name not in color:
-                visit(name)
+                elif dep in flow and dep not in done:
+                    depth[dep] = len(stack)
+                    stack.append(dep)
+                    pending.append(iter(flow[dep].depends_on))
         return on_cycle
 
     def check_trigger(self, entry: Entry, trigger: TriggerSpec) -> None:
