@@ -1,0 +1,163 @@
+"""The ASGI application: `create_app(settings)` (DESIGN §8).
+
+The app owns the HTTP surface only: its lifespan builds and opens the engine `Runtime`
+from the settings and closes it on shutdown (SIGTERM: running steps get
+`shutdown.grace` seconds). Routes come from the `ENDPOINTS` tables of
+`server.routes.*`, which also describe them in `/openapi.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine.runtime import Runtime, RuntimeOptions
+from server.errors import BodyTooLarge, error_response, exception_handlers
+from server.metrics import Metrics, MetricsMiddleware
+from server.openapi import Endpoint, build_openapi
+from server.routes import artifacts, jobs, logs, ops, tasks, workers, workspaces
+from server.ws import DEFAULT_BUFFER, DEFAULT_SEND_TIMEOUT
+
+log = logging.getLogger("partitur.server")
+
+API_VERSION = "1"
+WS_BUFFER_ENV = "PARTITUR_WS_BUFFER"
+WS_SEND_TIMEOUT_ENV = "PARTITUR_WS_SEND_TIMEOUT"
+
+
+def endpoints() -> tuple[Endpoint, ...]:
+    """Every documented route, in the order they are matched."""
+    return (*workspaces.ENDPOINTS, *tasks.ENDPOINTS, *jobs.ENDPOINTS, *artifacts.ENDPOINTS,
+            *logs.ENDPOINTS, *workers.ENDPOINTS, *ops.ENDPOINTS)
+
+
+def build_routes(table: Sequence[Endpoint]) -> list[BaseRoute]:
+    """Starlette routes of the endpoint table (one `Route` per path, all its methods)."""
+    routes: list[BaseRoute] = []
+    by_path: dict[str, dict[str, Any]] = {}
+    for ep in table:
+        if ep.method == "WEBSOCKET":
+            routes.append(WebSocketRoute(ep.path, ep.handler))
+            continue
+        by_path.setdefault(ep.path, {})[ep.method] = ep.handler
+    for path, handlers in by_path.items():
+        routes.append(Route(path, _dispatch(handlers), methods=list(handlers)))
+    return routes
+
+
+def _dispatch(handlers: dict[str, Any]) -> Any:
+    if len(handlers) == 1:
+        return next(iter(handlers.values()))
+
+    async def endpoint(request: Any) -> Any:
+        return await handlers[request.method](request)
+
+    return endpoint
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over `limit` bytes: by Content-Length, or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.limit:
+                    await self._reject(scope, receive, send)
+                    return
+        seen = 0
+        limit = self.limit
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(f"the request body is larger than {limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(413, f"the request body is larger than {self.limit} bytes",
+                                  headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def runtime_options(settings: Any) -> tuple[RuntimeOptions, list[str]]:
+    """Engine options from the settings, and the names of git workspaces (not served yet)."""
+    folders: dict[str, Path] = {}
+    git: list[str] = []
+    for name, entry in settings.workspaces.items():
+        if entry.path is not None:
+            folders[name] = Path(entry.path)
+        else:
+            git.append(name)
+    logs_dir = Path(settings.logs.dir)
+    configured = getattr(getattr(settings, "artifacts", None), "dir", None)
+    artifacts_dir = Path(configured) if configured else logs_dir.parent / "artifacts"
+    options = RuntimeOptions(
+        db_url=settings.db.url, logs_dir=logs_dir, artifacts_dir=artifacts_dir,
+        workspaces=folders, concurrency=settings.workers.local.concurrency,
+        base_dir=Path.cwd(),
+    )
+    return options, git
+
+
+def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
+    """The app for `settings`; its lifespan opens (and closes) the engine runtime."""
+    options, git_workspaces = runtime_options(settings)
+    metrics = Metrics()
+    table = endpoints()
+    routes = build_routes(table)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        rt = runtime or Runtime(options)
+        metrics.instrument_store(rt.store)
+        rt.orchestrator.on_events(metrics.on_events)
+        app.state.runtime = rt
+        await rt.open()
+        try:
+            yield
+        finally:
+            await rt.close(grace=float(settings.shutdown.grace))
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
+            Middleware(BodyLimitMiddleware, limit=int(settings.limits.body)),
+        ],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.git_workspaces = git_workspaces
+    app.state.started_at = time.time()
+    app.state.openapi = build_openapi(table, version=API_VERSION)
+    app.state.ws_buffer = int(os.environ.get(WS_BUFFER_ENV, DEFAULT_BUFFER))
+    app.state.ws_send_timeout = float(os.environ.get(WS_SEND_TIMEOUT_ENV, DEFAULT_SEND_TIMEOUT))
+    return app
