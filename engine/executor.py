@@ -8,8 +8,10 @@ back to the orchestrator as a command. Approval steps need no process: they susp
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,23 @@ from engine.clock import new_token
 from engine.core import commands as cmd
 from engine.core.state import JobState
 from engine.errors import Conflict, NotFound, PartiturError, RenderError
+from engine.logs.redact import Redactor
 from engine.orchestrator import Orchestrator
 from engine.runners import get_runner
 from engine.runners.base import RunResult
 from engine.stepprep import prepare
 
 log = logging.getLogger("partitur.executor")
+
+
+def _redact_value(redactor: Redactor, value: Any) -> Any:
+    if isinstance(value, str):
+        return redactor.redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(redactor, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(redactor, v) for v in value]
+    return value
 
 
 class _StepSink:
@@ -65,7 +78,7 @@ class LocalExecutor:
         attempt = state.steps[step].attempt
         task = asyncio.ensure_future(self._run(state.job_id, step, attempt))
         self._running[key] = task
-        task.add_done_callback(lambda _t, key=key: self._done(key, _t))
+        task.add_done_callback(functools.partial(self._done, key))
 
     def cancel(self, job_id: str, step: str) -> None:
         inner = self._inner.get((job_id, step))
@@ -150,6 +163,7 @@ class LocalExecutor:
                 await self._report(job_id, cmd.CancelStep(step=step, attempt=attempt,
                                                           reason="cancelled"))
                 return
+            result = self._redacted(job_id, result)
             if result.status == "completed":
                 await self._report(job_id, cmd.Complete(step=step, attempt=attempt,
                                                         output=result.output))
@@ -160,6 +174,18 @@ class LocalExecutor:
                 await self._report(job_id, cmd.Fail(
                     step=step, attempt=attempt, error=result.error or "failed",
                     exit_code=result.exit_code, kind=result.kind))
+
+    def _redacted(self, job_id: str, result: RunResult) -> RunResult:
+        """Secret values never reach the event log through an output or an error."""
+        try:
+            redactor = self.orchestrator.writer(job_id).redactor
+        except NotFound:
+            return result
+        if not redactor:
+            return result
+        return replace(result, output=_redact_value(redactor, result.output),
+                       error=None if result.error is None else redactor.redact(result.error),
+                       message=None if result.message is None else redactor.redact(result.message))
 
     def _prepare(self, state: JobState, step: str) -> Any:
         orch = self.orchestrator

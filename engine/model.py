@@ -237,7 +237,9 @@ class StepSpec(Frozen):
     @model_validator(mode="after")
     def _one_action(self) -> StepSpec:
         if (self.action is None) == (self.inline is None):
-            raise ValueError("a step needs either 'action: <name>' or an inline action ('type', 'script', …)")
+            raise ValueError(
+                "a step needs either 'action: <name>' or an inline action ('type', 'script', …)"
+            )
         return self
 
 
@@ -264,7 +266,7 @@ class EventSource(Frozen):
 
     task: str
     status: list[Literal["completed", "failed", "cancelled"]] = Field(
-        default_factory=lambda: ["completed"]
+        default_factory=lambda: ["completed"]  # type: ignore[arg-type]
     )
 
 

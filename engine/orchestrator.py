@@ -427,7 +427,8 @@ class Orchestrator:
 
 def _frame(event: ev.Event, state: JobState) -> dict[str, Any] | None:
     """The live-bus status frame of an event (`?format=events` on the WebSocket)."""
-    if isinstance(event, ev.StepEvent) and not isinstance(event, ev.StepOutput | ev.ChildJobStarted):
+    quiet = ev.StepOutput | ev.ChildJobStarted
+    if isinstance(event, ev.StepEvent) and not isinstance(event, quiet):
         step = state.steps.get(event.step)
         if step is None:
             return None

@@ -168,14 +168,15 @@ async def _run(args: argparse.Namespace, workspace: Path) -> int:
                                                   source_id="cli", job_id=job_id)
             loop = asyncio.get_running_loop()
             cancelled = asyncio.Event()
+            pending: list[asyncio.Future[Any]] = []
 
             def on_interrupt() -> None:
                 if cancelled.is_set():
                     return
                 cancelled.set()
                 sys.stderr.write("partitur: cancelling the job…\n")
-                asyncio.ensure_future(runtime.orchestrator.command(
-                    job_id, cmd.Cancel(by="cli", reason="interrupted")))
+                pending.append(asyncio.ensure_future(runtime.orchestrator.command(
+                    job_id, cmd.Cancel(by="cli", reason="interrupted"))))
 
             loop.add_signal_handler(signal.SIGINT, on_interrupt)
             loop.add_signal_handler(signal.SIGTERM, on_interrupt)

@@ -90,6 +90,8 @@ class Plan:
         return {
             "task": self.task,
             "steps": {name: step.to_dict() for name, step in self.steps.items()},
+            # JSON object key order is not kept by every store (Postgres jsonb sorts keys).
+            "order": list(self.steps),
             "timeout": self.timeout,
             "retry": asdict(self.retry),
             "hooks": {k: list(v) for k, v in self.hooks.items()},
@@ -97,9 +99,11 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        steps = data["steps"]
+        order = data.get("order") or list(steps)
         return cls(
             task=data["task"],
-            steps={name: PlanStep.from_dict(s) for name, s in data["steps"].items()},
+            steps={name: PlanStep.from_dict(steps[name]) for name in order},
             timeout=data.get("timeout"),
             retry=Retry(**data.get("retry") or {}),
             hooks=dict(data.get("hooks") or {}),

@@ -179,7 +179,9 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             raise StreamCorrupt("stream", "empty", event.type, "a stream starts with JobCreated")
         return _created(event)
     new = _apply(event, state)
-    return replace(new, version=state.version + 1)
+    if new.version == state.version:
+        new = replace(new, version=state.version + 1)
+    return new
 
 
 def _created(e: ev.JobCreated) -> JobState:
@@ -198,7 +200,7 @@ def _created(e: ev.JobCreated) -> JobState:
 def _job(state: JobState, to: JobStatus, **changes: Any) -> JobState:
     if to != state.status and to not in JOB_TRANSITIONS[state.status]:
         raise InvalidTransition(f"job {state.job_id}", state.status, to)
-    return replace(state, status=to, **changes)
+    return replace(state, status=to, version=state.version + 1, **changes)
 
 
 def _step(state: JobState, name: str, to: StepStatus | None = None, **changes: Any) -> JobState:
@@ -210,7 +212,7 @@ def _step(state: JobState, name: str, to: StepStatus | None = None, **changes: A
     updated = replace(current, status=to or current.status, **changes)
     steps = dict(state.steps)
     steps[name] = updated
-    return replace(state, steps=steps)
+    return replace(state, steps=steps, version=state.version + 1)
 
 
 @singledispatch
@@ -225,7 +227,8 @@ def _(e: ev.JobStarted, state: JobState) -> JobState:
 
 @_apply.register
 def _(e: ev.JobCancelRequested, state: JobState) -> JobState:
-    return replace(state, cancel_requested=True, cancelled_by=e.by, cancel_reason=e.reason)
+    return replace(state, cancel_requested=True, cancelled_by=e.by, cancel_reason=e.reason,
+                   version=state.version + 1)
 
 
 @_apply.register
@@ -335,7 +338,7 @@ def _(e: ev.StepCancelled, state: JobState) -> JobState:
 
 @_apply.register
 def _(e: ev.HookFired, state: JobState) -> JobState:
-    return replace(state, hooks_fired=(*state.hooks_fired, e.hook))
+    return replace(state, hooks_fired=(*state.hooks_fired, e.hook), version=state.version + 1)
 
 
 @_apply.register

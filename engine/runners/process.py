@@ -146,7 +146,7 @@ async def run_process(
     env: Mapping[str, str],
     log: LogSink,
     on_start: Callable[[int | None], None],
-    timeout: float | None = None,  # noqa: ASYNC109 - on timeout the group is killed
+    timeout: float | None = None,
     on_stdout: Callable[[str], None] | None = None,
     grace: float = 2.0,
     max_line: int = MAX_LINE,
