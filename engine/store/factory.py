@@ -29,7 +29,9 @@ def open_store(url: str, *, base_dir: Path | None = None) -> EventStore:
     if scheme == "sqlite":
         return _sqlite(url, base_dir)
     if scheme in ("postgresql", "postgres"):
-        raise ConfigInvalid(f"db.url {_redacted(url)}: the postgres backend is not available yet")
+        from engine.store.postgres import PostgresStore  # asyncpg is imported only when used
+
+        return PostgresStore(url)
     raise ConfigInvalid(
         f"db.url {_redacted(url)!r}: unknown scheme {parts.scheme!r}; "
         "use memory://, sqlite:///path.db or postgresql://…"

@@ -42,7 +42,7 @@ def test_absolute_sqlite_url_and_synchronous_option(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://u:hunter2@localhost:5432/db", "not available yet"),
+        ("mysql://u:hunter2@localhost:5432/db", "unknown scheme"),
         ("mysql://localhost/db", "unknown scheme"),
         ("sqlite://host/p.db", "sqlite:///"),
         ("sqlite:///", "names no database file"),

@@ -1,0 +1,544 @@
+"""The PostgreSQL event store on an asyncpg connection pool (DESIGN §5–§6).
+
+The same tables as the SQLite backend (`sql/postgres/NNN_*.sql`, JSONB for payloads),
+applied at `open()` in one transaction under an advisory lock, so several servers
+starting at once migrate once.
+
+Commit order equals insert order: every append takes the transaction-scoped advisory
+lock `APPEND_LOCK` first, then reads the stream version and the highest `global_seq` and
+inserts after it. Appends are therefore serialized, `global_seq` is gapless, and a reader
+tailing `global_seq > n` can never see a larger seq commit before a smaller one. Each
+append also sends `NOTIFY partitur_events, '<last global_seq>'`, delivered on commit;
+`listen()` receives them on a dedicated connection.
+
+Errors: driver and socket errors become `engine.errors` — `StoreUnavailable` (retryable)
+for a lost or refused connection, `VersionConflict`/`Conflict` for constraint
+violations, `ValidationFailed` for a value PostgreSQL cannot store (e.g. a NUL
+character in a JSON string). A connection found dead when an operation starts (the pool
+may hold one that died while idle, e.g. across a server restart) is replaced and the
+operation tried once more; reads are retried once on any lost connection, an append
+only if it broke before its COMMIT was sent (so it was certainly not written). An
+append that fails otherwise raises and was not acknowledged.
+
+Advisory lock keys of Partitur live in this module's `*_LOCK` constants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from engine.core.events import Event, RecordedEvent, encode
+from engine.core.projections import JobRow, StepRow
+from engine.errors import (
+    Conflict,
+    PartiturError,
+    StoreUnavailable,
+    ValidationFailed,
+    VersionConflict,
+)
+from engine.store.base import AppendResult, DuplicateKey, EventStore, JobFilter, Projection
+from engine.store.codec import dumps, loads, through_json
+from engine.store.migrations import load_migrations, pending
+from engine.store.pgnotify import Listener
+
+T = TypeVar("T")
+
+MIGRATE_LOCK = 0x7061_7274_6974_0001
+"""Held (transaction-scoped) while migrations run."""
+APPEND_LOCK = 0x7061_7274_6974_0002
+"""Held (transaction-scoped) by every append: serializes appends in commit order."""
+
+EVENTS_CHANNEL = "partitur_events"
+_TERMINAL = ["completed", "failed", "cancelled", "skipped"]
+
+# --- SQL -----------------------------------------------------------------------------
+
+CREATE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    checksum   TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL
+)"""
+LOCK = "SELECT pg_advisory_xact_lock($1)"
+SELECT_MIGRATIONS = "SELECT version, checksum FROM schema_migrations"
+INSERT_MIGRATION = (
+    "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)"
+)
+
+# Run after LOCK, as its own statement: its snapshot then includes every earlier append.
+APPEND_STATE = """
+SELECT (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1),
+       (SELECT COALESCE(MAX(global_seq), 0) FROM events),
+       (SELECT stream_id FROM idempotency_keys WHERE scope = $2 AND key = $3)
+"""
+INSERT_EVENTS = """
+INSERT INTO events (global_seq, stream_id, version, type, schema_version, data, ts)
+SELECT seq, $1::text, version, type, schema_version, data::jsonb, ts
+FROM unnest($2::bigint[], $3::int[], $4::text[], $5::int[], $6::text[], $7::float8[])
+    AS e(seq, version, type, schema_version, data, ts)
+"""
+NOTIFY = "SELECT pg_notify($1, $2)"
+EVENT_COLUMNS = "global_seq, stream_id, version, type, schema_version, data, ts"
+READ_STREAM = (
+    "SELECT " + EVENT_COLUMNS + " FROM events "
+    "WHERE stream_id = $1 AND version > $2 ORDER BY version"
+)
+TAIL = (
+    "SELECT " + EVENT_COLUMNS + " FROM events "
+    "WHERE global_seq > $1 ORDER BY global_seq LIMIT $2"
+)
+LAST_SEQ = "SELECT COALESCE(MAX(global_seq), 0) FROM events"
+STREAM_IDS = "SELECT stream_id FROM events WHERE version = 1 ORDER BY global_seq"
+
+FIND_KEY = "SELECT stream_id FROM idempotency_keys WHERE scope = $1 AND key = $2"
+INSERT_KEY = "INSERT INTO idempotency_keys (scope, key, stream_id) VALUES ($1, $2, $3)"
+
+JOB_COLUMNS = (
+    "job_id, workspace, task_name, revision, status, source_type, source_id, parent_job_id, "
+    "input, output, error, created_at, started_at, completed_at, priority, created_by, "
+    "retry_of, version"
+)
+UPSERT_JOB = """
+INSERT INTO jobs (job_id, workspace, task_name, revision, status, source_type, source_id,
+                  parent_job_id, input, output, error, created_at, started_at, completed_at,
+                  priority, created_by, retry_of, version, last_seq)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+ON CONFLICT (job_id) DO UPDATE SET
+    workspace = excluded.workspace, task_name = excluded.task_name,
+    revision = excluded.revision, status = excluded.status,
+    source_type = excluded.source_type, source_id = excluded.source_id,
+    parent_job_id = excluded.parent_job_id, input = excluded.input,
+    output = excluded.output, error = excluded.error, created_at = excluded.created_at,
+    started_at = excluded.started_at, completed_at = excluded.completed_at,
+    priority = excluded.priority, created_by = excluded.created_by,
+    retry_of = excluded.retry_of, version = excluded.version, last_seq = excluded.last_seq
+"""
+GET_JOB = "SELECT " + JOB_COLUMNS + " FROM jobs WHERE job_id = $1"
+# The job list: WHERE is assembled from the fixed clauses below (each gets the number of
+# its placeholder), values always bound.
+LIST_JOBS = "SELECT " + JOB_COLUMNS + " FROM jobs"
+LIST_JOBS_PAGE = " ORDER BY created_at DESC, job_id DESC LIMIT ${} OFFSET ${}"
+COUNT_JOBS = "SELECT COUNT(*) FROM jobs"
+JOB_FILTERS = {
+    "workspace": "workspace = ${}",
+    "task_name": "task_name = ${}",
+    "source_type": "source_type = ${}",
+    "since": "created_at >= ${}",
+    "parent_job_id": "parent_job_id = ${}",
+}
+STATUS_FILTER = "status = ANY(${}::text[])"
+ACTIVE_JOBS = (
+    "SELECT job_id FROM jobs WHERE status <> ALL($1::text[]) ORDER BY created_at, job_id"
+)
+
+STEP_COLUMNS = (
+    "job_id, step_name, position, action_name, action_type, status, attempt, input, output, "
+    "error_message, error_kind, exit_code, worker_id, started_at, completed_at, loop_of, "
+    "loop_index, skip_reason, message, depends_on, retry_at, child_job_id"
+)
+UPSERT_STEP = """
+INSERT INTO steps (job_id, step_name, position, action_name, action_type, status, attempt,
+                   input, output, error_message, error_kind, exit_code, worker_id,
+                   started_at, completed_at, loop_of, loop_index, skip_reason, message,
+                   depends_on, retry_at, child_job_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+        $20, $21, $22)
+ON CONFLICT (job_id, step_name) DO UPDATE SET
+    position = excluded.position, action_name = excluded.action_name,
+    action_type = excluded.action_type, status = excluded.status,
+    attempt = excluded.attempt, input = excluded.input, output = excluded.output,
+    error_message = excluded.error_message, error_kind = excluded.error_kind,
+    exit_code = excluded.exit_code, worker_id = excluded.worker_id,
+    started_at = excluded.started_at, completed_at = excluded.completed_at,
+    loop_of = excluded.loop_of, loop_index = excluded.loop_index,
+    skip_reason = excluded.skip_reason, message = excluded.message,
+    depends_on = excluded.depends_on, retry_at = excluded.retry_at,
+    child_job_id = excluded.child_job_id
+"""
+GET_STEPS = (
+    "SELECT " + STEP_COLUMNS + " FROM steps WHERE job_id = $1 ORDER BY position, step_name"
+)
+RESET_PROJECTIONS = "TRUNCATE steps, jobs"
+
+# --- encoding ------------------------------------------------------------------------
+
+
+def _job_params(row: JobRow, last_seq: int) -> tuple[Any, ...]:
+    return (
+        row.job_id, row.workspace, row.task_name, row.revision, row.status, row.source_type,
+        row.source_id, row.parent_job_id, row.input, row.output, row.error,
+        row.created_at, row.started_at, row.completed_at, row.priority, row.created_by,
+        row.retry_of, row.version, last_seq,
+    )
+
+
+def _step_params(row: StepRow) -> tuple[Any, ...]:
+    return (
+        row.job_id, row.step_name, row.position, row.action_name, row.action_type, row.status,
+        row.attempt, row.input, row.output, row.error_message, row.error_kind,
+        row.exit_code, row.worker_id, row.started_at, row.completed_at, row.loop_of,
+        row.loop_index, row.skip_reason, row.message, list(row.depends_on), row.retry_at,
+        row.child_job_id,
+    )
+
+
+def _job(r: Sequence[Any]) -> JobRow:
+    return JobRow(
+        job_id=r[0], workspace=r[1], task_name=r[2], revision=r[3], status=r[4],
+        source_type=r[5], source_id=r[6], parent_job_id=r[7], input=r[8], output=r[9],
+        error=r[10], created_at=r[11], started_at=r[12], completed_at=r[13], priority=r[14],
+        created_by=r[15], retry_of=r[16], version=r[17],
+    )
+
+
+def _step(r: Sequence[Any]) -> StepRow:
+    return StepRow(
+        job_id=r[0], step_name=r[1], position=r[2], action_name=r[3], action_type=r[4],
+        status=r[5], attempt=r[6], input=r[7], output=r[8], error_message=r[9],
+        error_kind=r[10], exit_code=r[11], worker_id=r[12], started_at=r[13],
+        completed_at=r[14], loop_of=r[15], loop_index=r[16], skip_reason=r[17],
+        message=r[18], depends_on=tuple(r[19]), retry_at=r[20], child_job_id=r[21],
+    )
+
+
+def _recorded(r: Sequence[Any]) -> RecordedEvent:
+    return RecordedEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+
+
+async def init_connection(conn: Any) -> None:
+    """Per-connection setup: JSON and JSONB columns read and write Python values."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=dumps, decoder=loads, schema="pg_catalog")
+
+
+# --- errors --------------------------------------------------------------------------
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,  # class 08, including "connection does not exist"
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
+    asyncpg.AdminShutdownError,  # 57P01: terminated by the administrator or a restart
+    asyncpg.CrashShutdownError,
+    asyncpg.InterfaceError,  # the client side of a closed connection or pool
+)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` means the connection (not the statement) failed.
+
+    A timeout is not: the server may still be working on the statement.
+    """
+    return isinstance(exc, _CONNECTION_ERRORS) and not isinstance(exc, TimeoutError)
+
+
+def wrap_error(exc: BaseException, what: str) -> PartiturError:
+    """The `engine.errors` form of a driver or socket error raised while doing `what`."""
+    if isinstance(exc, PartiturError):
+        return exc
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        if exc.constraint_name in ("events_stream_version", "events_pkey"):
+            return VersionConflict(f"{what}: the stream moved on ({exc})")
+        return Conflict(f"{what}: {exc}")
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return Conflict(f"{what}: {exc}")
+    if isinstance(exc, asyncpg.DataError):
+        return ValidationFailed(f"{what}: PostgreSQL cannot store this value: {exc}")
+    if isinstance(exc, TimeoutError):
+        return StoreUnavailable(f"{what}: PostgreSQL did not answer in time")
+    return StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}")
+
+
+# --- the store -----------------------------------------------------------------------
+
+
+class _Commit:
+    """Marks the point after which an append's outcome is unknown if the link breaks."""
+
+    sent = False
+
+
+class PostgresStore(EventStore):
+    """An `EventStore` in PostgreSQL, through a pool of `min_size`…`max_size` connections."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.min_size = min_size
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self._pool: Any = None
+        self._listeners: list[Listener] = []
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def pool(self) -> Any:
+        """The open `asyncpg.Pool` (to share with `PostgresLogStore`)."""
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        """Create the pool and apply pending migrations."""
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=self.min_size, max_size=self.max_size,
+                timeout=self.connect_timeout, command_timeout=self.command_timeout,
+                init=init_connection,
+            )
+        except Exception as exc:
+            raise wrap_error(exc, "cannot open the PostgreSQL store") from exc
+        try:
+            await self._run(migrate, retry=True, what="migrate")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Stop the listeners and close the pool (waiting briefly for busy connections)."""
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            await listener.close()
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), 5.0)
+        except Exception:  # a timeout or a broken connection: drop what is left
+            pool.terminate()
+
+    # --- plumbing --------------------------------------------------------------------
+
+    async def _run(
+        self, fn: Callable[[Any], Awaitable[T]], *, retry: bool, what: str,
+        commit: _Commit | None = None,
+    ) -> T:
+        """`fn(connection)` with a pooled connection, driver errors wrapped.
+
+        With `retry`, a lost connection is replaced and `fn` run once more, unless
+        `commit.sent` says the failure may have happened after COMMIT left.
+        """
+        for attempt in (1, 2):
+            pool = self._pool
+            if pool is None:
+                raise StoreUnavailable(f"{what}: the PostgreSQL store is not open")
+            try:
+                async with pool.acquire(timeout=self.connect_timeout) as conn:
+                    return await fn(conn)
+            except PartiturError:
+                raise
+            except Exception as exc:
+                again = (
+                    retry and attempt == 1 and connection_lost(exc) and self._pool is pool
+                    and not (commit is not None and commit.sent)
+                )
+                if not again:
+                    raise wrap_error(exc, what) from exc
+        raise AssertionError("unreachable")
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        async def fetch(conn: Any) -> list[Any]:
+            rows: list[Any] = await conn.fetch(sql, *args)
+            return rows
+
+        return await self._run(fetch, retry=True, what="read")
+
+    async def _scalar(self, sql: str, *args: Any) -> Any:
+        async def scalar(conn: Any) -> Any:
+            return await conn.fetchval(sql, *args)
+
+        return await self._run(scalar, retry=True, what="read")
+
+    # --- events ----------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        *,
+        projection: Projection | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> AppendResult:
+        if not events:
+            raise ValueError("append needs at least one event")
+        encoded = [(encode(e), e.ts) for e in events]
+        types = [t for (t, _, _), _ in encoded]
+        schema_versions = [sv for (_, sv, _), _ in encoded]
+        payloads = [dumps(d) for (_, _, d), _ in encoded]
+        stamps = [ts for _, ts in encoded]
+        versions = list(range(expected_version + 1, expected_version + 1 + len(events)))
+        scope, key = idempotency if idempotency is not None else (None, None)
+
+        async def write(conn: Any) -> int:
+            commit.sent = False
+            async with conn.transaction():
+                await conn.execute(LOCK, APPEND_LOCK)
+                current, last, owner = await conn.fetchrow(APPEND_STATE, stream_id, scope, key)
+                if owner is not None and idempotency is not None:
+                    raise DuplicateKey(idempotency[0], idempotency[1], owner)
+                if current != expected_version:
+                    raise VersionConflict(
+                        f"stream {stream_id} is at version {current}, not {expected_version}"
+                    )
+                seqs = list(range(last + 1, last + 1 + len(events)))
+                await conn.execute(
+                    INSERT_EVENTS, stream_id, seqs, versions, types, schema_versions,
+                    payloads, stamps,
+                )
+                if projection is not None:
+                    await conn.execute(UPSERT_JOB, *_job_params(projection.job, seqs[-1]))
+                    if projection.steps:
+                        await conn.executemany(
+                            UPSERT_STEP, [_step_params(s) for s in projection.steps]
+                        )
+                if idempotency is not None:
+                    await conn.execute(INSERT_KEY, scope, key, stream_id)
+                await conn.execute(NOTIFY, EVENTS_CHANNEL, str(seqs[-1]))
+                commit.sent = True
+            return seqs[0]
+
+        commit = _Commit()
+        first = await self._run(
+            write, retry=True, what=f"append to stream {stream_id}", commit=commit
+        )
+        return AppendResult([
+            RecordedEvent(first + i, stream_id, versions[i], types[i], schema_versions[i],
+                          through_json(d), stamps[i])
+            for i, ((_, _, d), _) in enumerate(encoded)
+        ])
+
+    async def read(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        return [_recorded(r) for r in await self._fetch(READ_STREAM, stream_id, after_version)]
+
+    async def tail(self, after_seq: int, limit: int = 1000) -> list[RecordedEvent]:
+        return [_recorded(r) for r in await self._fetch(TAIL, after_seq, limit)]
+
+    async def last_seq(self) -> int:
+        seq: int = await self._scalar(LAST_SEQ)
+        return seq
+
+    async def stream_ids(self) -> list[str]:
+        return [r[0] for r in await self._fetch(STREAM_IDS)]
+
+    async def find_key(self, scope: str, key: str) -> str | None:
+        found: str | None = await self._scalar(FIND_KEY, scope, key)
+        return found
+
+    async def listen(self, callback: Callable[[int], None]) -> Listener:
+        """Call `callback(global_seq)` for every append committed by any process.
+
+        The seq is the last one of the append. After the LISTEN connection was lost and
+        re-established, `callback` gets the current `last_seq()`, so a consumer that
+        tails from its cursor on every call misses nothing. `close()` the listener (or
+        the store) to stop.
+        """
+        pool = self.pool  # raises when not open
+
+        async def connect() -> Any:
+            return await asyncpg.connect(self.url, timeout=self.connect_timeout)
+
+        async def caught_up() -> None:
+            if self._pool is pool:
+                callback(await self.last_seq())
+
+        listener = Listener(
+            connect, EVENTS_CHANNEL, lambda payload: callback(int(payload)),
+            on_reconnect=caught_up,
+        )
+        await listener.start()
+        self._listeners.append(listener)
+        return listener
+
+    # --- projections -----------------------------------------------------------------
+
+    async def list_jobs(self, where: JobFilter) -> tuple[list[JobRow], int]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for name, clause in JOB_FILTERS.items():
+            value = getattr(where, name)
+            if value is not None:
+                params.append(value)
+                clauses.append(clause.format(len(params)))
+        if where.status:
+            params.append(list(where.status))
+            clauses.append(STATUS_FILTER.format(len(params)))
+        condition = " WHERE " + " AND ".join(clauses) if clauses else ""
+        page = LIST_JOBS_PAGE.format(len(params) + 1, len(params) + 2)
+
+        async def fetch(conn: Any) -> tuple[list[JobRow], int]:
+            async with conn.transaction(readonly=True, isolation="repeatable_read"):
+                total: int = await conn.fetchval(COUNT_JOBS + condition, *params)
+                rows = await conn.fetch(
+                    LIST_JOBS + condition + page, *params, where.limit, where.offset
+                )
+            return [_job(r) for r in rows], total
+
+        return await self._run(fetch, retry=True, what="list jobs")
+
+    async def get_job(self, job_id: str) -> JobRow | None:
+        rows = await self._fetch(GET_JOB, job_id)
+        return _job(rows[0]) if rows else None
+
+    async def get_steps(self, job_id: str) -> list[StepRow]:
+        return [_step(r) for r in await self._fetch(GET_STEPS, job_id)]
+
+    async def active_job_ids(self) -> list[str]:
+        return [r[0] for r in await self._fetch(ACTIVE_JOBS, _TERMINAL)]
+
+    async def reset_projections(self) -> None:
+        async def reset(conn: Any) -> None:
+            await conn.execute(RESET_PROJECTIONS)
+
+        await self._run(reset, retry=True, what="reset projections")
+
+    async def write_projections(self, rows: Sequence[Projection], last_seq: int) -> None:
+        async def write(conn: Any) -> None:
+            async with conn.transaction():
+                if rows:
+                    await conn.executemany(
+                        UPSERT_JOB, [_job_params(p.job, p.last_seq or last_seq) for p in rows]
+                    )
+                steps = [_step_params(s) for p in rows for s in p.steps]
+                if steps:
+                    await conn.executemany(UPSERT_STEP, steps)
+
+        await self._run(write, retry=True, what="write projections")
+
+
+async def migrate(conn: Any) -> list[int]:
+    """Apply pending migrations in one transaction under `MIGRATE_LOCK`; their numbers.
+
+    Concurrent callers queue on the lock; the later ones find nothing left to do.
+    """
+    migrations = load_migrations("postgres")
+    applied_now: list[int] = []
+    async with conn.transaction():
+        await conn.execute(LOCK, MIGRATE_LOCK)
+        await conn.execute(CREATE_MIGRATIONS)
+        applied = {r[0]: r[1] for r in await conn.fetch(SELECT_MIGRATIONS)}
+        for migration in pending(migrations, applied):
+            await conn.execute(migration.sql)
+            await conn.execute(
+                INSERT_MIGRATION, migration.version, migration.name, migration.checksum,
+                time.time(),
+            )
+            applied_now.append(migration.version)
+    return applied_now
