@@ -324,8 +324,17 @@ class _CrossChecks:
             self.check_task(self.entry("tasks", name), task, set(task.flow))
         for name, (task, names) in self.checker.partial.items():
             self.check_task(self.entry("tasks", name), task, names)
+        webhooks: dict[str, str] = {}
         for name, trigger in self.spec.triggers.items():
-            self.check_trigger(self.entry("triggers", name), trigger)
+            entry = self.entry("triggers", name)
+            self.check_trigger(entry, trigger)
+            if trigger.type == "webhook":
+                hook_name = trigger.name or name
+                if hook_name in webhooks:
+                    self.error(entry, ("name",) if trigger.name else (),
+                               f"webhook name '{hook_name}' is also used by trigger "
+                               f"'{webhooks[hook_name]}'", key=not trigger.name)
+                webhooks.setdefault(hook_name, name)
         for kind in HOOK_KINDS:
             for index, hook in enumerate(getattr(self.spec, kind)):
                 self.check_hook(self.entry(kind, str(index)), (), hook)
@@ -458,6 +467,12 @@ class _CrossChecks:
         if trigger.on is not None and trigger.on.task not in self.tasks:
             self.error(entry, ("on", "task"), f"unknown task '{trigger.on.task}'",
                        hint=did_you_mean(trigger.on.task, self.tasks))
+        task = self.spec.tasks.get(trigger.task)
+        if task is not None:
+            for key in trigger.input:
+                if key not in task.input:
+                    self.error(entry, ("input", key), f"task '{trigger.task}' has no input "
+                               f"'{key}'", hint=did_you_mean(key, task.input), key=True)
         self.check_templates(entry, ("input",), trigger.input)
         if trigger.secret:
             self.check_templates(entry, ("secret",), trigger.secret)
@@ -537,34 +552,46 @@ def cron_problem(expression: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
 class _Scope:
     """What the templates of one step may refer to.
 
-    `upstream` is every step it depends on, directly or not; `complete` is False when the
-    walk met a step that did not validate (its own dependencies are unknown).
+    `upstream` is every step it depends on, directly or not (computed on first use: most
+    steps refer to no other step); `complete` is False when the walk met a step that did
+    not validate (its own dependencies are unknown).
     """
 
-    step: str
-    names: set[str]
-    upstream: set[str]
-    complete: bool
+    def __init__(self, step: str, flow: Mapping[str, StepSpec], names: set[str]) -> None:
+        self.step = step
+        self.flow = flow
+        self.names = names
+        self._upstream: set[str] | None = None
+        self._complete = True
 
     @classmethod
     def of(cls, step: str, flow: Mapping[str, StepSpec], names: set[str]) -> _Scope:
-        seen: set[str] = set()
-        complete = True
-        todo = list(flow[step].depends_on)
-        while todo:
-            dep = todo.pop()
-            if dep in seen:
-                continue
-            seen.add(dep)
-            if dep in flow:
-                todo.extend(flow[dep].depends_on)
-            else:
-                complete = False
-        return cls(step, names, seen, complete)
+        return cls(step, flow, names)
+
+    @property
+    def upstream(self) -> set[str]:
+        if self._upstream is None:
+            seen: set[str] = set()
+            todo = list(self.flow[self.step].depends_on)
+            while todo:
+                dep = todo.pop()
+                if dep in seen:
+                    continue
+                seen.add(dep)
+                if dep in self.flow:
+                    todo.extend(self.flow[dep].depends_on)
+                else:
+                    self._complete = False
+            self._upstream = seen
+        return self._upstream
+
+    @property
+    def complete(self) -> bool:
+        _ = self.upstream
+        return self._complete
 
 
 def _resolve_step(ref: str, names: Iterable[str]) -> str | None:

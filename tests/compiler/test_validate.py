@@ -184,6 +184,7 @@ def test_template_syntax_errors_everywhere(tmp_path: Path) -> None:
             headers: { X-Id: "<< input.id | >>" }
         tasks:
           t:
+            input: { id: {} }
             flow:
               s:
                 action: a
@@ -201,10 +202,10 @@ def test_template_syntax_errors_everywhere(tmp_path: Path) -> None:
     got = [(i.line, i.path) for i in issues_of(path)]
     assert got == [
         (5, "actions.a.headers.X-Id"),
-        (11, "tasks.t.flow.s.when"),
-        (12, "tasks.t.flow.s.input.id"),
-        (17, "triggers.tr.input.id"),
-        (20, "on_success[0].input.id"),
+        (12, "tasks.t.flow.s.when"),
+        (13, "tasks.t.flow.s.input.id"),
+        (18, "triggers.tr.input.id"),
+        (21, "on_success[0].input.id"),
     ]
     assert all(i.message.startswith("template syntax error") for i in issues_of(path))
 
@@ -303,6 +304,30 @@ def test_trigger_and_hook_references(tmp_path: Path) -> None:
         (14, 11, "triggers.nightly.task", "unknown task 'releese'", "did you mean 'release'?"),
         (18, 17, "triggers.after.on.task", "unknown task 'nope'", None),
         (20, 11, "on_success[0].task", "unknown task 'nope'", None),
+    ]
+
+
+def test_webhook_names_and_trigger_inputs(tmp_path: Path) -> None:
+    path = workspace(tmp_path, a="""
+        tasks:
+          t:
+            input: { version: { type: string } }
+            flow: { s: { cmd: echo } }
+        triggers:
+          deploy: { type: webhook, task: t }
+          other: { type: webhook, task: t, name: deploy }
+          nightly:
+            type: scheduler
+            cron: "0 2 * * *"
+            task: t
+            input: { verison: "1.0" }
+    """)
+    got = [(i.line, i.column, i.path, i.message, i.hint) for i in issues_of(path)]
+    assert got == [
+        (7, 42, "triggers.other.name", "webhook name 'deploy' is also used by trigger 'deploy'",
+         None),
+        (12, 14, "triggers.nightly.input.verison", "task 't' has no input 'verison'",
+         "did you mean 'version'?"),
     ]
 
 
