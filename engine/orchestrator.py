@@ -159,11 +159,14 @@ class Orchestrator:
         retry_of: str | None = None,
         job_id: str | None = None,
         reuse: Mapping[str, Any] | None = None,
+        skip_reason: str | None = None,
     ) -> str:
         """Validate the input, compile the plan and record a new job; returns its id.
 
         Invalid input raises `InputInvalid` before anything is written. With an
-        idempotency key, a repeat returns the first job's id and writes nothing.
+        idempotency key, a repeat returns the first job's id and writes nothing. With
+        `skip_reason` the job is recorded as `skipped` and runs nothing (a concurrency
+        policy chose to skip it).
         """
         ws = self.workspaces.get(workspace)
         loaded = ws.require()
@@ -198,7 +201,10 @@ class Orchestrator:
             events.append(ev.StepCompleted(ts=now, step=name, output=output,
                                            reused_from=retry_of))
         state = fold(events[1:], state)
-        events.extend(decide(state, cmd.Start(), now, self._env(state)))
+        if skip_reason is not None:
+            events.append(ev.JobSkipped(ts=now, reason=skip_reason))
+        else:
+            events.extend(decide(state, cmd.Start(), now, self._env(state)))
         new_state = fold(events[1 + len(reuse or {}):], state)
         try:
             await self.store.append(
