@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -346,3 +347,22 @@ def test_make_server_fixture_stops_servers(tmp_path: Path) -> None:
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+# --- the real server ------------------------------------------------------------------
+
+
+def test_real_server_fixture(make_server: Callable[..., ServerProcess]) -> None:
+    # The actual `python -m server.cli serve` behind the fixture: healthy, restartable.
+    workspace = TESTS_DIR.parent / "workspaces" / "default"
+    proc = make_server(workspaces={"default": workspace})
+    assert httpx.get(f"{proc.url}/healthz", timeout=5).status_code == 200
+    names = [w["name"] for w in httpx.get(f"{proc.url}/api/workspaces", timeout=5).json()]
+    assert names == ["default"]
+    # uvicorn re-raises SIGTERM after a graceful shutdown, so -15 counts as clean too.
+    assert proc.stop() in (0, -signal.SIGTERM)
+    first_pid = proc.pid
+    proc.restart()
+    assert proc.pid != first_pid
+    assert httpx.get(f"{proc.url}/healthz", timeout=5).status_code == 200
+    assert "serving on" in proc.log_text()
