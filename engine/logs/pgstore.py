@@ -1,0 +1,224 @@
+"""Job logs in PostgreSQL: the `log_lines` table, with NOTIFY for live tails (DESIGN §7).
+
+`PostgresLogStore` implements `LogStore` on the tables of migration
+`engine/store/sql/postgres/002_log_lines.sql` (the event store's series). An append is one
+transaction: bump the job's row in `log_counters` (its row lock orders the job's
+appenders, so each job's `seq`s are contiguous and commit in order), insert the lines,
+and `NOTIFY partitur_logs, '<job_id>:<last seq>'`, delivered on commit. `listen()` gets
+those notifications on a dedicated connection, so a WebSocket on any replica can stream
+lines produced by any other.
+
+PostgreSQL text cannot hold NUL characters; a NUL in a line is stored as U+FFFD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from engine.errors import PartiturError, StoreUnavailable
+from engine.logs.model import LogLine
+from engine.logs.store import LogStore, check_job_id
+from engine.store.pgnotify import Listener
+from engine.store.postgres import connection_lost, init_connection, migrate, wrap_error
+
+T = TypeVar("T")
+
+LOGS_CHANNEL = "partitur_logs"
+
+BUMP_COUNTER = """
+INSERT INTO log_counters (job_id, count) VALUES ($1, $2)
+ON CONFLICT (job_id) DO UPDATE SET count = log_counters.count + excluded.count
+RETURNING count
+"""
+INSERT_LINES = """
+INSERT INTO log_lines (job_id, seq, ts, stream, step, line)
+SELECT $1::text, seq, ts, stream, step, line
+FROM unnest($2::bigint[], $3::float8[], $4::text[], $5::text[], $6::text[])
+    AS l(seq, ts, stream, step, line)
+"""
+NOTIFY = "SELECT pg_notify($1, $2)"
+READ_LINES = """
+SELECT seq, ts, stream, step, line FROM log_lines
+WHERE job_id = $1 AND seq > $2 AND ($3::text IS NULL OR step = $3)
+ORDER BY seq LIMIT $4
+"""
+COUNT = "SELECT count FROM log_counters WHERE job_id = $1"
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def parse_payload(payload: str) -> tuple[str, int]:
+    """`'<job_id>:<seq>'` → `(job_id, seq)`."""
+    job_id, _, seq = payload.rpartition(":")
+    return job_id, int(seq)
+
+
+class PostgresLogStore(LogStore):
+    """Log lines in PostgreSQL, on a shared `asyncpg.Pool` or a pool of its own.
+
+    Given a URL, the store opens its own pool on first use (or `open()`), migrating the
+    database like the event store does, and closes it in `close()`. Given a pool (e.g.
+    `PostgresStore.pool`), it borrows it and `close()` leaves it open; `listen()` then
+    needs `url` for its dedicated connection.
+    """
+
+    def __init__(
+        self,
+        source: str | Any,
+        *,
+        url: str | None = None,
+        min_size: int = 1,
+        max_size: int = 5,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if isinstance(source, str):
+            self.url: str | None = source
+            self._pool: Any = None
+            self._owns_pool = True
+        else:
+            self.url = url
+            self._pool = source
+            self._owns_pool = False
+        self.min_size = min_size
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self._opening = asyncio.Lock()
+        self._closed = False
+        self._listeners: list[Listener] = []
+
+    async def open(self) -> None:
+        """Create the own pool and migrate (a no-op with a borrowed pool or when open)."""
+        async with self._opening:
+            if self._closed:
+                raise StoreUnavailable("the PostgreSQL log store is closed")
+            if self._pool is not None:
+                return
+            try:
+                pool = await asyncpg.create_pool(
+                    self.url, min_size=self.min_size, max_size=self.max_size,
+                    timeout=self.connect_timeout, init=init_connection,
+                )
+            except Exception as exc:
+                raise wrap_error(exc, "cannot open the PostgreSQL log store") from exc
+            try:
+                async with pool.acquire() as conn:
+                    await migrate(conn)
+            except BaseException as exc:
+                pool.terminate()
+                if isinstance(exc, Exception):
+                    raise wrap_error(exc, "migrate the PostgreSQL log store") from exc
+                raise
+            self._pool = pool
+
+    async def _run(
+        self, fn: Callable[[Any], Awaitable[T]], *, what: str,
+        retry: Callable[[], bool] = lambda: True,
+    ) -> T:
+        """`fn(connection)`; a lost connection is replaced and `fn` tried once more.
+
+        `retry()` is asked first: an append says no once its COMMIT has left.
+        """
+        for attempt in (1, 2):
+            if self._closed:
+                raise StoreUnavailable(f"{what}: the PostgreSQL log store is closed")
+            if self._pool is None:
+                await self.open()
+            pool = self._pool
+            try:
+                async with pool.acquire(timeout=self.connect_timeout) as conn:
+                    return await fn(conn)
+            except PartiturError:
+                raise
+            except Exception as exc:
+                if not (attempt == 1 and connection_lost(exc) and retry()):
+                    raise wrap_error(exc, what) from exc
+        raise AssertionError("unreachable")
+
+    async def append(self, job_id: str, lines: Sequence[LogLine]) -> list[LogLine]:
+        check_job_id(job_id)
+        if not lines:
+            return []
+        n = len(lines)
+        committing = False
+
+        async def write(conn: Any) -> int:
+            nonlocal committing
+            committing = False
+            async with conn.transaction():
+                count: int = await conn.fetchval(BUMP_COUNTER, job_id, n)
+                first = count - n + 1
+                await conn.execute(
+                    INSERT_LINES, job_id, list(range(first, count + 1)),
+                    [line.ts for line in lines], [line.stream for line in lines],
+                    [_clean(line.step) for line in lines], [_clean(line.line) for line in lines],
+                )
+                await conn.execute(NOTIFY, LOGS_CHANNEL, f"{job_id}:{count}")
+                committing = True
+            return first
+
+        # Retried only when it broke before COMMIT left: then nothing was written.
+        first = await self._run(
+            write, what=f"append log lines of job {job_id}", retry=lambda: not committing
+        )
+        return [line.with_seq(first + i) for i, line in enumerate(lines)]
+
+    async def read(
+        self, job_id: str, *, step: str | None = None, after: int = 0, limit: int | None = None
+    ) -> list[LogLine]:
+        async def fetch(conn: Any) -> list[Any]:
+            rows: list[Any] = await conn.fetch(READ_LINES, job_id, max(after, 0), step, limit)
+            return rows
+
+        rows = await self._run(fetch, what=f"read the log of job {job_id}")
+        return [LogLine(ts=r[1], stream=r[2], step=r[3], line=r[4], seq=r[0]) for r in rows]
+
+    async def count(self, job_id: str) -> int:
+        async def fetch(conn: Any) -> int:
+            found: int | None = await conn.fetchval(COUNT, job_id)
+            return found or 0
+
+        return await self._run(fetch, what=f"count the log of job {job_id}")
+
+    async def listen(
+        self,
+        callback: Callable[[str, int], None],
+        *,
+        on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    ) -> Listener:
+        """Call `callback(job_id, last_seq)` for every append committed by any process.
+
+        Notifications sent while the LISTEN connection was down are lost; `on_reconnect`
+        runs after it is back, for consumers to re-read from their cursors.
+        """
+        if self.url is None:
+            raise StoreUnavailable("listen() on a borrowed pool needs the database url")
+        url = self.url
+
+        async def connect() -> Any:
+            return await asyncpg.connect(url, timeout=self.connect_timeout)
+
+        def deliver(payload: str) -> None:
+            callback(*parse_payload(payload))
+
+        listener = Listener(connect, LOGS_CHANNEL, deliver, on_reconnect=on_reconnect)
+        await listener.start()
+        self._listeners.append(listener)
+        return listener
+
+    async def close(self) -> None:
+        self._closed = True
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            await listener.close()
+        pool, self._pool = self._pool, None
+        if pool is not None and self._owns_pool:
+            try:
+                await asyncio.wait_for(pool.close(), 5.0)
+            except Exception:
+                pool.terminate()
