@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="serve the API, UI and embedded workers")
-    serve.add_argument("--config", type=Path, default=None, help="server-config.yaml")
+    serve.add_argument("--config", type=Path, default=None,
+                       help="config file (default: ./server-config.yaml when it exists)")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
 
@@ -227,7 +228,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from server.app import create_app
 
-    settings = _settings(args.config, _listen_overrides(args))
+    config = args.config
+    if config is None and Path("server-config.yaml").is_file():
+        config = Path("server-config.yaml")
+    settings = _settings(config, {"host": args.host, "port": args.port})
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             lifespan="on", ws_ping_interval=20, timeout_graceful_shutdown=None)
@@ -235,17 +239,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stderr.write(f"partitur: serving on http://{settings.host}:{settings.port}\n")
     server.run()
     return 0
-
-
-def _listen_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    if not args.host and not args.port:
-        return {}
-    from server.config import load_settings
-
-    base = load_settings(args.config) if args.config else load_settings(None)
-    host = args.host or base.host
-    port = args.port or base.port
-    return {"listen": f"{host}:{port}"}
 
 
 def _db_url(args: argparse.Namespace) -> tuple[str, Path]:

@@ -178,7 +178,7 @@ class _Coercer:
 
     def check_limits(self, spec: InputField, value: Any) -> None:
         if spec.pattern is not None and isinstance(value, str):
-            if re.fullmatch(spec.pattern, value) is None:
+            if re.search(spec.pattern, value) is None:
                 raise _Bad(f"{_describe(value)} does not match the pattern '{spec.pattern}'")
         if spec.min is None and spec.max is None:
             return
