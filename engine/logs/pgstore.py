@@ -23,7 +23,13 @@ from engine.errors import PartiturError, StoreUnavailable
 from engine.logs.model import LogLine
 from engine.logs.store import LogStore, check_job_id
 from engine.store.pgnotify import Listener
-from engine.store.postgres import connection_lost, init_connection, migrate, wrap_error
+from engine.store.postgres import (
+    connection_lost,
+    guarded,
+    init_connection,
+    migrate,
+    wrap_error,
+)
 
 T = TypeVar("T")
 
@@ -132,12 +138,13 @@ class PostgresLogStore(LogStore):
             pool = self._pool
             try:
                 async with pool.acquire(timeout=self.connect_timeout) as conn:
-                    return await fn(conn)
+                    return await guarded(fn, conn)
             except PartiturError:
                 raise
             except Exception as exc:
                 if not (attempt == 1 and connection_lost(exc) and retry()):
                     raise wrap_error(exc, what) from exc
+                await pool.expire_connections()  # the others are likely dead too
         raise AssertionError("unreachable")
 
     async def append(self, job_id: str, lines: Sequence[LogLine]) -> list[LogLine]:

@@ -14,11 +14,13 @@ append also sends `NOTIFY partitur_events, '<last global_seq>'`, delivered on co
 Errors: driver and socket errors become `engine.errors` — `StoreUnavailable` (retryable)
 for a lost or refused connection, `VersionConflict`/`Conflict` for constraint
 violations, `ValidationFailed` for a value PostgreSQL cannot store (e.g. a NUL
-character in a JSON string). A connection found dead when an operation starts (the pool
-may hold one that died while idle, e.g. across a server restart) is replaced and the
-operation tried once more; reads are retried once on any lost connection, an append
-only if it broke before its COMMIT was sent (so it was certainly not written). An
-append that fails otherwise raises and was not acknowledged.
+character in a JSON string). The pool may hold connections that died while idle (a
+server restart, terminated backends): when an operation finds its connection lost, the
+pool's connections are all expired (replaced on next use) and the operation is tried
+once more — a read always, an append only if it broke before its COMMIT was sent (so it
+was certainly not written). An append that fails otherwise raises and was not
+acknowledged; one whose COMMIT was cut off may or may not be written, and a retry of it
+then meets `VersionConflict`.
 
 Advisory lock keys of Partitur live in this module's `*_LOCK` constants.
 """
@@ -227,6 +229,9 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,  # 57P01: terminated by the administrator or a restart
     asyncpg.CrashShutdownError,
     asyncpg.InterfaceError,  # the client side of a closed connection or pool
+    # The protocol saw something unexpected, e.g. a FATAL message that arrived while the
+    # connection sat idle in the pool: the connection is unusable.
+    asyncpg.InternalClientError,
 )
 
 
@@ -341,7 +346,7 @@ class PostgresStore(EventStore):
                 raise StoreUnavailable(f"{what}: the PostgreSQL store is not open")
             try:
                 async with pool.acquire(timeout=self.connect_timeout) as conn:
-                    return await fn(conn)
+                    return await guarded(fn, conn)
             except PartiturError:
                 raise
             except Exception as exc:
@@ -351,6 +356,9 @@ class PostgresStore(EventStore):
                 )
                 if not again:
                     raise wrap_error(exc, what) from exc
+                # One dead connection means the others from before are likely dead too
+                # (a restart, a failover): have the pool replace them all.
+                await pool.expire_connections()
         raise AssertionError("unreachable")
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
@@ -521,6 +529,19 @@ class PostgresStore(EventStore):
                     await conn.executemany(UPSERT_STEP, steps)
 
         await self._run(write, retry=True, what="write projections")
+
+
+async def guarded(fn: Callable[[Any], Awaitable[T]], conn: Any) -> T:
+    """`fn(conn)`, making sure a connection that broke under it goes back to the pool dead.
+
+    The pool then opens a new one instead of handing the broken one out again.
+    """
+    try:
+        return await fn(conn)
+    except Exception as exc:
+        if connection_lost(exc):
+            conn.terminate()
+        raise
 
 
 async def migrate(conn: Any) -> list[int]:
