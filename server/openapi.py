@@ -87,7 +87,10 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
         for h in ep.headers
     ]
     responses: dict[str, Any] = {}
-    for status in ep.statuses:
+    statuses = set(ep.statuses)
+    if ep.method == "POST":
+        statuses.add(413)  # the body limit applies to every request with a body
+    for status in sorted(statuses):
         entry: dict[str, Any] = {"description": _DESCRIPTIONS.get(status, "")}
         if 200 <= status < 300:
             schema = dict(ep.response) if ep.response else {}

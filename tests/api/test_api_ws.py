@@ -11,7 +11,6 @@ import httpx
 import orjson
 import pytest
 import websockets
-
 from api_helpers import execute, wait_job, wait_step
 from conftest import api_workspaces
 from harness import ServerProcess
