@@ -120,7 +120,8 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
 def test_fuzz_never_500(client: httpx.Client, segment: str, body: Any,
                         query: dict[str, str]) -> None:
     doc_paths = ["/api/workspaces/{x}/tasks", "/api/workspaces/main/tasks/{x}",
-                 "/api/workspaces/main/tasks/{x}/execute", "/api/workspaces/main/tasks/typed/execute",
+                 "/api/workspaces/main/tasks/{x}/execute",
+                 "/api/workspaces/main/tasks/typed/execute",
                  "/api/jobs/{x}", "/api/jobs/{x}/logs", "/api/jobs/{x}/cancel",
                  "/api/jobs/{x}/rerun", "/api/jobs/{x}/steps/{x}/approve", "/api/jobs",
                  "/api/jobs/{x}/artifacts/{x}", "/api/workers/{x}"]

@@ -100,7 +100,7 @@ async def test_events_format_frames_and_resume(api_server: ServerProcess,
     assert set(steps[0]) == {"type", "cursor", "ts", "step", "status", "attempt", "error"}
     assert [s["status"] for s in steps if s["step"] == "tick"][-1] == "completed"
     assert [j["status"] for j in frames if j["type"] == "job"][-1] == "completed"
-    events = client.get(f"/api/jobs/{job_id}/events").json()
+    events = client.get(f"/api/jobs/{job_id}/events").json()  # noqa: ASYNC212
     assert int(frames[-1]["cursor"].split(".")[1]) == events[-1]["version"]
     # Cursors only grow, and resuming from any frame gives exactly the remainder.
     cursors = [tuple(map(int, f["cursor"].split("."))) for f in frames]
@@ -135,7 +135,7 @@ async def test_fifty_concurrent_clients_get_every_line(api_server: ServerProcess
     url = f"{api_server.ws_url}/api/jobs/{job_id}/logs/stream"
     results = await asyncio.gather(*(collect(url) for _ in range(50)))
     expected = stored_lines(client, job_id)
-    assert [l["line"] for l in expected if l["step"] == "tick"] == \
+    assert [x["line"] for x in expected if x["step"] == "tick"] == \
         [f"line {i}" for i in range(1, 41)]
     for frames, code, _ in results:
         assert code == 1000

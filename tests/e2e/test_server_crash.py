@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-
 from harness import ServerProcess
 
 pytestmark = pytest.mark.e2e
