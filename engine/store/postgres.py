@@ -168,6 +168,13 @@ GET_STEPS = (
 )
 RESET_PROJECTIONS = "TRUNCATE steps, jobs"
 
+CLAIM_SLOT = """
+INSERT INTO trigger_slots (trigger, fire_time, job_id, claimed_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (trigger, fire_time) DO NOTHING
+RETURNING 1
+"""
+LAST_SLOT = "SELECT MAX(fire_time) FROM trigger_slots WHERE trigger = $1"
+
 # --- encoding ------------------------------------------------------------------------
 
 
@@ -263,12 +270,6 @@ def wrap_error(exc: BaseException, what: str) -> PartiturError:
 # --- the store -----------------------------------------------------------------------
 
 
-class _Commit:
-    """Marks the point after which an append's outcome is unknown if the link breaks."""
-
-    sent = False
-
-
 class PostgresStore(EventStore):
     """An `EventStore` in PostgreSQL, through a pool of `min_size`…`max_size` connections."""
 
@@ -332,13 +333,13 @@ class PostgresStore(EventStore):
     # --- plumbing --------------------------------------------------------------------
 
     async def _run(
-        self, fn: Callable[[Any], Awaitable[T]], *, retry: bool, what: str,
-        commit: _Commit | None = None,
+        self, fn: Callable[[Any], Awaitable[T]], *, retry: bool | Callable[[], bool],
+        what: str,
     ) -> T:
         """`fn(connection)` with a pooled connection, driver errors wrapped.
 
-        With `retry`, a lost connection is replaced and `fn` run once more, unless
-        `commit.sent` says the failure may have happened after COMMIT left.
+        With `retry` (or when `retry()` says so, asked after the failure), a lost
+        connection is replaced and `fn` run once more.
         """
         for attempt in (1, 2):
             pool = self._pool
@@ -351,8 +352,8 @@ class PostgresStore(EventStore):
                 raise
             except Exception as exc:
                 again = (
-                    retry and attempt == 1 and connection_lost(exc) and self._pool is pool
-                    and not (commit is not None and commit.sent)
+                    attempt == 1 and connection_lost(exc) and self._pool is pool
+                    and (retry() if callable(retry) else retry)
                 )
                 if not again:
                     raise wrap_error(exc, what) from exc
@@ -360,6 +361,20 @@ class PostgresStore(EventStore):
                 # (a restart, a failover): have the pool replace them all.
                 await pool.expire_connections()
         raise AssertionError("unreachable")
+
+    async def _write(self, fn: Callable[[Any], Awaitable[T]], *, what: str) -> T:
+        """`fn(connection)` in one transaction; retried on a lost connection only if the
+        loss came before COMMIT was sent (so the first try certainly wrote nothing)."""
+        committing = False
+
+        async def transaction(conn: Any) -> T:
+            nonlocal committing
+            async with conn.transaction():
+                result = await fn(conn)
+                committing = True
+            return result
+
+        return await self._run(transaction, retry=lambda: not committing, what=what)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         async def fetch(conn: Any) -> list[Any]:
@@ -396,37 +411,31 @@ class PostgresStore(EventStore):
         scope, key = idempotency if idempotency is not None else (None, None)
 
         async def write(conn: Any) -> int:
-            commit.sent = False
-            async with conn.transaction():
-                await conn.execute(LOCK, APPEND_LOCK)
-                current, last, owner = await conn.fetchrow(APPEND_STATE, stream_id, scope, key)
-                if owner is not None and idempotency is not None:
-                    raise DuplicateKey(idempotency[0], idempotency[1], owner)
-                if current != expected_version:
-                    raise VersionConflict(
-                        f"stream {stream_id} is at version {current}, not {expected_version}"
-                    )
-                seqs = list(range(last + 1, last + 1 + len(events)))
-                await conn.execute(
-                    INSERT_EVENTS, stream_id, seqs, versions, types, schema_versions,
-                    payloads, stamps,
+            await conn.execute(LOCK, APPEND_LOCK)
+            current, last, owner = await conn.fetchrow(APPEND_STATE, stream_id, scope, key)
+            if owner is not None and idempotency is not None:
+                raise DuplicateKey(idempotency[0], idempotency[1], owner)
+            if current != expected_version:
+                raise VersionConflict(
+                    f"stream {stream_id} is at version {current}, not {expected_version}"
                 )
-                if projection is not None:
-                    await conn.execute(UPSERT_JOB, *_job_params(projection.job, seqs[-1]))
-                    if projection.steps:
-                        await conn.executemany(
-                            UPSERT_STEP, [_step_params(s) for s in projection.steps]
-                        )
-                if idempotency is not None:
-                    await conn.execute(INSERT_KEY, scope, key, stream_id)
-                await conn.execute(NOTIFY, EVENTS_CHANNEL, str(seqs[-1]))
-                commit.sent = True
+            seqs = list(range(last + 1, last + 1 + len(events)))
+            await conn.execute(
+                INSERT_EVENTS, stream_id, seqs, versions, types, schema_versions,
+                payloads, stamps,
+            )
+            if projection is not None:
+                await conn.execute(UPSERT_JOB, *_job_params(projection.job, seqs[-1]))
+                if projection.steps:
+                    await conn.executemany(
+                        UPSERT_STEP, [_step_params(s) for s in projection.steps]
+                    )
+            if idempotency is not None:
+                await conn.execute(INSERT_KEY, scope, key, stream_id)
+            await conn.execute(NOTIFY, EVENTS_CHANNEL, str(seqs[-1]))
             return seqs[0]
 
-        commit = _Commit()
-        first = await self._run(
-            write, retry=True, what=f"append to stream {stream_id}", commit=commit
-        )
+        first = await self._write(write, what=f"append to stream {stream_id}")
         return AppendResult([
             RecordedEvent(first + i, stream_id, versions[i], types[i], schema_versions[i],
                           through_json(d), stamps[i])
@@ -519,16 +528,40 @@ class PostgresStore(EventStore):
 
     async def write_projections(self, rows: Sequence[Projection], last_seq: int) -> None:
         async def write(conn: Any) -> None:
-            async with conn.transaction():
-                if rows:
-                    await conn.executemany(
-                        UPSERT_JOB, [_job_params(p.job, p.last_seq or last_seq) for p in rows]
-                    )
-                steps = [_step_params(s) for p in rows for s in p.steps]
-                if steps:
-                    await conn.executemany(UPSERT_STEP, steps)
+            if rows:
+                await conn.executemany(
+                    UPSERT_JOB, [_job_params(p.job, p.last_seq or last_seq) for p in rows]
+                )
+            steps = [_step_params(s) for p in rows for s in p.steps]
+            if steps:
+                await conn.executemany(UPSERT_STEP, steps)
 
-        await self._run(write, retry=True, what="write projections")
+        # Upserts: writing them twice is harmless, so any lost connection may retry.
+        await self._run(write_all(write), retry=True, what="write projections")
+
+    # --- trigger slots ---------------------------------------------------------------
+
+    async def claim_slot(self, trigger: str, fire_time: float, job_id: str,
+                         claimed_at: float) -> bool:
+        async def claim(conn: Any) -> bool:
+            claimed = await conn.fetchval(CLAIM_SLOT, trigger, fire_time, job_id, claimed_at)
+            return claimed is not None
+
+        return await self._write(claim, what=f"claim slot {fire_time} of {trigger}")
+
+    async def last_slot(self, trigger: str) -> float | None:
+        found: float | None = await self._scalar(LAST_SLOT, trigger)
+        return found
+
+
+def write_all(fn: Callable[[Any], Awaitable[T]]) -> Callable[[Any], Awaitable[T]]:
+    """`fn` run in a transaction of its own."""
+
+    async def transaction(conn: Any) -> T:
+        async with conn.transaction():
+            return await fn(conn)
+
+    return transaction
 
 
 async def guarded(fn: Callable[[Any], Awaitable[T]], conn: Any) -> T:

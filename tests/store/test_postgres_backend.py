@@ -149,3 +149,21 @@ async def test_appends_wait_for_the_append_lock(store: PostgresStore, pg_url: st
         assert result.last_seq == 2
     finally:
         await conn.close()
+
+
+async def test_a_cron_slot_is_claimed_once_across_replicas(pg_url: str) -> None:
+    replicas = [PostgresStore(pg_url) for _ in range(4)]
+    for replica in replicas:
+        await replica.open()
+    try:
+        claims = await asyncio.gather(*(
+            r.claim_slot("default/nightly", 1_700_000_000.0, f"job-{i}", 1.0)
+            for i, r in enumerate(replicas)
+        ))
+        assert sorted(claims) == [False, False, False, True]
+        assert await replicas[0].claim_slot("default/nightly", 1_700_000_060.0, "j", 2.0)
+        assert await replicas[1].last_slot("default/nightly") == 1_700_000_060.0
+        assert await replicas[1].last_slot("default/other") is None
+    finally:
+        for replica in replicas:
+            await replica.close()
