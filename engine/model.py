@@ -104,6 +104,16 @@ class BrowserLaunch(Frozen):
     timeout: OptDuration = None
 
 
+class BrowserProfile(Frozen):
+    """A named browser profile (cookies and local storage) a browser action loads.
+
+    With `persist: true` the step saves the profile back when it succeeds.
+    """
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    persist: bool = False
+
+
 class ActionSpec(Frozen):
     """An action: what one step does. Named under `actions:` or inline in a step.
 
@@ -134,6 +144,7 @@ class ActionSpec(Frozen):
     # browser
     steps: list[dict[str, Any]] | None = None
     launch: BrowserLaunch | None = None
+    profile: BrowserProfile | None = None
     # task (sub-job)
     task: str | None = None
     # approval
