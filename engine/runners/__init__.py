@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from engine.errors import NotFound
 from engine.runners.base import LogSink, Runner, RunResult, StepRun
+from engine.runners.http import HttpRunner
+from engine.runners.python import PythonRunner
 from engine.runners.shell import ShellRunner
 
 __all__ = [
     "RUNNERS",
+    "HttpRunner",
     "LogSink",
+    "PythonRunner",
     "RunResult",
     "Runner",
     "ShellRunner",
@@ -21,7 +25,12 @@ __all__ = [
 ]
 
 _shell = ShellRunner()
-RUNNERS: dict[str, Runner] = {"shell": _shell, "script": _shell}
+RUNNERS: dict[str, Runner] = {
+    "shell": _shell,
+    "script": _shell,
+    "http": HttpRunner(),
+    "python": PythonRunner(),
+}
 
 
 def register_runner(action_type: str, runner: Runner) -> None:

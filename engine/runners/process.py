@@ -1,11 +1,12 @@
 """Running a step's process: its own process group, line-by-line output, timeouts, kills.
 
 Shared by the runners that start a program (shell, python). The process gets stdin from
-/dev/null and a new session (so its process group id is its pid); stdout and stderr are
-read as data arrives and every line goes to the log sink at once. Lines longer than
-`max_line` bytes are split. When the process exits, whatever it left running in its group
-is killed: a step's processes do not outlive the step. On timeout or cancellation the
-whole group gets SIGTERM, then SIGKILL after `grace` seconds.
+/dev/null (or the given bytes, then end of file) and a new session (so its process group
+id is its pid); stdout and stderr are read as data arrives and every line goes to the log
+sink at once. Lines longer than `max_line` bytes are split. When the process exits,
+whatever it left running in its group is killed: a step's processes do not outlive the
+step. On timeout or cancellation the whole group gets SIGTERM, then SIGKILL after `grace`
+seconds.
 """
 
 from __future__ import annotations
@@ -150,11 +151,13 @@ async def run_process(
     on_stdout: Callable[[str], None] | None = None,
     grace: float = 2.0,
     max_line: int = MAX_LINE,
+    stdin: bytes | None = None,
 ) -> ProcessResult:
     """Run `argv` to its end (or `timeout`), logging every line; see the module docstring.
 
     Raises `OSError` when the program cannot be started. `on_stdout` sees every stdout
-    line after it was logged (the shell runner looks for `OUTPUT:` lines there).
+    line after it was logged (the shell runner looks for `OUTPUT:` lines there). `stdin`,
+    when given, is written to the program's standard input, which is then closed.
     """
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
 
@@ -172,7 +175,7 @@ async def run_process(
     transport, protocol = await loop.subprocess_exec(
         lambda: _StepProtocol(splitters),
         *argv,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=cwd,
@@ -180,6 +183,12 @@ async def run_process(
         start_new_session=True,
     )
     pgid = transport.get_pid()
+    if stdin is not None:
+        # Buffered by the transport; a program that exits unread just drops it.
+        pipe = transport.get_pipe_transport(0)
+        assert isinstance(pipe, asyncio.WriteTransport)
+        pipe.write(stdin)
+        pipe.close()
     timed_out = False
     try:
         on_start(pgid)
