@@ -145,3 +145,18 @@ class EventStore(ABC):
     @abstractmethod
     async def stream_ids(self) -> list[str]:
         """Every stream id, in order of first event."""
+
+    # --- trigger slots ----------------------------------------------------------------
+
+    @abstractmethod
+    async def claim_slot(self, trigger: str, fire_time: float, job_id: str,
+                         claimed_at: float) -> bool:
+        """Claim the cron slot `(trigger, fire_time)` for `job_id`.
+
+        True for the one caller that claimed it first (across processes sharing the
+        database); False, writing nothing, for every later caller.
+        """
+
+    @abstractmethod
+    async def last_slot(self, trigger: str) -> float | None:
+        """The latest claimed fire time of `trigger`, or None when it never fired."""

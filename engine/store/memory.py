@@ -32,6 +32,7 @@ class MemoryStore(EventStore):
         self._keys: dict[tuple[str, str], str] = {}
         self._jobs: dict[str, tuple[JobRow, int]] = {}  # job row and its last_seq
         self._steps: dict[str, dict[str, StepRow]] = {}
+        self._slots: dict[tuple[str, float], str] = {}
 
     def _check(self) -> None:
         if not self._open:
@@ -149,3 +150,17 @@ class MemoryStore(EventStore):
     async def stream_ids(self) -> list[str]:
         self._check()
         return list(self._streams)
+
+    async def claim_slot(self, trigger: str, fire_time: float, job_id: str,
+                         claimed_at: float) -> bool:
+        self._check()
+        async with self._lock:
+            if (trigger, fire_time) in self._slots:
+                return False
+            self._slots[(trigger, fire_time)] = job_id
+            return True
+
+    async def last_slot(self, trigger: str) -> float | None:
+        self._check()
+        times = [t for (name, t) in self._slots if name == trigger]
+        return max(times) if times else None

@@ -134,6 +134,12 @@ ON CONFLICT (job_id, step_name) DO UPDATE SET
 """
 GET_STEPS = "SELECT " + STEP_COLUMNS + " FROM steps WHERE job_id = ? ORDER BY position, step_name"
 RESET_JOBS = "DELETE FROM jobs"
+
+CLAIM_SLOT = (
+    "INSERT INTO trigger_slots (trigger, fire_time, job_id, claimed_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (trigger, fire_time) DO NOTHING"
+)
+LAST_SLOT = "SELECT MAX(fire_time) FROM trigger_slots WHERE trigger = ?"
 RESET_STEPS = "DELETE FROM steps"
 
 # --- encoding ------------------------------------------------------------------------
@@ -454,3 +460,17 @@ class SqliteStore(EventStore):
             conn.executemany(UPSERT_STEP, [_step_params(s) for p in rows for s in p.steps])
 
         await self._run(self._write, write)
+
+    # --- trigger slots ---------------------------------------------------------------
+
+    async def claim_slot(self, trigger: str, fire_time: float, job_id: str,
+                         claimed_at: float) -> bool:
+        def claim(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(CLAIM_SLOT, (trigger, fire_time, job_id, claimed_at))
+            return cursor.rowcount == 1
+
+        return await self._run(self._write, claim)
+
+    async def last_slot(self, trigger: str) -> float | None:
+        found: float | None = await self._run(self._scalar, LAST_SLOT, (trigger,))
+        return found

@@ -1,0 +1,1 @@
+"""Triggers: what starts a job besides a direct request (cron lives in `engine.scheduler`)."""
