@@ -1,0 +1,1 @@
+"""Benchmarks W0–W7 (BENCHMARKS.md): `python -m benchmarks.run`."""
