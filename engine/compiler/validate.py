@@ -41,6 +41,7 @@ from engine.model import (
     TriggerSpec,
     WorkspaceSpec,
 )
+from engine.triggers.cycles import event_cycles
 
 HOOK_KINDS: tuple[str, ...] = ("on_success", "on_error", "on_cancel", "on_suspended")
 _SCHEMA = TypeAdapter(dict[str, InputField])
@@ -335,6 +336,10 @@ class _CrossChecks:
                                f"webhook name '{hook_name}' is also used by trigger "
                                f"'{webhooks[hook_name]}'", key=not trigger.name)
                 webhooks.setdefault(hook_name, name)
+        for name, cycle in event_cycles(self.spec.triggers):
+            self.error(self.entry("triggers", name), ("on", "task"),
+                       "event triggers form a cycle: " + " → ".join(cycle),
+                       hint="a job's end would start jobs forever")
         for kind in HOOK_KINDS:
             for index, hook in enumerate(getattr(self.spec, kind)):
                 self.check_hook(self.entry(kind, str(index)), (), hook)
