@@ -1,22 +1,40 @@
 """The workspace registry: named workspaces, their current revision, secrets and errors.
 
-A workspace source is a folder (git sources come later through the same registry). The
-registry keeps the last good revision serving when a reload fails, records the load
-error, and keeps older revisions that jobs still run on (every job is pinned to the
-revision it started on).
+A workspace comes from a folder, or from a git repository (`engine.sources.git`: one
+checkout per commit in a cache, the commit sha is the revision). The registry keeps the
+last good revision serving when a reload fails and records the load error (every issue
+with file and line). Every job is pinned to the revision it started on: `track` (an
+`Orchestrator.on_events` listener) counts the jobs using each revision, and a revision
+is kept (in memory, and for git on disk) while a job uses it. A job of a git revision
+that is no longer in memory (after a restart) gets it loaded again from its checkout.
+
+A folder workspace's files are read in place: its jobs keep the plan of their revision,
+but scripts they read from the folder are the folder's current files.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.compiler.secrets import resolve_connections, resolve_secrets, secret_values
 from engine.compiler.validate import LoadedWorkspace, load_workspace
 from engine.errors import Issue, NotFound, PartiturError, WorkspaceInvalid
+from engine.sources.git import GitRepo, GitSpec
+
+if TYPE_CHECKING:
+    from engine.core.events import Event
+    from engine.core.state import JobState
+
+log = logging.getLogger("partitur.workspaces")
+
+DEFAULT_CACHE = Path(".partitur/git")
 
 
 @dataclass
@@ -31,6 +49,15 @@ class Workspace:
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     secret_values: list[str] = field(default_factory=list)
     revisions: dict[str, LoadedWorkspace] = field(default_factory=dict)
+    git: GitRepo | None = None
+    commit: str | None = None
+    """The last commit fetched from git (loaded or not)."""
+    users: dict[str, int] = field(default_factory=dict)
+    """Revision → number of unfinished jobs pinned to it."""
+
+    @property
+    def source(self) -> str:
+        return "git" if self.git is not None else "folder"
 
     def require(self) -> LoadedWorkspace:
         """The current revision, or an error saying why there is none."""
@@ -45,22 +72,69 @@ class Workspace:
 
 
 class WorkspaceRegistry:
-    """Named workspaces loaded from folders."""
+    """Named workspaces loaded from folders and git repositories."""
 
-    def __init__(self, sources: Mapping[str, Path], environ: Mapping[str, str] | None = None):
+    def __init__(self, sources: Mapping[str, Path | GitSpec],
+                 environ: Mapping[str, str] | None = None, *,
+                 cache_dir: Path | None = None) -> None:
         self._environ = dict(os.environ if environ is None else environ)
-        self._workspaces = {name: Workspace(name, Path(path)) for name, path in sources.items()}
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
+        self._workspaces: dict[str, Workspace] = {}
+        for name, source in sources.items():
+            if isinstance(source, GitSpec):
+                repo = GitRepo(source, self.cache_dir / name)
+                self._workspaces[name] = Workspace(name, repo.cache, git=repo)
+            else:
+                self._workspaces[name] = Workspace(name, Path(source))
+        self._jobs: dict[str, tuple[str, str]] = {}  # job id → (workspace, revision)
+
+    # --- loading ---------------------------------------------------------------------
 
     def load_all(self) -> None:
-        """Load every workspace; failures are recorded, not raised."""
+        """Load every folder workspace (git ones need `refresh_all`); failures are recorded."""
         for name in self._workspaces:
             self.reload(name)
 
+    async def refresh_all(self) -> None:
+        """Fetch every git workspace and load every workspace; failures are recorded."""
+        await asyncio.gather(*(self.refresh(name) for name in self._workspaces))
+
     def reload(self, name: str) -> Workspace:
-        """Load the workspace again; a failing load keeps the last good revision serving."""
+        """Load the workspace again from what is on disk (for git: the last fetched commit).
+
+        A failing load keeps the last good revision serving and records `load_error`.
+        """
         ws = self.get(name)
+        if ws.git is None:
+            return self._load(ws, ws.path, None)
+        if ws.commit is None:
+            if not ws.load_error:
+                ws.load_error = [Issue(message=f"git workspace {name!r} was not fetched yet")]
+            return ws
+        return self._load(ws, ws.git.path_of(ws.commit), ws.commit)
+
+    async def refresh(self, name: str) -> Workspace:
+        """Fetch the workspace's source (git) and load it; see `reload`."""
+        ws = self.get(name)
+        repo = ws.git
+        if repo is None:
+            return self.reload(name)
         try:
-            loaded = load_workspace(ws.path, name)
+            sha = await asyncio.to_thread(repo.fetch)
+            if ws.current is not None and ws.current.revision == sha and not ws.load_error:
+                return ws
+            await asyncio.to_thread(repo.checkout, sha)
+        except PartiturError as exc:
+            ws.load_error = [Issue(message=exc.message)]
+            return ws
+        ws.commit = sha
+        return self._load(ws, repo.path_of(sha), sha)
+
+    def _load(self, ws: Workspace, path: Path, revision: str | None) -> Workspace:
+        try:
+            loaded = load_workspace(path, ws.name)
+            if revision is not None:
+                loaded = dataclasses.replace(loaded, revision=revision)
             secrets = resolve_secrets(loaded.spec, self._environ)
             connections = resolve_connections(loaded.spec, secrets)
         except WorkspaceInvalid as exc:
@@ -69,13 +143,18 @@ class WorkspaceRegistry:
         except PartiturError as exc:
             ws.load_error = [Issue(message=exc.message)]
             return ws
+        previous = ws.current
         ws.current = loaded
         ws.load_error = []
         ws.secrets = secrets
         ws.connections = connections
         ws.secret_values = secret_values(secrets, connections, loaded.spec)
         ws.revisions[loaded.revision] = loaded
+        if previous is not None and previous.revision != loaded.revision:
+            self._drop_if_unused(ws, previous.revision)
         return ws
+
+    # --- lookup ----------------------------------------------------------------------
 
     def get(self, name: str) -> Workspace:
         try:
@@ -90,4 +169,50 @@ class WorkspaceRegistry:
         """A revision a job is pinned to (the current one when it is no longer kept)."""
         ws = self.get(name)
         loaded = ws.revisions.get(revision)
+        if loaded is None and ws.git is not None and ws.git.path_of(revision).is_dir():
+            try:
+                loaded = dataclasses.replace(
+                    load_workspace(ws.git.path_of(revision), name), revision=revision)
+            except PartiturError:
+                loaded = None
+            if loaded is not None:
+                ws.revisions[revision] = loaded
         return loaded if loaded is not None else ws.require()
+
+    # --- pinning ---------------------------------------------------------------------
+
+    def track(self, state: JobState, events: Sequence[Event]) -> None:
+        """`Orchestrator.on_events` listener: pin a job's revision while it is unfinished."""
+        job_id = state.job_id
+        if not state.terminal and job_id not in self._jobs:
+            self._jobs[job_id] = (state.workspace, state.revision)
+            self.acquire(state.workspace, state.revision)
+        elif state.terminal and job_id in self._jobs:
+            workspace, revision = self._jobs.pop(job_id)
+            self.release(workspace, revision)
+
+    def acquire(self, name: str, revision: str) -> None:
+        """Keep `revision` while a job uses it."""
+        ws = self._workspaces.get(name)
+        if ws is not None:
+            ws.users[revision] = ws.users.get(revision, 0) + 1
+
+    def release(self, name: str, revision: str) -> None:
+        """A job of `revision` ended; drop the revision when nothing needs it any more."""
+        ws = self._workspaces.get(name)
+        if ws is None:
+            return
+        left = ws.users.get(revision, 0) - 1
+        if left > 0:
+            ws.users[revision] = left
+            return
+        ws.users.pop(revision, None)
+        self._drop_if_unused(ws, revision)
+
+    def _drop_if_unused(self, ws: Workspace, revision: str) -> None:
+        if ws.users.get(revision) or (ws.current is not None
+                                      and ws.current.revision == revision):
+            return
+        ws.revisions.pop(revision, None)
+        if ws.git is not None and revision != ws.commit:
+            ws.git.remove(revision)

@@ -1,0 +1,1 @@
+"""Workspace sources: where a workspace's files come from (a folder, a git repository)."""
