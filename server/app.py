@@ -22,6 +22,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.runtime import Runtime, RuntimeOptions
+from engine.sources.git import GitSpec
+from server import hooks
 from server.errors import BodyTooLarge, error_response, exception_handlers
 from server.metrics import Metrics, MetricsMiddleware
 from server.openapi import Endpoint, build_openapi
@@ -38,7 +40,7 @@ WS_SEND_TIMEOUT_ENV = "PARTITUR_WS_SEND_TIMEOUT"
 def endpoints() -> tuple[Endpoint, ...]:
     """Every documented route, in the order they are matched."""
     return (*workspaces.ENDPOINTS, *tasks.ENDPOINTS, *jobs.ENDPOINTS, *artifacts.ENDPOINTS,
-            *logs.ENDPOINTS, *workers.ENDPOINTS, *ops.ENDPOINTS)
+            *logs.ENDPOINTS, *workers.ENDPOINTS, *ops.ENDPOINTS, *hooks.ENDPOINTS)
 
 
 def build_routes(table: Sequence[Endpoint]) -> list[BaseRoute]:
@@ -106,23 +108,25 @@ class BodyLimitMiddleware:
 
 
 def runtime_options(settings: Any) -> tuple[RuntimeOptions, list[str]]:
-    """Engine options from the settings, and the names of git workspaces (not served yet)."""
+    """Engine options from the settings, and the names of git workspaces not served (none)."""
     folders: dict[str, Path] = {}
-    git: list[str] = []
+    git: dict[str, GitSpec] = {}
     for name, entry in settings.workspaces.items():
         if entry.path is not None:
             folders[name] = Path(entry.path)
         else:
-            git.append(name)
+            src = entry.git
+            git[name] = GitSpec(url=src.url, ref=src.ref, poll_interval=float(src.poll_interval),
+                                token=src.token, ssh_key=src.ssh_key)
     logs_dir = Path(settings.logs.dir)
     configured = getattr(getattr(settings, "artifacts", None), "dir", None)
     artifacts_dir = Path(configured) if configured else logs_dir.parent / "artifacts"
     options = RuntimeOptions(
         db_url=settings.db.url, logs_dir=logs_dir, artifacts_dir=artifacts_dir,
         workspaces=folders, concurrency=settings.workers.local.concurrency,
-        base_dir=Path.cwd(),
+        base_dir=Path.cwd(), git_workspaces=git,
     )
-    return options, git
+    return options, []
 
 
 def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
@@ -139,6 +143,7 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
         rt.orchestrator.on_events(metrics.on_events)
         app.state.runtime = rt
         await rt.open()
+        rt.start_triggers()
         try:
             yield
         finally:
