@@ -86,7 +86,7 @@ async def list_triggers(request: Request) -> Response:
 
 async def refresh_workspace(request: Request) -> Response:
     ws = get_workspace(request)
-    ws = runtime_of(request).workspaces.reload(ws.name)
+    ws = await runtime_of(request).workspaces.refresh(ws.name)
     return ORJSONResponse(workspace_view(ws))
 
 
