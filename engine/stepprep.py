@@ -65,6 +65,11 @@ def prepare(
     for key in ("script", "cmd"):
         if action.get(key) and plan_step.action_type == "shell":
             action[key] = render_shell(action[key], context, where=f"{where}, {key}")
+    if plan_step.action_type == "browser":
+        # A browser `script` is code that gets its input as data: it is never rendered.
+        for key in ("steps", "launch", "profile"):
+            if action.get(key) is not None:
+                action[key] = render_value(action[key], context, where=f"{where}, {key}")
     for key in ("url", "body", "headers", "query", "form", "message", "task"):
         if action.get(key) is not None:
             action[key] = render_value(action[key], context, where=f"{where}, {key}")
