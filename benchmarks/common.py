@@ -68,6 +68,7 @@ class Context:
     records: list[dict[str, Any]] = field(default_factory=list)
     limits: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    databases: list[str] = field(default_factory=list)
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="partitur-bench-")))
     _values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
@@ -305,6 +306,7 @@ def db_url(ctx: Context, name: str) -> str:
             await conn.close()
 
     asyncio.run(create()) if not _loop_running() else _run_in_thread(create)
+    ctx.databases.append(dbname)
     base = admin.rsplit("/", 1)[0]
     return f"{base}/{dbname}"
 
@@ -395,7 +397,9 @@ class Server:
 
     def log_tail(self) -> str:
         path = self.root / "server.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-30:]) if path.exists() else ""
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-30:])
 
     def stop(self) -> None:
         if self.proc is None:
@@ -425,3 +429,24 @@ def timer() -> Iterator[Callable[[], float]]:
     end: list[float] = []
     yield lambda: (end[0] if end else time.perf_counter()) - start
     end.append(time.perf_counter())
+
+
+def drop_databases(ctx: Context) -> None:
+    """Drop the Postgres databases this invocation created."""
+    if not ctx.databases:
+        return
+    import asyncio
+
+    import asyncpg
+
+    admin = ctx.db_admin_url or os.environ.get(PG_ENV) or PG_DEFAULT
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            for name in ctx.databases:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())

@@ -54,6 +54,8 @@ async def run(ctx: Context) -> None:
                         rss.peak_of[server.pid] / MiB, "MiB", target=150,
                         scope="server process tree (incl. step subprocesses)")
 
+            if ctx.quick:
+                return
             # W2 through the server, for the server's RSS under W2.
             await _fan(http, "foreach200")
             with RssSampler([server.pid]) as rss2:
