@@ -28,6 +28,7 @@ from server.errors import BodyTooLarge, error_response, exception_handlers
 from server.metrics import Metrics, MetricsMiddleware
 from server.openapi import Endpoint, build_openapi
 from server.routes import artifacts, jobs, logs, ops, tasks, workers, workspaces
+from server.ui import ui_routes
 from server.ws import DEFAULT_BUFFER, DEFAULT_SEND_TIMEOUT
 
 log = logging.getLogger("partitur.server")
@@ -134,7 +135,7 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
     options, git_workspaces = runtime_options(settings)
     metrics = Metrics()
     table = endpoints()
-    routes = build_routes(table)
+    routes = [*build_routes(table), *ui_routes()]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
