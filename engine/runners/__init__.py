@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from engine.errors import NotFound
 from engine.runners.base import LogSink, Runner, RunResult, StepRun
+from engine.runners.browser import BrowserRunner, default_runner
 from engine.runners.http import HttpRunner
 from engine.runners.python import PythonRunner
 from engine.runners.shell import ShellRunner
 
 __all__ = [
     "RUNNERS",
+    "BrowserRunner",
     "HttpRunner",
     "LogSink",
     "PythonRunner",
@@ -30,6 +32,7 @@ RUNNERS: dict[str, Runner] = {
     "script": _shell,
     "http": HttpRunner(),
     "python": PythonRunner(),
+    "browser": default_runner(),
 }
 
 
