@@ -84,7 +84,7 @@ def markdown(ctx: Context, machine: dict[str, Any], seconds: float) -> str:
              any(k in r for k in ("path", "observer", "filled", "check", "command", "how"))]
     if notes:
         out += ["", "## How each figure was taken", ""]
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         for r in notes:
             for key in ("path", "observer", "filled", "check", "command", "how", "timing"):
                 if key in r and (r["figure"], key) not in seen:

@@ -7,7 +7,10 @@ W2 `for_each` fan through the same server, for the server's RSS under W2.
 
 from __future__ import annotations
 
+import asyncio
 import time
+
+import httpx
 
 from benchmarks import api
 from benchmarks.common import (
@@ -67,10 +70,7 @@ async def run(ctx: Context) -> None:
                         server_peak_rss_mib=round(rss2.peak_of[server.pid] / MiB, 1))
 
 
-async def _fan(http: object, task: str) -> float:
-    import httpx
-
-    assert isinstance(http, httpx.AsyncClient)
+async def _fan(http: httpx.AsyncClient, task: str) -> float:
     start = time.perf_counter()
     job = await api.submit(http, task)
     while True:
@@ -80,4 +80,4 @@ async def _fan(http: object, task: str) -> float:
             if status != "completed":
                 raise RuntimeError(f"W2.http {task} ended {status}")
             return time.perf_counter() - start
-        await api.asyncio.sleep(api.POLL)
+        await asyncio.sleep(api.POLL)
