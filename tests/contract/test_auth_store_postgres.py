@@ -1,0 +1,23 @@
+"""The auth repository contract against the PostgreSQL backend (a fresh database per test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from auth_store_contract import AuthRepositoryContract
+
+from engine.store.base import EventStore
+
+
+class TestPostgresAuthRepository(AuthRepositoryContract):
+    __test__ = True
+
+    @pytest.fixture(autouse=True)
+    def _database(self, pg_url: str) -> None:
+        self.url = pg_url
+
+    async def create_store(self, tmp_path: Path) -> EventStore:
+        from engine.store.postgres import PostgresStore
+
+        return PostgresStore(self.url, max_size=12)
