@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from engine.artifacts import ArtifactLimits, enforce_limits
 from engine.clock import new_token
 from engine.core import commands as cmd
 from engine.core.state import JobState
@@ -61,10 +63,12 @@ class LocalExecutor:
         concurrency: int,
         artifacts_root: Path,
         worker_id: str | None = None,
+        artifact_limits: ArtifactLimits | None = None,
     ) -> None:
         self.orchestrator = orchestrator
         self.concurrency = max(1, concurrency)
         self.artifacts_root = artifacts_root
+        self.artifact_limits = artifact_limits or ArtifactLimits.from_env()
         self.worker_id = worker_id or f"local:{socket.gethostname()}"
         self._slots = asyncio.Semaphore(self.concurrency)
         self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
@@ -164,6 +168,10 @@ class LocalExecutor:
                                                           reason="cancelled"))
                 return
             result = self._redacted(job_id, result)
+            if result.state is not None:
+                await self._report(job_id, cmd.SaveState(step=step, attempt=attempt,
+                                                         state=result.state))
+            result = self._check_artifacts(job_id, step, result)
             if result.status == "completed":
                 await self._report(job_id, cmd.Complete(step=step, attempt=attempt,
                                                         output=result.output))
@@ -175,6 +183,21 @@ class LocalExecutor:
                     step=step, attempt=attempt, error=result.error or "failed",
                     exit_code=result.exit_code, kind=result.kind))
 
+    def _check_artifacts(self, job_id: str, step: str, result: RunResult) -> RunResult:
+        """Enforce the artifact limits; a step that broke one fails, saying which."""
+        try:
+            problems = enforce_limits(self.artifacts_root, job_id, step, self.artifact_limits)
+        except OSError as exc:
+            problems = [f"cannot check the artifacts: {exc}"]
+        if not problems:
+            return result
+        writer = self.orchestrator.writer(job_id)
+        for problem in problems:
+            writer.line("_server", "stderr", f"step {step}: {problem}")
+        if result.status != "completed":
+            return result
+        return replace(result, status="failed", kind="error", error="; ".join(problems))
+
     def _redacted(self, job_id: str, result: RunResult) -> RunResult:
         """Secret values never reach the event log through an output or an error."""
         try:
@@ -184,6 +207,7 @@ class LocalExecutor:
         if not redactor:
             return result
         return replace(result, output=_redact_value(redactor, result.output),
+                       state=_redact_value(redactor, result.state),
                        error=None if result.error is None else redactor.redact(result.error),
                        message=None if result.message is None else redactor.redact(result.message))
 
@@ -191,10 +215,13 @@ class LocalExecutor:
         orch = self.orchestrator
         real_input = orch.real_renderer(state).input(state, step)
         loaded = orch.workspaces.revision(state.workspace, state.revision)
-        return prepare(
+        run = prepare(
             state, step, real_input=real_input, secrets=orch.secrets_of(state),
             workdir=Path(loaded.path), artifacts_dir=self.artifacts_root / state.job_id / step,
         )
+        # The task state this job started with, for scripts (templates see `state`).
+        env = {**run.env, "PARTITUR_STATE": json.dumps(state.task_state, default=str)}
+        return replace(run, env=env)
 
     async def _suspend(self, state: JobState, step: str, attempt: int) -> None:
         plan_step = state.plan_step(step)

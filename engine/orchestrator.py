@@ -11,33 +11,44 @@ events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from engine.clock import Clock, SystemClock, new_job_id
 from engine.compiler.inputs import coerce_input, secret_paths
 from engine.compiler.plan import compile_task
 from engine.compiler.step_render import TemplateStepRenderer
+from engine.concurrency import Concurrency, group_of
 from engine.core import commands as cmd
 from engine.core import events as ev
 from engine.core.decide import Env, decide, dispatchable, next_wakeup
+from engine.core.plan import Plan
 from engine.core.projections import job_row, step_rows
-from engine.core.state import JobState, StepStatus, evolve, fold
-from engine.errors import NotFound, VersionConflict
+from engine.core.state import JobState, JobStatus, StepStatus, evolve, fold
+from engine.errors import Conflict, NotFound, VersionConflict
+from engine.hooks import Hooks
 from engine.logs.bus import LiveBus
 from engine.logs.redact import Redactor
 from engine.logs.store import LogStore
 from engine.logs.writer import JobLogWriter
-from engine.store.base import DuplicateKey, EventStore, Projection
+from engine.masking import JobMasker
+from engine.store.base import DuplicateKey, EventStore, JobFilter, Projection
+from engine.subjobs import MAX_DEPTH, SubJobs
+from engine.taskstate import TaskStates
 from engine.workspaces import WorkspaceRegistry
 
 log = logging.getLogger("partitur.orchestrator")
 
 MASK = "••••••"
-MAX_DEPTH = 10
+__all__ = ["MAX_DEPTH", "ActiveJob", "Dispatcher", "Orchestrator"]
+# After a restart, jobs that ended this long ago or less get their missing hooks/retries.
+CATCH_UP_SECONDS = 24 * 3600
+_ENDS = (ev.JobCompleted, ev.JobFailed, ev.JobCancelled, ev.JobSkipped)
 
 
 class Dispatcher(Protocol):
@@ -63,6 +74,7 @@ class ActiveJob:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     timer: asyncio.TimerHandle | None = None
     writer: JobLogWriter | None = None
+    masker: JobMasker | None = None
 
 
 def _masked(secrets: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,8 +103,15 @@ class Orchestrator:
         self.dispatcher: Dispatcher | None = None
         self._active: dict[str, ActiveJob] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._listeners: list[Callable[[JobState, Sequence[ev.Event]], None]] = []
         self._closing = False
+        self.task_states = TaskStates(store)
+        self.concurrency = Concurrency(self)
+        self.subjobs = SubJobs(self)
+        self.hooks = Hooks(self)
+        self._listeners: list[Callable[[JobState, Sequence[ev.Event]], None]] = [
+            self.task_states.on_events, self.concurrency.on_events, self._on_end,
+            self.subjobs.on_events, self.hooks.on_events,
+        ]
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -118,6 +137,7 @@ class Orchestrator:
             lost = [
                 s for s in active.state.steps.values()
                 if s.status == StepStatus.RUNNING and s.items is None
+                and active.state.plan_step(s.name).action_type != "task"
             ]
             for step in lost:
                 if self.dispatcher is not None and not self.dispatcher.owns(step.worker_id):
@@ -129,7 +149,27 @@ class Orchestrator:
                     error="the process running this step was lost (server restarted)",
                 ))
             await self.command(job_id, cmd.Tick())
+        for job_id in ids:
+            # `task` steps keep waiting for their children; what ended meanwhile settles.
+            state = await self.get_state(job_id)
+            await self.subjobs.resume(state)
+            await self.hooks.catch_up(await self.get_state(job_id))
+        await self.concurrency.release_all()
+        await self._catch_up_ended()
         return len(ids)
+
+    async def _catch_up_ended(self) -> None:
+        """Hooks and task retries of jobs that ended shortly before a restart."""
+        since = self.clock.now() - CATCH_UP_SECONDS
+        rows, _ = await self.store.list_jobs(JobFilter(
+            status=("completed", "failed", "cancelled"), since=since, limit=1000))
+        for row in rows:
+            if row.source_type == "hook":
+                continue
+            state = await self.get_state(row.job_id)
+            if state.plan.hooks or self.will_retry(state):
+                await self.hooks.catch_up(state)
+                await self._retry_task(state, delay=False)
 
     async def close(self) -> None:
         self._closing = True
@@ -160,18 +200,22 @@ class Orchestrator:
         job_id: str | None = None,
         reuse: Mapping[str, Any] | None = None,
         skip_reason: str | None = None,
+        task_attempt: int = 1,
+        adhoc: Plan | None = None,
     ) -> str:
         """Validate the input, compile the plan and record a new job; returns its id.
 
         Invalid input raises `InputInvalid` before anything is written. With an
         idempotency key, a repeat returns the first job's id and writes nothing. With
         `skip_reason` the job is recorded as `skipped` and runs nothing (a concurrency
-        policy chose to skip it).
+        policy chose to skip it). A task with a `concurrency` limit may queue or skip the
+        job instead of starting it (`engine.concurrency`). `adhoc` is a plan to run
+        instead of the task's (a hook's one-step job); its input is taken as given.
         """
         ws = self.workspaces.get(workspace)
         loaded = ws.require()
-        spec = loaded.spec.tasks.get(task)
-        if spec is None:
+        spec = loaded.spec.tasks.get(task) if adhoc is None else None
+        if spec is None and adhoc is None:
             raise NotFound(f"task {task!r} not found in workspace {workspace!r}")
         scope = f"{workspace}/{task}"
         if idempotency_key:
@@ -180,43 +224,72 @@ class Orchestrator:
                 return existing
         if depth > MAX_DEPTH:
             raise NotFound(f"sub-job nesting is capped at depth {MAX_DEPTH}")
-        plan = compile_task(loaded, task)
-        job_input = coerce_input(
-            spec.input, raw_input or {}, secrets=ws.secrets, connections=ws.connections,
-            connection_types=loaded.spec.connection_types,
-        )
-        job_id = job_id or new_job_id()
-        now = self.clock.now()
-        created = ev.JobCreated(
-            ts=now, job_id=job_id, workspace=workspace, revision=loaded.revision, task=task,
-            input=job_input, plan=plan.to_dict(), source_type=source_type, source_id=source_id,
-            parent=parent, parent_step=parent_step, depth=depth,
-            idempotency_key=idempotency_key, timeout=plan.timeout,
-            priority=priority or spec.priority, by=by, retry_of=retry_of,
-            secret_paths=secret_paths(spec.input),
-        )
-        state = evolve(None, created)
-        events: list[ev.Event] = [created]
-        for name, output in (reuse or {}).items():
-            events.append(ev.StepCompleted(ts=now, step=name, output=output,
-                                           reused_from=retry_of))
-        state = fold(events[1:], state)
-        if skip_reason is not None:
-            events.append(ev.JobSkipped(ts=now, reason=skip_reason))
-        else:
-            events.extend(decide(state, cmd.Start(), now, self._env(state)))
-        new_state = fold(events[1 + len(reuse or {}):], state)
-        try:
-            await self.store.append(
-                job_id, 0, events,
-                projection=Projection(job_row(new_state), step_rows(new_state)),
-                idempotency=(scope, idempotency_key) if idempotency_key else None,
+        if spec is not None:
+            plan = compile_task(loaded, task)
+            job_input = coerce_input(
+                spec.input, raw_input or {}, secrets=ws.secrets, connections=ws.connections,
+                connection_types=loaded.spec.connection_types,
             )
-        except DuplicateKey as exc:
-            return exc.job_id
-        active = ActiveJob(new_state)
-        self._active[job_id] = active
-        self._after_append(active, events)
+            secret_fields = secret_paths(spec.input)
+        else:
+            assert adhoc is not None
+            plan, job_input = adhoc, dict(raw_input or {})
+            secret_fields = tuple(
+                name for step in adhoc.steps.values()
+                for name, field_spec in (step.action.get("input") or {}).items()
+                if isinstance(field_spec, Mapping) and field_spec.get("secret")
+            )
+        limit = spec.concurrency if spec is not None else None
+        group = group_of(workspace, task, limit, job_input) if limit is not None else None
+        job_id = job_id or new_job_id()
+        task_state = await self.task_states.latest(workspace, task) if spec else None
+        async with self.concurrency.lock(group) if group else contextlib.nullcontext():
+            now = self.clock.now()
+            created = ev.JobCreated(
+                ts=now, job_id=job_id, workspace=workspace, revision=loaded.revision,
+                task=task, input=job_input, plan=plan.to_dict(), source_type=source_type,
+                source_id=source_id, parent=parent, parent_step=parent_step, depth=depth,
+                idempotency_key=idempotency_key, timeout=plan.timeout,
+                priority=priority or (spec.priority if spec else 3), by=by,
+                retry_of=retry_of, task_attempt=task_attempt, secret_paths=secret_fields,
+            )
+            state = evolve(None, created)
+            events: list[ev.Event] = [created]
+            if task_state is not None:
+                events.append(ev.TaskStateLoaded(ts=now, state=task_state))
+            for name, output in (reuse or {}).items():
+                events.append(ev.StepCompleted(ts=now, step=name, output=output,
+                                               reused_from=retry_of))
+            state = fold(events[1:], state)
+            admission = None
+            if skip_reason is None and group is not None and limit is not None:
+                admission = self.concurrency.admit(group, limit)
+                if admission.action == "skip":
+                    skip_reason = admission.reason
+            if skip_reason is not None:
+                events.append(ev.JobSkipped(ts=now, reason=skip_reason))
+            elif admission is not None and admission.action == "queue":
+                events.append(ev.JobQueued(ts=now, reason=admission.reason or "queued"))
+            else:
+                events.extend(decide(state, cmd.Start(), now, self._env(state)))
+            new_state = fold(events[1:], evolve(None, created))
+            masker = self._masker(new_state)
+            try:
+                await self.store.append(
+                    job_id, 0, events,
+                    projection=self._projection(masker, new_state, None),
+                    idempotency=(scope, idempotency_key) if idempotency_key else None,
+                )
+            except DuplicateKey as exc:
+                return exc.job_id
+            if group is not None and limit is not None:
+                self.concurrency.remember(job_id, group, limit)
+            active = ActiveJob(new_state, masker=masker)
+            self._active[job_id] = active
+            self._after_append(active, events)
+        if admission is not None:
+            for previous in admission.cancel:
+                self.spawn(self._cancel_quietly(previous, f"superseded by job {job_id}"))
         return job_id
 
     async def rerun(
@@ -297,6 +370,78 @@ class Orchestrator:
         active = self._active.get(job_id)
         return active.state if active else None
 
+    def active_states(self) -> Iterator[JobState]:
+        """The states of the jobs held in memory (not ended)."""
+        return (active.state for active in list(self._active.values()))
+
+    @property
+    def artifacts_root(self) -> Path | None:
+        """Where steps' artifacts live (the embedded executor's folder), if known."""
+        root = getattr(self.dispatcher, "artifacts_root", None)
+        return root if isinstance(root, Path) else None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run follow-up work (hooks, sub-jobs, queue releases) in the background; it is
+        cancelled by `close`, and a failure is logged, never raised."""
+        if self._closing:
+            coro.close()
+            return
+        task = asyncio.ensure_future(_logged(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until follow-up work is done and no job is active (or `timeout` passes):
+        what `partitur run` waits for so that hooks and child jobs finish."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            busy = [t for t in self._tasks if not t.done()]
+            if not busy and not self._active:
+                return
+            if busy:
+                await asyncio.wait(busy, timeout=max(0.0, deadline - loop.time()))
+            else:
+                await asyncio.wait(
+                    [asyncio.ensure_future(a.done.wait()) for a in list(self._active.values())],
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED)
+
+    def will_retry(self, state: JobState) -> bool:
+        """Whether a failed job is followed by a task-level retry (a new job)."""
+        return (state.status is JobStatus.FAILED
+                and state.task_attempt < state.plan.retry.max_attempts)
+
+    def _on_end(self, state: JobState, events: Sequence[ev.Event]) -> None:
+        if self.will_retry(state) and any(isinstance(e, ev.JobFailed) for e in events):
+            self.spawn(self._retry_task(state))
+
+    async def _retry_task(self, state: JobState, *, delay: bool = True) -> None:
+        """Start the next attempt of a failed job (once: under an idempotency key)."""
+        if not self.will_retry(state):
+            return
+        attempt = state.task_attempt + 1
+        if delay:
+            wait = state.plan.retry.delay_before(attempt, self.rand())
+            if wait > 0:
+                await asyncio.sleep(wait)
+        retry_id = await self.create_job(
+            state.workspace, state.task, dict(state.input), source_type=state.source_type,
+            source_id=state.source_id, by=state.created_by, parent=state.parent,
+            parent_step=state.parent_step, depth=state.depth, priority=state.priority,
+            retry_of=state.job_id, task_attempt=attempt,
+            idempotency_key=f"retry:{state.job_id}",
+        )
+        await self.subjobs.adopt_retry(state, retry_id)
+
+    async def _cancel_quietly(self, job_id: str, reason: str) -> None:
+        try:
+            state = await self.get_state(job_id)
+            if not state.terminal:
+                await self.command(job_id, cmd.Cancel(by=None, reason=reason))
+        except (Conflict, NotFound) as exc:
+            log.info("job %s not cancelled: %s", job_id, exc)
+
     def writer(self, job_id: str) -> JobLogWriter:
         """The log writer of an active job (steps' lines and the `_server` notes)."""
         active = self._active.get(job_id)
@@ -312,12 +457,13 @@ class Orchestrator:
 
     def real_renderer(self, state: JobState) -> TemplateStepRenderer:
         """A renderer with the real secret values (for dispatch, never for events)."""
-        return TemplateStepRenderer(self.secrets_of(state))
+        return TemplateStepRenderer(self.secrets_of(state), task_state=state.task_state)
 
     # --- internals -------------------------------------------------------------------
 
     def _env(self, state: JobState) -> Env:
-        return Env(renderer=TemplateStepRenderer(_masked(self.secrets_of(state))),
+        return Env(renderer=TemplateStepRenderer(_masked(self.secrets_of(state)),
+                                                 task_state=state.task_state),
                    rand=self.rand)
 
     async def _load(self, job_id: str) -> ActiveJob:
@@ -344,28 +490,46 @@ class Orchestrator:
                 touched.add(event.step)
             if isinstance(event, ev.LoopExpanded):
                 touched.update(s.name for s in new_state.instances(event.step))
+        if active.masker is None:
+            active.masker = self._masker(new_state)
         await self.store.append(
             state.job_id, state.version, events,
-            projection=Projection(job_row(new_state), step_rows(new_state, touched)),
+            projection=self._projection(active.masker, new_state, touched),
         )
         active.state = new_state
         self._after_append(active, events)
 
     def _writer(self, active: ActiveJob) -> JobLogWriter:
         if active.writer is None:
-            ws_secrets: list[str] = []
-            try:
-                ws_secrets = self.workspaces.get(active.state.workspace).secret_values
-            except NotFound:
-                pass
-            secret_inputs = [
-                str(active.state.input[name]) for name in active.state.secret_paths
-                if active.state.input.get(name) not in (None, "")
-            ]
-            active.writer = JobLogWriter(
-                active.state.job_id, self.logs, self.bus, Redactor([*ws_secrets, *secret_inputs]),
-            )
+            active.writer = JobLogWriter(active.state.job_id, self.logs, self.bus,
+                                         self.redactor(active.state))
         return active.writer
+
+    def redactor(self, state: JobState) -> Redactor:
+        """Masks a job's secrets: the workspace's secret values (secrets and connection
+        properties marked secret) and the values of its input fields marked secret."""
+        ws_secrets: list[str] = []
+        try:
+            ws_secrets = self.workspaces.get(state.workspace).secret_values
+        except NotFound:
+            pass
+        secret_inputs: list[str] = []
+        for name in state.secret_paths:
+            value = state.input.get(name)
+            if isinstance(value, Mapping):
+                secret_inputs.extend(str(v) for v in value.values() if v not in (None, ""))
+            elif value not in (None, ""):
+                secret_inputs.append(str(value))
+        return Redactor([*ws_secrets, *secret_inputs])
+
+    def _masker(self, state: JobState) -> JobMasker:
+        return JobMasker(self.redactor(state), state.secret_paths)
+
+    @staticmethod
+    def _projection(masker: JobMasker, state: JobState, touched: set[str] | None) -> Projection:
+        """Projection rows, with secrets masked: the API shows these rows."""
+        return Projection(masker.job_row(job_row(state)),
+                          [masker.step_row(r) for r in step_rows(state, touched)])
 
     def _after_append(self, active: ActiveJob, events: Sequence[ev.Event]) -> None:
         state = active.state
@@ -382,18 +546,25 @@ class Orchestrator:
                 listener(state, events)
             except Exception:  # a listener must never break the engine
                 log.exception("event listener failed")
-        if self.dispatcher is not None and not self._closing:
+        if not self._closing:
             for name in dispatchable(state):
                 key = (name, state.steps[name].attempt)
-                if key not in active.dispatched:
+                if key in active.dispatched:
+                    continue
+                if state.plan_step(name).action_type == "task":
+                    # Sub-jobs are the orchestrator's own work: no worker slot waits.
+                    active.dispatched.add(key)
+                    self.spawn(self.subjobs.start(state.job_id, name, key[1]))
+                elif self.dispatcher is not None:
                     active.dispatched.add(key)
                     self.dispatcher.dispatch(state, name)
+        if self.dispatcher is not None and not self._closing:
             if state.cancel_requested:
                 for step in state.steps.values():
                     if step.status == StepStatus.RUNNING and step.items is None:
                         self.dispatcher.cancel(state.job_id, step.name)
         self._schedule_wakeup(active)
-        if state.terminal:
+        if state.terminal and any(isinstance(e, _ENDS) for e in events):
             self._finish(active)
 
     def _schedule_wakeup(self, active: ActiveJob) -> None:
@@ -433,7 +604,7 @@ class Orchestrator:
 
 def _frame(event: ev.Event, state: JobState) -> dict[str, Any] | None:
     """The live-bus status frame of an event (`?format=events` on the WebSocket)."""
-    quiet = ev.StepOutput | ev.ChildJobStarted
+    quiet = ev.StepOutput | ev.ChildJobStarted | ev.TaskStateSaved
     if isinstance(event, ev.StepEvent) and not isinstance(event, quiet):
         step = state.steps.get(event.step)
         if step is None:
@@ -441,7 +612,7 @@ def _frame(event: ev.Event, state: JobState) -> dict[str, Any] | None:
         return {"type": "step", "ts": event.ts, "version": state.version, "step": step.name,
                 "status": step.status.value, "attempt": step.attempt, "error": step.error}
     if isinstance(event, ev.JobCreated | ev.JobStarted | ev.JobCompleted | ev.JobFailed
-                  | ev.JobCancelled | ev.JobSkipped):
+                  | ev.JobCancelled | ev.JobSkipped | ev.JobQueued):
         return {"type": "job", "ts": event.ts, "version": state.version,
                 "status": state.status.value}
     return None
@@ -491,6 +662,14 @@ def _note(event: ev.Event, state: JobState) -> str | None:
             return "job cancelled" + (f": {event.reason}" if event.reason else "")
         case ev.JobSkipped():
             return f"job skipped: {event.reason}"
+        case ev.JobQueued():
+            return f"job queued: {event.reason}"
+        case ev.ChildJobStarted():
+            return f"step {event.step} started child job {event.child_job_id}"
+        case ev.TaskStateSaved():
+            return f"step {event.step} saved the task state"
+        case ev.HookFired():
+            return f"hook {event.hook} started job {event.job_id or '(none: it failed)'}"
     return None
 
 
@@ -504,3 +683,12 @@ def _ancestors(state: JobState, step: str) -> list[str]:
             seen.add(name)
             todo.extend(state.plan.steps[name].depends_on)
     return [name for name in state.plan.steps if name in seen]
+
+
+async def _logged(coro: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background work failed")

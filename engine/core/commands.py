@@ -116,11 +116,38 @@ class CancelStep:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StartChild:
+    """A running `task` step started its child job (`ChildJobStarted`)."""
+
+    step: str
+    attempt: int
+    child_job_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SaveState:
+    """A step printed a `STATE:` line: the task's state for later jobs (`TaskStateSaved`)."""
+
+    step: str
+    attempt: int
+    state: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordHook:
+    """A hook of the job started its own job (`HookFired`); allowed after the job ended,
+    and a hook already recorded is not recorded twice."""
+
+    hook: str
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Tick:
     """Time passed: due retries, approval timeouts and the job deadline take effect."""
 
 
 Command = (
     Start | Claim | MarkStarted | RecordOutput | Complete | Fail | Suspend | Approve | Reject
-    | Cancel | CancelStep | Tick
+    | Cancel | CancelStep | StartChild | SaveState | RecordHook | Tick
 )

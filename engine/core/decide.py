@@ -73,6 +73,10 @@ class Env:
 def decide(state: JobState, command: cmd.Command, now: float, env: Env) -> list[ev.Event]:
     """The events `command` causes, then those of `advance`; raises a domain error if the
     command is not allowed now. Never mutates `state`."""
+    if isinstance(command, cmd.RecordHook):
+        if command.hook in state.hooks_fired:
+            return []
+        return [ev.HookFired(ts=now, hook=command.hook, job_id=command.job_id)]
     if state.terminal:
         if isinstance(command, cmd.Tick):
             return []
@@ -122,6 +126,12 @@ def _command_events(
         case cmd.CancelStep(step=name, attempt=attempt, reason=reason):
             _target(state, name, attempt, {S.READY, S.RUNNING, S.SUSPENDED}, S.CANCELLED)
             return [ev.StepCancelled(ts=now, step=name, reason=reason or "job cancelled")]
+        case cmd.StartChild(step=name, attempt=attempt, child_job_id=child):
+            _target(state, name, attempt, {S.RUNNING}, S.RUNNING)
+            return [ev.ChildJobStarted(ts=now, step=name, child_job_id=child)]
+        case cmd.SaveState(step=name, attempt=attempt, state=value):
+            _target(state, name, attempt, {S.RUNNING}, S.RUNNING)
+            return [ev.TaskStateSaved(ts=now, step=name, state=value)]
         case cmd.Tick():
             return _tick(state, now)
     raise TypeError(f"not a command: {command!r}")  # pragma: no cover
@@ -213,9 +223,9 @@ def advance(state: JobState, now: float, env: Env) -> list[ev.Event]:
     if state.terminal:
         return []
     log = _Log(state)
-    if state.status is JobStatus.PENDING and not state.cancel_requested:
+    if state.status is JobStatus.PENDING and not state.cancel_requested and not state.queued:
         log.emit(ev.JobStarted(ts=now))
-    while True:
+    while not log.state.queued:
         before = len(log.events)
         for name in _order(log.state):
             step = log.state.steps[name]

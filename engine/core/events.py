@@ -72,6 +72,20 @@ class JobStarted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobQueued(Event):
+    """The job waits (`pending`) for a slot of its task's concurrency limit."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStateLoaded(Event):
+    """The task state (`state` in templates) this job was created with."""
+
+    state: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobCancelRequested(Event):
     by: str | None = None
     reason: str | None = None
@@ -196,6 +210,13 @@ class CallbackQueued(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStateSaved(StepEvent):
+    """A step set the task's state (its last `STATE:` line)."""
+
+    state: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChildJobStarted(StepEvent):
     """A `task` step started its child job."""
 
@@ -211,7 +232,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         JobSkipped, StepReady, StepSkipped, StepClaimed, StepStarted, StepOutput,
         StepCompleted, StepFailed, StepRetryScheduled, StepSuspended, StepApproved,
         StepRejected, LoopExpanded, StepCancelled, HookFired, CallbackQueued,
-        ChildJobStarted,
+        ChildJobStarted, JobQueued, TaskStateLoaded, TaskStateSaved,
     )
 }
 

@@ -137,6 +137,9 @@ class JobState:
     secret_paths: tuple[str, ...] = ()
     children: tuple[str, ...] = ()
     hooks_fired: tuple[str, ...] = field(default=())
+    queued: bool = False
+    task_state: Any = None
+    saved_state: Any = None
 
     @property
     def terminal(self) -> bool:
@@ -222,7 +225,25 @@ def _apply(event: ev.Event, state: JobState) -> JobState:
 
 @_apply.register
 def _(e: ev.JobStarted, state: JobState) -> JobState:
-    return _job(state, J.RUNNING, started_at=e.ts)
+    return _job(state, J.RUNNING, started_at=e.ts, queued=False)
+
+
+@_apply.register
+def _(e: ev.JobQueued, state: JobState) -> JobState:
+    if state.status is not J.PENDING:
+        raise InvalidTransition(f"job {state.job_id}", state.status, "queued")
+    return replace(state, queued=True, version=state.version + 1)
+
+
+@_apply.register
+def _(e: ev.TaskStateLoaded, state: JobState) -> JobState:
+    return replace(state, task_state=e.state, version=state.version + 1)
+
+
+@_apply.register
+def _(e: ev.TaskStateSaved, state: JobState) -> JobState:
+    _step(state, e.step)  # the step must exist
+    return replace(state, saved_state=e.state, version=state.version + 1)
 
 
 @_apply.register

@@ -1,0 +1,83 @@
+"""Task state: what a step's `STATE: {json}` line leaves for the task's next job.
+
+A step's last `STATE:` line is recorded as `TaskStateSaved` in its job's stream. A new
+job of the same task starts with the latest saved state (`TaskStateLoaded`), readable as
+`state` in its templates and as `$PARTITUR_STATE` (JSON) in its steps. The event log is
+the only storage, so this works on every store; the last `KEEP` snapshots of each task
+are kept in memory, loaded from the newest `SCAN` jobs of the task on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.core import events as ev
+from engine.core.state import JobState
+from engine.store.base import EventStore, JobFilter
+
+KEEP = 10
+SCAN = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One saved task state: which job and step saved it, and when."""
+
+    job_id: str
+    step: str
+    ts: float
+    state: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "step": self.step, "ts": self.ts, "state": self.state}
+
+
+class TaskStates:
+    """The last `keep` states of each task, newest first."""
+
+    def __init__(self, store: EventStore, keep: int = KEEP) -> None:
+        self.store = store
+        self.keep = keep
+        self._cache: dict[tuple[str, str], list[Snapshot]] = {}
+
+    async def history(self, workspace: str, task: str) -> list[Snapshot]:
+        """The last snapshots of a task's state, newest first."""
+        key = (workspace, task)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = await self._load(workspace, task)
+            self._cache[key] = cached
+        return list(cached)
+
+    async def latest(self, workspace: str, task: str) -> Any:
+        """The current state of a task (None before any step saved one)."""
+        history = await self.history(workspace, task)
+        return history[0].state if history else None
+
+    def on_events(self, state: JobState, events: Sequence[ev.Event]) -> None:
+        """Listener: remember states saved by steps of this process's jobs."""
+        for event in events:
+            if isinstance(event, ev.TaskStateSaved):
+                key = (state.workspace, state.task)
+                if key in self._cache:
+                    snapshot = Snapshot(state.job_id, event.step, event.ts, event.state)
+                    self._cache[key] = [snapshot, *self._cache[key]][: self.keep]
+
+    async def _load(self, workspace: str, task: str) -> list[Snapshot]:
+        rows, _ = await self.store.list_jobs(
+            JobFilter(workspace=workspace, task_name=task, limit=SCAN))
+        found: list[Snapshot] = []
+        for row in rows:  # newest first
+            records = await self.store.read(row.job_id)
+            saved = [
+                Snapshot(row.job_id, event.step, event.ts, event.state)
+                for event in (r.event() for r in records)
+                if isinstance(event, ev.TaskStateSaved)
+            ]
+            found.extend(reversed(saved))
+            if len(found) >= self.keep:
+                break
+        found.sort(key=lambda s: -s.ts)
+        return found[: self.keep]

@@ -1,0 +1,33 @@
+"""Helpers for the composition tests: workspaces written to a folder, a live runtime."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from engine.runtime import Runtime, RuntimeOptions
+
+
+def workspace(root: Path, yaml_text: str, name: str = "ws") -> Path:
+    """A workspace folder `root/name` whose `.workflows/main.yaml` is `yaml_text`."""
+    folder = root / name
+    (folder / ".workflows").mkdir(parents=True, exist_ok=True)
+    (folder / ".workflows" / "main.yaml").write_text(textwrap.dedent(yaml_text))
+    return folder
+
+
+@asynccontextmanager
+async def runtime(root: Path, ws: Path, *, db_url: str = "memory://",
+                  concurrency: int = 4) -> AsyncIterator[Runtime]:
+    """An opened runtime serving `ws` under its folder name; closed on exit."""
+    rt = Runtime(RuntimeOptions(
+        db_url=db_url, logs_dir=root / "logs", artifacts_dir=root / "artifacts",
+        workspaces={ws.name: ws}, concurrency=concurrency, base_dir=root,
+    ))
+    await rt.open()
+    try:
+        yield rt
+    finally:
+        await rt.close()
