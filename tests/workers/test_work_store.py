@@ -1,0 +1,88 @@
+"""The work tables on SQLite and PostgreSQL: FIFO within priority, tags, leases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engine.store.postgres import PostgresStore
+from engine.store.sqlite import SqliteStore
+from engine.store.work import WorkerRow, WorkItem, WorkStore, work_store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def work(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[WorkStore]:
+    if request.param == "sqlite":
+        store: SqliteStore | PostgresStore = SqliteStore(tmp_path / "w.db")
+    else:
+        store = PostgresStore(request.getfixturevalue("pg_url"))
+    await store.open()
+    ws = work_store(store)
+    assert ws is not None
+    try:
+        yield ws
+    finally:
+        await store.close()
+
+
+async def test_claims_fifo_within_priority_and_never_twice(work: WorkStore) -> None:
+    await work.enqueue([
+        WorkItem("j1", "a", 1, priority=3, ready_at=10.0),
+        WorkItem("j2", "a", 1, priority=3, ready_at=5.0),
+        WorkItem("j3", "a", 1, priority=1, ready_at=20.0),
+        WorkItem("j4", "a", 1, priority=5, ready_at=1.0),
+    ])
+    # A repeat enqueue of the same attempt adds nothing.
+    assert await work.enqueue([WorkItem("j1", "a", 1, priority=3, ready_at=99.0)]) == 0
+    order = []
+    for n in range(5):
+        held = await work.claim("w", [], f"lease{n}", now=100.0)
+        order.append(None if held is None else held.job_id)
+    assert order == ["j3", "j2", "j1", "j4", None]
+
+
+async def test_tags_must_be_a_subset_of_the_workers(work: WorkStore) -> None:
+    await work.enqueue([WorkItem("j1", "gpu", 1, 3, 1.0, ("gpu", "linux")),
+                        WorkItem("j2", "plain", 1, 3, 2.0)])
+    assert (await work.claim("w1", ["gpu"], "l1", 5.0)).step == "plain"  # type: ignore[union-attr]
+    assert await work.claim("w1", ["gpu"], "l2", 5.0) is None
+    held = await work.claim("w2", ["linux", "gpu", "x"], "l3", 5.0)
+    assert held is not None and held.step == "gpu"
+
+
+async def test_concurrent_claimers_take_distinct_rows(work: WorkStore) -> None:
+    await work.enqueue([WorkItem(f"j{i:02}", "s", 1, 3, float(i)) for i in range(20)])
+    got = await asyncio.gather(*(work.claim(f"w{i}", [], f"l{i}", 50.0) for i in range(25)))
+    jobs = [h.job_id for h in got if h is not None]
+    assert sorted(jobs) == [f"j{i:02}" for i in range(20)]
+
+
+async def test_lease_renew_finish_expire_release(work: WorkStore) -> None:
+    await work.enqueue([WorkItem("j", "s", 1, 3, 1.0), WorkItem("k", "s", 1, 3, 2.0)])
+    a = await work.claim("w", [], "la", 10.0)
+    b = await work.claim("w", [], "lb", 10.0)
+    assert a is not None and b is not None
+    assert await work.renew("la", 30.0)
+    assert [h.lease for h in await work.expired(before=20.0)] == ["lb"]
+    assert await work.finish("lb", "completed", 31.0)
+    assert not await work.finish("lb", "completed", 32.0)  # closed once
+    assert not await work.renew("lb", 33.0)
+    assert await work.expired(before=20.0) == []
+    await work.release("la")
+    assert [i.job_id for i in await work.open_rows()] == ["j"]
+    assert (await work.held("lb")).outcome == "completed"  # type: ignore[union-attr]
+    assert [h.lease for h in await work.recent("w")] == ["lb"]
+
+
+async def test_workers_register_and_touch(work: WorkStore) -> None:
+    await work.register(WorkerRow("w1", "one", ("a", "b"), 4, 1.0, 1.0))
+    await work.register(WorkerRow("w2", "two", (), 1, 2.0, 2.0))
+    assert await work.touch("w1", 9.0)
+    assert not await work.touch("nobody", 9.0)
+    rows, total = await work.workers(limit=1, offset=0)
+    assert total == 2 and [r.worker_id for r in rows] == ["w2"]
+    one = await work.worker("w1")
+    assert one is not None and one.tags == ("a", "b") and one.last_heartbeat == 9.0
