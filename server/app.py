@@ -21,13 +21,15 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.runners import browser as browser_runner
 from engine.runtime import Runtime, RuntimeOptions
 from engine.sources.git import GitSpec
 from server import hooks
 from server.errors import BodyTooLarge, error_response, exception_handlers
 from server.metrics import Metrics, MetricsMiddleware
 from server.openapi import Endpoint, build_openapi
-from server.routes import artifacts, jobs, logs, ops, tasks, workers, workspaces
+from server.routes import artifacts, debug, jobs, logs, ops, tasks, workers, workspaces
+from server.traceviewer import trace_viewer_routes
 from server.ui import ui_routes
 from server.ws import DEFAULT_BUFFER, DEFAULT_SEND_TIMEOUT
 
@@ -41,7 +43,8 @@ WS_SEND_TIMEOUT_ENV = "PARTITUR_WS_SEND_TIMEOUT"
 def endpoints() -> tuple[Endpoint, ...]:
     """Every documented route, in the order they are matched."""
     return (*workspaces.ENDPOINTS, *tasks.ENDPOINTS, *jobs.ENDPOINTS, *artifacts.ENDPOINTS,
-            *logs.ENDPOINTS, *workers.ENDPOINTS, *ops.ENDPOINTS, *hooks.ENDPOINTS)
+            *logs.ENDPOINTS, *workers.ENDPOINTS, *ops.ENDPOINTS, *hooks.ENDPOINTS,
+            *debug.ENDPOINTS)
 
 
 def build_routes(table: Sequence[Endpoint]) -> list[BaseRoute]:
@@ -135,7 +138,10 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
     options, git_workspaces = runtime_options(settings)
     metrics = Metrics()
     table = endpoints()
-    routes = [*build_routes(table), *ui_routes()]
+    routes = [*build_routes(table), *ui_routes(), *trace_viewer_routes()]
+    browser_runner.configure(
+        executable=getattr(getattr(settings, "browser", None), "executable", None),
+        secrets_key=getattr(settings, "secrets_key", None))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

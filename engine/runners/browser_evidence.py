@@ -60,7 +60,7 @@ class ConsoleLog:
     def _on_console(self, message: ConsoleMessage) -> None:
         text = f"[console.{message.type}] {message.text}"
         self.lines.append(text)
-        if message.type != "verbose":  # Chromium's own DOM hints: evidence only
+        if str(message.type) != "verbose":  # Chromium's own DOM hints: evidence only
             self._emit("stderr" if message.type in ("error", "warning") else "stdout", text)
 
     def _on_page_error(self, error: Exception) -> None:

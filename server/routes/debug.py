@@ -1,0 +1,40 @@
+"""`/api/jobs/{id}/debug-report`: the rule-based debug report of a failed job.
+
+Thin: the job row, its steps and its artifacts folder go to `engine.debugreport`. Links
+in the report are absolute (`?base=relative` keeps them as paths).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine.debugreport import build_report
+from server.errors import ORJSONResponse
+from server.openapi import Endpoint, Param
+from server.routes import runtime_of
+from server.routes.jobs import get_row
+
+
+async def debug_report(request: Request) -> Response:
+    row = await get_row(request)
+    runtime = runtime_of(request)
+    steps = await runtime.store.get_steps(row.job_id)
+    base = "" if request.query_params.get("base") == "relative" \
+        else str(request.base_url).rstrip("/")
+    report = build_report(row, steps, runtime.options.artifacts_dir / row.job_id, base_url=base)
+    return ORJSONResponse(report)
+
+
+_REPORT = {"type": "object", "properties": {
+    name: {"type": ["string", "null"]} for name in (
+        "job_id", "debug_agent_status", "debug_agent_mode", "error", "tldr", "handoff_prompt",
+        "screenshot_url", "dom_snapshot_url", "recording_url", "job_error", "job_workflow")}}
+
+ENDPOINTS = (
+    Endpoint("GET", "/api/jobs/{id}/debug-report", debug_report,
+             "Debug report of a failed job: diagnosis, handoff prompt, evidence links",
+             (200, 404),
+             query=(Param("base", "`relative` for links without scheme and host"),),
+             response=_REPORT, tag="jobs"),
+)
