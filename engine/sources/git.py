@@ -68,17 +68,19 @@ class GitRepo:
         return env
 
     def _git(self, *args: str, cwd: Path | None = None) -> bytes:
+        what = next(a for a in args if not a.startswith("-") and "/" not in a)
         try:
             done = subprocess.run(
                 ["git", *args], cwd=cwd, env=self._env(), capture_output=True,
                 timeout=GIT_TIMEOUT, check=False, stdin=subprocess.DEVNULL,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise GitError(f"git {args[0]} of {self._safe_url()} failed: {exc}") from None
+            raise GitError(f"git {what} of {self._safe_url()} failed: {exc}") from None
         if done.returncode != 0:
-            detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            tail = detail[-1] if detail else f"exit code {done.returncode}"
-            raise GitError(f"git {args[0]} of {self._safe_url()} failed: {tail}")
+            lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
+            detail = (fatal or lines or [f"exit code {done.returncode}"])[0]
+            raise GitError(f"git {what} of {self._safe_url()} failed: {detail}")
         return done.stdout
 
     def _safe_url(self) -> str:
