@@ -6,6 +6,7 @@ Routes:
 - `/status/<n>` answers status n with a short text body.
 - `/text` answers `text/plain`; `/bad-json` claims JSON but is not.
 - `/slow?secs=S` answers after S seconds.
+- `/big?bytes=N` answers N bytes of text.
 - `/redirect` answers 302 to `/echo/redirected`.
 - `/flaky/<key>?fail=N` answers 503 to the first N requests for `key`, then 200.
 """
@@ -76,6 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts.path == "/slow":
             time.sleep(float(dict(query).get("secs", "5")))
             self._send(200, b"late", "text/plain")
+        elif parts.path == "/big":
+            self._send(200, b"x" * int(dict(query)["bytes"]), "text/plain")
         elif parts.path == "/redirect":
             self._send(302, b"", "text/plain", Location="/echo/redirected")
         elif parts.path.startswith("/flaky/"):

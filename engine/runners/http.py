@@ -11,7 +11,8 @@ A mapping or list `body` is sent as JSON, any other body as text; `form` is sent
 `application/x-www-form-urlencoded`. Redirects are not followed: a 3xx is the step's
 answer (its `Location` is in the output headers). The output is `{status, headers, body}`,
 with the body parsed when the response is JSON; an action with an `output` schema gets the
-body itself. A status ≥ 400 fails the step unless it is listed in `accept_status`.
+body itself. A status ≥ 400 fails the step unless it is listed in `accept_status`; a
+body over `max_body` bytes (10 MiB) fails it too.
 Transport errors fail with kind `error` and timeouts with kind `timeout`, so the step's
 retry policy decides what happens next. The log shows the request line and the status;
 headers that may carry credentials are masked.
@@ -30,6 +31,8 @@ import orjson
 from engine.runners.base import COMPLETED, FAILED, LogSink, RunResult, StepRun
 
 DEFAULT_TIMEOUT = 30.0
+# The body ends up in an event; a step is not a download manager.
+MAX_BODY = 10 * 1024 * 1024
 BODY_EXCERPT = 200
 MASK = "••••••"
 SENSITIVE_HEADERS = frozenset({
@@ -143,15 +146,30 @@ def request_body(action: Mapping[str, Any], headers: dict[str, str]) -> bytes | 
     return orjson.dumps(body, default=str)
 
 
-def response_body(response: httpx.Response) -> Any:
-    """The body parsed as JSON when the response says it is JSON (and is), else text."""
-    media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+def response_body(content_type: str, raw: bytes, text: str) -> Any:
+    """The body parsed as JSON when the content type says JSON (and it is), else text."""
+    media = content_type.split(";")[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
         try:
-            return orjson.loads(response.content) if response.content else None
+            return orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             pass
-    return response.text
+    return text
+
+
+class BodyTooLarge(Exception):
+    """The response body is over the runner's limit."""
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _excerpt(text: str) -> str:
@@ -166,9 +184,11 @@ class HttpRunner:
         self,
         *,
         default_timeout: float = DEFAULT_TIMEOUT,
+        max_body: int = MAX_BODY,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.default_timeout = default_timeout
+        self.max_body = max_body
         self.transport = transport
 
     async def run(
@@ -199,8 +219,10 @@ class HttpRunner:
                     timeout=timeout, follow_redirects=False, transport=self.transport,
                     trust_env=False,
                 ) as client,
+                client.stream(method, url, headers=headers, content=content) as response,
             ):
-                response = await client.request(method, url, headers=headers, content=content)
+                log.line("stdout", f"< {response.status_code} {response.reason_phrase}".rstrip())
+                raw = await _read_capped(response, self.max_body)
         except (TimeoutError, httpx.TimeoutException):
             log.line("stderr", f"no response within {timeout:g}s")
             return RunResult(FAILED, error=f"{method} {url} timed out after {timeout:g}s",
@@ -209,12 +231,16 @@ class HttpRunner:
             reason = str(exc) or type(exc).__name__
             log.line("stderr", f"request failed: {reason}")
             return RunResult(FAILED, error=f"{method} {url} failed: {reason}")
+        except BodyTooLarge:
+            return RunResult(FAILED, error=(
+                f"{method} {url} answered {response.status_code} with a body over "
+                f"{self.max_body} bytes"))
 
-        log.line("stdout", f"< {response.status_code} {response.reason_phrase}".rstrip())
-        body = response_body(response)
+        text = raw.decode(response.encoding or "utf-8", errors="replace")
+        body = response_body(response.headers.get("content-type", ""), raw, text)
         accepted = {int(code) for code in action.get("accept_status") or ()}
         if response.status_code >= 400 and response.status_code not in accepted:
-            excerpt = _excerpt(response.text)
+            excerpt = _excerpt(text)
             error = f"{method} {url} answered {response.status_code}"
             return RunResult(FAILED, error=f"{error}: {excerpt}" if excerpt else error)
         if action.get("output"):

@@ -176,6 +176,17 @@ async def test_output_schema_makes_the_body_the_output(
     assert "status" not in result.output
 
 
+async def test_body_over_the_limit_fails(server: EchoServer, tmp_path: Path) -> None:
+    runner = HttpRunner(max_body=1000)
+    result, _ = await call(step_run(tmp_path, f"{server.url}/big?bytes=1000"), runner)
+    assert result.status == "completed"
+    assert result.output["body"] == "x" * 1000
+    result, _ = await call(step_run(tmp_path, f"{server.url}/big?bytes=50000"), runner)
+    assert result.status == "failed"
+    assert result.error == (
+        f"GET {server.url}/big?bytes=50000 answered 200 with a body over 1000 bytes")
+
+
 async def test_timeout_fails_with_kind_timeout(server: EchoServer, tmp_path: Path) -> None:
     started = time.monotonic()
     result, _ = await call(step_run(tmp_path, f"{server.url}/slow?secs=3", timeout=0.3))
