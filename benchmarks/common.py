@@ -214,9 +214,9 @@ def machine_info() -> dict[str, Any]:
                  "httpx", "websockets", "psutil"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             packages[name] = metadata.version(name)
-    commit = ""
+    commit = os.environ.get("PARTITUR_BENCH_COMMIT", "")
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+        commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                 capture_output=True, text=True, check=True).stdout.strip()
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
