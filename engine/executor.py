@@ -74,6 +74,7 @@ class LocalExecutor:
         self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self._inner: dict[tuple[str, str], asyncio.Task[RunResult]] = {}
         self.started_steps = 0
+        self._closing = False
 
     # --- Dispatcher ------------------------------------------------------------------
 
@@ -102,6 +103,7 @@ class LocalExecutor:
         Steps stopped this way are not reported; after a restart they are handled as
         after a crash (failed with kind `worker_lost`, re-run only on opt-in).
         """
+        self._closing = True
         if grace > 0 and self._inner:
             await asyncio.wait(list(self._inner.values()), timeout=grace)
         for task in list(self._running.values()):
@@ -156,7 +158,7 @@ class LocalExecutor:
             try:
                 result = await inner
             except asyncio.CancelledError:
-                if not inner.cancelled():
+                if self._closing or not inner.cancelled():
                     raise  # this task itself is being cancelled (shutdown): report nothing
                 result = None
             finally:

@@ -386,9 +386,10 @@ class Orchestrator:
         if self._closing:
             coro.close()
             return
-        task = asyncio.ensure_future(_logged(coro))
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
 
     async def settle(self, timeout: float = 10.0) -> None:
         """Wait until follow-up work is done and no job is active (or `timeout` passes):
@@ -685,10 +686,7 @@ def _ancestors(state: JobState, step: str) -> list[str]:
     return [name for name in state.plan.steps if name in seen]
 
 
-async def _logged(coro: Coroutine[Any, Any, Any]) -> None:
-    try:
-        await coro
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("background work failed")
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background work failed", exc_info=task.exception())
