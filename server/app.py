@@ -25,10 +25,22 @@ from engine.runners import browser as browser_runner
 from engine.runtime import Runtime, RuntimeOptions
 from engine.sources.git import GitSpec
 from server import hooks
+from server.auth import AuthMiddleware, document_auth, open_auth
 from server.errors import BodyTooLarge, error_response, exception_handlers
 from server.metrics import Metrics, MetricsMiddleware
 from server.openapi import Endpoint, build_openapi
-from server.routes import artifacts, debug, jobs, logs, ops, tasks, workers, workspaces
+from server.routes import (
+    artifacts,
+    auth,
+    debug,
+    jobs,
+    logs,
+    ops,
+    tasks,
+    users,
+    workers,
+    workspaces,
+)
 from server.traceviewer import trace_viewer_routes
 from server.ui import ui_routes
 from server.ws import DEFAULT_BUFFER, DEFAULT_SEND_TIMEOUT
@@ -43,8 +55,8 @@ WS_SEND_TIMEOUT_ENV = "PARTITUR_WS_SEND_TIMEOUT"
 def endpoints() -> tuple[Endpoint, ...]:
     """Every documented route, in the order they are matched."""
     return (*workspaces.ENDPOINTS, *tasks.ENDPOINTS, *jobs.ENDPOINTS, *artifacts.ENDPOINTS,
-            *logs.ENDPOINTS, *workers.ENDPOINTS, *ops.ENDPOINTS, *hooks.ENDPOINTS,
-            *debug.ENDPOINTS)
+            *logs.ENDPOINTS, *workers.ENDPOINTS, *users.ENDPOINTS, *auth.ENDPOINTS,
+            *ops.ENDPOINTS, *hooks.ENDPOINTS, *debug.ENDPOINTS)
 
 
 def build_routes(table: Sequence[Endpoint]) -> list[BaseRoute]:
@@ -150,6 +162,7 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
         rt.orchestrator.on_events(metrics.on_events)
         app.state.runtime = rt
         await rt.open()
+        await open_auth(app.state, rt.store, settings)
         rt.start_triggers()
         try:
             yield
@@ -160,6 +173,7 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
         routes=routes,
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
+            Middleware(AuthMiddleware, settings=settings),
             Middleware(BodyLimitMiddleware, limit=int(settings.limits.body)),
         ],
         exception_handlers=exception_handlers(),
@@ -169,7 +183,8 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
     app.state.metrics = metrics
     app.state.git_workspaces = git_workspaces
     app.state.started_at = time.time()
-    app.state.openapi = build_openapi(table, version=API_VERSION)
+    app.state.openapi = document_auth(build_openapi(table, version=API_VERSION), table,
+                                      settings, {**users.AUTH_STATUSES, **auth.AUTH_STATUSES})
     app.state.ws_buffer = int(os.environ.get(WS_BUFFER_ENV, DEFAULT_BUFFER))
     app.state.ws_send_timeout = float(os.environ.get(WS_SEND_TIMEOUT_ENV, DEFAULT_SEND_TIMEOUT))
     return app

@@ -32,6 +32,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from engine.auth.acl import AclSettings
+from engine.auth.settings import AuthSettings
 from engine.errors import ConfigInvalid, Issue
 from engine.model import Duration, OptDuration
 
@@ -281,7 +283,8 @@ class Settings(_Section):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     browser: BrowserSettings = Field(default_factory=BrowserSettings)
     secrets_key: str | None = Field(default=None, repr=False)
-    auth: dict[str, Any] | None = None
+    auth: AuthSettings | None = None
+    acl: AclSettings | None = None
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)

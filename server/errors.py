@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
+from engine.auth.service import RateLimited
 from engine.errors import (
     Conflict,
     Forbidden,
@@ -68,6 +69,7 @@ STATUS_BY_ERROR: tuple[tuple[type[PartiturError], int], ...] = (
     (WorkspaceInvalid, 409),
     (ValidationFailed, 400),
     (Conflict, 409),
+    (RateLimited, 429),
     (LimitExceeded, 413),
 )
 

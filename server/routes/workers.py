@@ -1,7 +1,7 @@
-"""`/api/workers` and `/api/users`.
+"""`/api/workers` (`/api/users` lives in server.routes.users).
 
 The embedded executor is listed as a worker (remote workers come with the distributed
-workers). Users come with authentication; until then the list is empty.
+workers).
 """
 
 from __future__ import annotations
@@ -63,16 +63,6 @@ async def worker_detail(request: Request) -> Response:
     return ORJSONResponse({**worker, "jobs": jobs})
 
 
-async def list_users(request: Request) -> Response:
-    query_int(request, "limit", 50)
-    query_int(request, "offset", 0, maximum=2**31)
-    return listing([], 0)
-
-
-async def user_detail(request: Request) -> Response:
-    raise NotFound(f"user {path_param(request, 'id')!r} not found")
-
-
 _PAGING = (Param("limit", "Number of entries (default 50)", {"type": "integer", "minimum": 0}),
            Param("offset", "Pagination offset", {"type": "integer", "minimum": 0}))
 _WORKER = {"type": "object", "properties": {
@@ -84,9 +74,4 @@ ENDPOINTS = (
              response={"type": "array", "items": _WORKER}, tag="workers"),
     Endpoint("GET", "/api/workers/{id}", worker_detail, "A worker and its recent jobs",
              (200, 404), response=_WORKER, tag="workers"),
-    Endpoint("GET", "/api/users", list_users, "List users (empty until auth is configured)",
-             (200, 400), query=_PAGING, response={"type": "array", "items": {"type": "object"}},
-             tag="users"),
-    Endpoint("GET", "/api/users/{id}", user_detail, "A user", (404,),
-             response={"type": "object"}, tag="users"),
 )

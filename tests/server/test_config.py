@@ -69,7 +69,7 @@ recovery: {heartbeat_timeout: 500ms}
 retention: {job_days: 7}
 browser: {executable: /usr/bin/chromium}
 secrets_key: k3y
-auth: {users: []}
+auth: {access_ttl: 10m}
 limits: {body: 50MB, upload: 2g}
 shutdown: {grace: 1m}
 stuck_after: 1h
