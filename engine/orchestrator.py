@@ -346,6 +346,24 @@ class Orchestrator:
                 return active.state
             raise VersionConflict(f"job {job_id}: too many concurrent writers")
 
+    async def refresh(self, job_id: str) -> None:
+        """Fold events another process appended to a job held in memory (HA replicas).
+
+        Its timers, waiters and end follow; ready steps are not dispatched again here
+        (the appending process queued them).
+        """
+        active = self._active.get(job_id)
+        if active is None:
+            return
+        async with active.lock:
+            records = await self.store.read(job_id, after_version=active.state.version)
+            if not records:
+                return
+            active.state = fold((r.event() for r in records), active.state)
+            self._schedule_wakeup(active)
+            if active.state.terminal:
+                self._finish(active)
+
     async def get_state(self, job_id: str) -> JobState:
         """The current state of a job (in memory when active, else folded from the log)."""
         active = self._active.get(job_id)
