@@ -223,6 +223,7 @@ def machine_info() -> dict[str, Any]:
         "cores": os.cpu_count(), "memory_mib": psutil.virtual_memory().total // MiB,
         "cpu": model, "os": platform.platform(), "python": platform.python_version(),
         "packages": packages, "commit": commit,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 

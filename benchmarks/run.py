@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import shutil
 import sys
 import time
@@ -67,7 +68,9 @@ def markdown(ctx: Context, machine: dict[str, Any], seconds: float) -> str:
            "synchronous NORMAL (default), interpreter: sh on every step",
            "- repetitions: W0 5, others 3, after one warm-up run (not counted); "
            "values are the median (min–max) of the repetitions",
-           f"- harness wall time: {seconds:.1f} s", "",
+           f"- harness wall time: {seconds:.1f} s; load average (1/5/15 min) at start "
+           f"{machine.get('loadavg_at_start')}, at end {[round(x, 2) for x in os.getloadavg()]}"
+           " — other engineers' test suites share this 2-core VM", "",
            "| figure | metric | median | min – max | W0 limit | ratio | target |",
            "|---|---|---|---|---|---|---|"]
     for r in ctx.records:
