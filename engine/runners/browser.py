@@ -137,7 +137,9 @@ class BrowserRunner:
             on_start(None)
             return RunResult(FAILED, error=f"cannot start the browser driver: {exc}")
         finally:
-            _kill_browsers(tmp / "pgids.json")
+            killed = _kill_browsers(tmp / "pgids.json")
+            if killed:
+                log.line("stderr", f"killed {killed} leftover browser process group(s)")
         if result.timed_out:
             return RunResult(FAILED, error=f"timed out after {run.timeout:g}s", kind="timeout")
         try:
@@ -176,13 +178,13 @@ def _secret_inputs(action: Mapping[str, Any], values: Mapping[str, Any]) -> list
     return out
 
 
-def _kill_browsers(pgids_file: Path) -> None:
+def _kill_browsers(pgids_file: Path) -> int:
     """Kill the browser process groups the driver reported, if they are still there."""
     try:
         groups = orjson.loads(pgids_file.read_bytes())
     except (OSError, orjson.JSONDecodeError):
-        return
-    kill_groups(groups)
+        return 0
+    return kill_groups(groups)
 
 
 def _executable_problem(path: str) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import linecache
 import shutil
 import sys
 import textwrap
@@ -76,6 +77,9 @@ def compile_script(body: str) -> ScriptFn:
             exc.lineno -= 1
         raise
     ast.increment_lineno(tree, -1)
+    # So that tracebacks can quote the script's lines.
+    lines = [line + "\n" for line in body.splitlines()]
+    linecache.cache[SCRIPT_FILE] = (len(body), None, lines, SCRIPT_FILE)
     code = compile(tree, SCRIPT_FILE, "exec", dont_inherit=True)
     namespace: dict[str, Any] = {"__name__": "partitur_browser_script", "asyncio": asyncio}
     exec(code, namespace)
@@ -96,7 +100,7 @@ def script_line(exc: BaseException) -> int | None:
 
 def script_stack(exc: BaseException) -> list[str]:
     """The traceback entries inside the script, as `line N, in fn` strings."""
-    return [f"line {fs.lineno}, in {fs.name}: {fs.line or ''}".rstrip(": ")
+    return [f"line {fs.lineno}, in {fs.name}" + (f": {fs.line}" if fs.line else "")
             for fs in traceback.extract_tb(exc.__traceback__) if fs.filename == SCRIPT_FILE]
 
 

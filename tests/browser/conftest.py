@@ -7,15 +7,24 @@ test process; the browser steps under test reach it over real HTTP.
 from __future__ import annotations
 
 import importlib.util
+import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import uvicorn
 from harness import free_port
+
+from engine.core.projections import JobRow, StepRow
+from engine.core.state import JobState
+from engine.logs.model import LogLine
+from engine.runners import browser
+from engine.runtime import Runtime, RuntimeOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_WORKSPACE = ROOT / "workspaces" / "browser-demo"
@@ -52,3 +61,59 @@ def browser_env(chromium_path: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Point browser steps at the test Chromium; returns its path."""
     monkeypatch.setenv("PARTITUR_BROWSER_EXECUTABLE", chromium_path)
     return chromium_path
+
+
+@dataclass
+class JobRun:
+    """A finished job: its state, log lines, projection rows and artifacts folder."""
+
+    state: JobState
+    logs: list[LogLine]
+    row: JobRow
+    steps: list[StepRow]
+    artifacts: Path
+
+    def lines(self, step: str | None = None) -> list[str]:
+        return [entry.line for entry in self.logs if step is None or entry.step == step]
+
+    def step_dir(self, step: str) -> Path:
+        return self.artifacts / step
+
+
+RunJob = Callable[..., Awaitable[JobRun]]
+
+
+@pytest.fixture
+def run_job(tmp_path: Path, browser_env: str) -> RunJob:
+    """`await run_job(workspace, task, input)`: the task run through the real orchestrator.
+
+    Like `engine.testing.run_task`, but the artifacts (and the default profiles folder,
+    `tmp_path/profiles`) outlive the run so the test can look at them.
+    """
+    browser.configure()
+
+    async def run(workspace: Path, task: str, input: Mapping[str, Any] | None = None, *,
+                  environ: Mapping[str, str] | None = None, timeout: float = 45) -> JobRun:
+        runtime = Runtime(RuntimeOptions(
+            db_url="memory://", logs_dir=tmp_path / "logs", artifacts_dir=tmp_path / "artifacts",
+            workspaces={workspace.name: workspace}, concurrency=2, environ=environ))
+        await runtime.open()
+        try:
+            job_id = await runtime.orchestrator.create_job(workspace.name, task, input or {})
+            state = await runtime.orchestrator.wait(job_id, timeout)
+            logs = await runtime.logs.read(job_id)
+            row = await runtime.store.get_job(job_id)
+            assert row is not None
+            steps = list(await runtime.store.get_steps(job_id))
+        finally:
+            await runtime.close()
+        return JobRun(state, logs, row, steps, tmp_path / "artifacts" / job_id)
+
+    return run
+
+
+def write_workspace(folder: Path, text: str) -> Path:
+    """A workspace folder holding `.workflows/main.yaml` with `text`."""
+    (folder / ".workflows").mkdir(parents=True, exist_ok=True)
+    (folder / ".workflows" / "main.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
+    return folder

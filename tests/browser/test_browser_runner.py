@@ -1,0 +1,141 @@
+"""Browser steps in a real Chromium through the real orchestrator, against the demo site."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zipfile
+from pathlib import Path
+
+import orjson
+from conftest import DEMO_WORKSPACE, RunJob, write_workspace
+
+from engine.core.state import JobStatus, StepStatus
+from engine.testing import run_task
+
+PASSWORD = "wonderland"
+
+
+def _zip_texts(path: Path) -> str:
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        return "\n".join(archive.read(n).decode("utf-8", "replace") for n in archive.namelist())
+
+
+async def test_demo_workspace_signs_in_and_extracts(demo_site: str, browser_env: str) -> None:
+    result = await run_task(DEMO_WORKSPACE, "export-orders", {"site_url": demo_site},
+                            environ={"DEMO_PASSWORD": PASSWORD})
+
+    assert result.state.status == JobStatus.COMPLETED, result.state.steps
+    assert result.state.steps["export"].output == {
+        "order_ids": ["A-1001", "A-1002", "A-1003"], "cents": ["3450", "2200", "8999"]}
+    # The script step runs in a fresh browser: signed out, it lands on the sign-in page.
+    assert result.state.steps["summary"].output == {
+        "orders": 3, "first": "A-1001", "heading": "Back office"}
+    export = result.step_lines("export")
+    assert "[3/9] fill #password ••••••" in export
+    assert "[console.log] login page ready" in export
+    assert any(line.startswith("trace: trace.zip") for line in export)
+    assert not any(PASSWORD in line.line for line in result.logs)
+
+
+async def test_artifacts_trace_and_screenshot_without_secrets(
+        demo_site: str, run_job: RunJob) -> None:
+    job = await run_job(DEMO_WORKSPACE, "export-orders", {"site_url": demo_site},
+                        environ={"DEMO_PASSWORD": PASSWORD})
+
+    assert job.state.status == JobStatus.COMPLETED
+    step = job.step_dir("export")
+    assert (step / "orders.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    texts = _zip_texts(step / "trace.zip")
+    assert "#username" in texts and "tr.order td.id" in texts  # the actions were recorded
+    # The password was typed and posted; the trace keeps neither.
+    assert PASSWORD not in texts
+    assert not (step / "failure").exists()
+
+
+async def test_script_receives_input_as_data(tmp_path: Path, demo_site: str,
+                                             run_job: RunJob) -> None:
+    ws = write_workspace(tmp_path / "ws", """
+        tasks:
+          echo:
+            input:
+              text: { type: string, required: true }
+            flow:
+              s:
+                type: browser
+                script: |
+                  log("got", len(input["text"]), "characters")
+                  await page.set_content("<p id=t></p>")
+                  await page.locator("#t").evaluate("(el, v) => el.textContent = v", input["text"])
+                  echo = await page.locator("#t").inner_text()
+                  return {"echo": echo, "type": type(page).__name__}
+                input: { text: "<< input.text >>" }
+        """)
+    tricky = "\"); import os; os._exit(3) #'''<< input.text >>"
+    job = await run_job(ws, "echo", {"text": tricky})
+
+    assert job.state.status == JobStatus.COMPLETED, job.state.steps["s"].error
+    assert job.state.steps["s"].output == {"echo": tricky, "type": "Page"}
+    assert f"got {len(tricky)} characters" in job.lines("s")
+
+
+async def test_script_error_names_its_line(tmp_path: Path, run_job: RunJob) -> None:
+    ws = write_workspace(tmp_path / "ws", """
+        tasks:
+          broken:
+            flow:
+              s:
+                type: browser
+                script: |
+                  await page.set_content("<h1>hello</h1>")
+                  value = {"a": 1}
+                  return value["missing"]
+        """)
+    job = await run_job(ws, "broken")
+
+    step = job.state.steps["s"]
+    assert step.status == StepStatus.FAILED
+    assert step.error is not None and step.error.startswith("script line 3: 'missing'")
+    error = orjson.loads((job.step_dir("s") / "failure" / "error.json").read_bytes())
+    assert error["line"] == 3 and error["type"] == "KeyError" and error["kind"] == "script"
+    assert error["stack"] == ["line 3, in script: return value[\"missing\"]"]
+    assert (job.step_dir("s") / "failure" / "screenshot.png").is_file()
+
+
+async def test_timeout_kills_the_browser_process_groups(tmp_path: Path, run_job: RunJob) -> None:
+    ws = write_workspace(tmp_path / "ws", """
+        tasks:
+          hang:
+            flow:
+              s:
+                type: browser
+                timeout: 6s
+                script: |
+                  import json, os
+                  from engine.runners.browser_procs import browser_groups
+                  path = os.path.join(os.environ["ARTIFACTS_DIR"], "groups.json")
+                  with open(path, "w") as handle:
+                      json.dump(browser_groups(), handle)
+                  await asyncio.sleep(60)
+        """)
+    job = await run_job(ws, "hang")
+
+    step = job.state.steps["s"]
+    assert step.status == StepStatus.FAILED and step.error_kind == "timeout"
+    groups = orjson.loads((job.step_dir("s") / "groups.json").read_bytes())
+    assert groups, "Chromium runs in a process group of its own"
+    assert "killed 1 leftover browser process group(s)" in job.lines("s")
+    deadline = time.monotonic() + 3
+    while any(_alive(g["pgid"]) for g in groups) and time.monotonic() < deadline:  # noqa: ASYNC110 - polling other processes
+        await asyncio.sleep(0.05)
+    for group in groups:
+        assert not _alive(group["pgid"]), f"Chromium group {group} survived"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"  # a zombie is dead, only not reaped
