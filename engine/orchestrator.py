@@ -28,7 +28,7 @@ from engine.core import commands as cmd
 from engine.core import events as ev
 from engine.core.decide import Env, decide, dispatchable, next_wakeup
 from engine.core.plan import Plan
-from engine.core.projections import job_row, step_rows
+from engine.core.projections import job_row, job_status, step_rows
 from engine.core.state import JobState, JobStatus, StepStatus, evolve, fold
 from engine.errors import Conflict, NotFound, VersionConflict
 from engine.hooks import Hooks
@@ -566,6 +566,10 @@ class Orchestrator:
             except Exception:  # a listener must never break the engine
                 log.exception("event listener failed")
         if not self._closing:
+            if any(isinstance(e, ev.JobResumed) for e in events):
+                # Claims refused while paused: hand those ready steps out again.
+                active.dispatched = {k for k in active.dispatched
+                                     if state.steps[k[0]].status is not StepStatus.READY}
             for name in dispatchable(state):
                 key = (name, state.steps[name].attempt)
                 if key in active.dispatched:
@@ -631,9 +635,10 @@ def _frame(event: ev.Event, state: JobState) -> dict[str, Any] | None:
         return {"type": "step", "ts": event.ts, "version": state.version, "step": step.name,
                 "status": step.status.value, "attempt": step.attempt, "error": step.error}
     if isinstance(event, ev.JobCreated | ev.JobStarted | ev.JobCompleted | ev.JobFailed
-                  | ev.JobCancelled | ev.JobSkipped | ev.JobQueued):
+                  | ev.JobCancelled | ev.JobSkipped | ev.JobQueued | ev.JobPaused
+                  | ev.JobResumed):
         return {"type": "job", "ts": event.ts, "version": state.version,
-                "status": state.status.value}
+                "status": job_status(state)}
     return None
 
 
@@ -683,6 +688,11 @@ def _note(event: ev.Event, state: JobState) -> str | None:
             return f"job skipped: {event.reason}"
         case ev.JobQueued():
             return f"job queued: {event.reason}"
+        case ev.JobPaused():
+            return "job paused" + (f" by {event.by}" if event.by else "") + (
+                f": {event.reason}" if event.reason else "")
+        case ev.JobResumed():
+            return "job resumed" + (f" by {event.by}" if event.by else "")
         case ev.ChildJobStarted():
             return f"step {event.step} started child job {event.child_job_id}"
         case ev.TaskStateSaved():

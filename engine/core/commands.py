@@ -107,6 +107,22 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Pause:
+    """An operator pauses the job (`JobPaused`): running steps finish, no step is made
+    ready or claimed until `Resume`. Pausing a paused job changes nothing."""
+
+    by: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resume:
+    """An operator resumes a paused job (`JobResumed`); a running job is left as it is."""
+
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CancelStep:
     """A step was killed because of a cancel (`StepCancelled`)."""
 
@@ -149,5 +165,5 @@ class Tick:
 
 Command = (
     Start | Claim | MarkStarted | RecordOutput | Complete | Fail | Suspend | Approve | Reject
-    | Cancel | CancelStep | StartChild | SaveState | RecordHook | Tick
+    | Cancel | CancelStep | StartChild | SaveState | RecordHook | Tick | Pause | Resume
 )

@@ -96,6 +96,8 @@ def _command_events(
             return [ev.JobStarted(ts=now)]
         case cmd.Claim(step=name, attempt=attempt, worker_id=worker, lease=lease):
             _target(state, name, attempt, {S.READY}, S.RUNNING)
+            if state.paused:
+                raise Conflict(f"job {state.job_id} is paused; step {name} waits")
             return [ev.StepClaimed(ts=now, step=name, attempt=attempt, worker_id=worker,
                                    lease=lease)]
         case cmd.MarkStarted(step=name, attempt=attempt, worker_id=worker, pid=pid):
@@ -132,6 +134,14 @@ def _command_events(
         case cmd.SaveState(step=name, attempt=attempt, state=value):
             _target(state, name, attempt, {S.RUNNING}, S.RUNNING)
             return [ev.TaskStateSaved(ts=now, step=name, state=value)]
+        case cmd.Pause(by=by, reason=reason):
+            if state.paused:
+                return []
+            return [ev.JobPaused(ts=now, by=by, reason=reason)]
+        case cmd.Resume(by=by):
+            if not state.paused:
+                return []
+            return [ev.JobResumed(ts=now, by=by)]
         case cmd.Tick():
             return _tick(state, now)
     raise TypeError(f"not a command: {command!r}")  # pragma: no cover
@@ -229,7 +239,8 @@ def advance(state: JobState, now: float, env: Env) -> list[ev.Event]:
         before = len(log.events)
         for name in _order(log.state):
             step = log.state.steps[name]
-            if step.status is S.PENDING and not log.state.cancel_requested:
+            if step.status is S.PENDING and not (log.state.cancel_requested
+                                                 or log.state.paused):
                 log.emit(_promote(log.state, step, now, env))
             elif step.status is S.RUNNING and step.items is not None:
                 log.emit(_finish_loop(log.state, step, now))
@@ -371,7 +382,8 @@ def next_wakeup(state: JobState) -> float | None:
     if deadline is not None:
         times.append(deadline)
     for step in state.steps.values():
-        if step.status is S.PENDING and step.retry_at is not None and not state.cancel_requested:
+        if (step.status is S.PENDING and step.retry_at is not None
+                and not (state.cancel_requested or state.paused)):
             times.append(step.retry_at)
         elif step.status is S.SUSPENDED and step.timeout_at is not None:
             times.append(step.timeout_at)
@@ -379,5 +391,7 @@ def next_wakeup(state: JobState) -> float | None:
 
 
 def dispatchable(state: JobState) -> list[str]:
-    """Names of the steps that are ready to run, in plan order."""
+    """Names of the steps that are ready to run, in plan order (none while paused)."""
+    if state.paused:
+        return []
     return [name for name in _order(state) if state.steps[name].status is S.READY]

@@ -92,6 +92,21 @@ class JobCancelRequested(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobPaused(Event):
+    """An operator paused the job: no new step starts until `JobResumed`."""
+
+    by: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobResumed(Event):
+    """An operator resumed a paused job."""
+
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobCompleted(Event):
     output: Mapping[str, Any] = field(default_factory=dict)
 
@@ -232,7 +247,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         JobSkipped, StepReady, StepSkipped, StepClaimed, StepStarted, StepOutput,
         StepCompleted, StepFailed, StepRetryScheduled, StepSuspended, StepApproved,
         StepRejected, LoopExpanded, StepCancelled, HookFired, CallbackQueued,
-        ChildJobStarted, JobQueued, TaskStateLoaded, TaskStateSaved,
+        ChildJobStarted, JobQueued, TaskStateLoaded, TaskStateSaved, JobPaused, JobResumed,
     )
 }
 

@@ -71,11 +71,22 @@ class JobRow:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+PAUSED = "paused"
+
+
+def job_status(state: JobState) -> str:
+    """The status the API shows: the job's status, or `paused` while an operator holds
+    a job that has not ended (`JobStatus` stays `running`/`pending` underneath)."""
+    if state.paused and not state.terminal:
+        return PAUSED
+    return state.status.value
+
+
 def job_row(state: JobState) -> JobRow:
     """The `jobs` row of a job."""
     return JobRow(
         job_id=state.job_id, workspace=state.workspace, task_name=state.task,
-        revision=state.revision, status=state.status.value, source_type=state.source_type,
+        revision=state.revision, status=job_status(state), source_type=state.source_type,
         source_id=state.source_id, parent_job_id=state.parent, input=state.input,
         output=state.output, error=state.error, created_at=state.created_at,
         started_at=state.started_at, completed_at=state.completed_at,

@@ -138,6 +138,8 @@ class JobState:
     children: tuple[str, ...] = ()
     hooks_fired: tuple[str, ...] = field(default=())
     queued: bool = False
+    paused: bool = False
+    paused_by: str | None = None
     task_state: Any = None
     saved_state: Any = None
 
@@ -250,6 +252,16 @@ def _(e: ev.TaskStateSaved, state: JobState) -> JobState:
 def _(e: ev.JobCancelRequested, state: JobState) -> JobState:
     return replace(state, cancel_requested=True, cancelled_by=e.by, cancel_reason=e.reason,
                    version=state.version + 1)
+
+
+@_apply.register
+def _(e: ev.JobPaused, state: JobState) -> JobState:
+    return replace(state, paused=True, paused_by=e.by, version=state.version + 1)
+
+
+@_apply.register
+def _(e: ev.JobResumed, state: JobState) -> JobState:
+    return replace(state, paused=False, paused_by=None, version=state.version + 1)
 
 
 @_apply.register

@@ -54,6 +54,8 @@ def plans(draw: st.DrawFn) -> tuple[list[PlanStep], float | None]:
 def _options(state: JobState) -> list[tuple[str, str]]:
     """The commands that make sense now, as (kind, step)."""
     options: list[tuple[str, str]] = [("claim", name) for name in dispatchable(state)]
+    if state.paused:
+        options.append(("resume", ""))
     for name, current in state.steps.items():
         if current.status is S.RUNNING and current.items is None:
             options += [("complete", name), ("fail", name), ("lost", name), ("suspend", name)]
@@ -87,12 +89,17 @@ def _command(kind: str, name: str, state: JobState, now: float) -> cmd.Command:
             return cmd.CancelStep(step=name, attempt=attempt)
         case "cancel":
             return cmd.Cancel(by="ann")
+        case "pause":
+            return cmd.Pause(by="ann")
+        case "resume":
+            return cmd.Resume(by="ann")
     return cmd.Tick()
 
 
 def _check_event(before: JobState, after: JobState, event: ev.Event) -> None:
     """No step starts before its dependencies ended; terminal states absorb."""
     if isinstance(event, STARTING):
+        assert not before.paused, f"{event.type} of {event.step} while the job is paused"
         current = before.steps[event.step]
         waiting = [d for d in dependencies(before, current) if not before.steps[d].terminal]
         assert not waiting, f"{event.type} of {event.step} while {waiting} are not done"
@@ -161,9 +168,12 @@ def test_random_runs_end_and_replay_to_the_same_state(
             assert wake is not None, f"job is stuck: {job.statuses()}"
             kind, name, now = "tick", "", max(now, wake)
         else:
-            roll = data.draw(st.sampled_from(["step"] * 40 + ["tick", "tick", "cancel"]))
+            roll = data.draw(st.sampled_from(["step"] * 40 + ["tick", "tick", "cancel",
+                                                              "pause"]))
             if roll == "cancel" and not job.state.cancel_requested:
                 kind, name = "cancel", ""
+            elif roll == "pause" and not job.state.paused:
+                kind, name = "pause", ""
             elif roll != "step":
                 kind, name = "tick", ""
             else:
