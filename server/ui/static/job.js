@@ -316,7 +316,11 @@ function renderApprovals() {
 
 function approvalCard(step) {
   const planStep = state.plan && state.plan.steps && state.plan.steps[step.step_name];
-  const schema = (planStep && planStep.action && planStep.action.input) || {};
+  const declared = (planStep && planStep.action && planStep.action.input) || {};
+  // The approval's input starts from what the step was given; the approver may change it.
+  const given = step.input || {};
+  const schema = Object.fromEntries(Object.entries(declared).map(([k, spec]) =>
+    [k, k in given && given[k] !== null ? { ...spec, default: given[k] } : spec]));
   const form = el("form", { class: "approval-form", "aria-label": `Approve ${step.step_name}`, novalidate: true });
   const reason = el("input", { type: "text", id: `reject-${step.step_name}`, placeholder: "why not (optional)" });
   const reject = el("button", { type: "button", class: "danger" }, "Reject");

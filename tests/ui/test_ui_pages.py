@@ -1,0 +1,340 @@
+"""The web UI in Debian's Chromium against a real `partitur serve` process.
+
+One server (fixture workspace tests/fixtures/ui_ws) and one browser serve the module;
+every test gets a fresh page whose console errors and page errors fail the test.
+Set PARTITUR_UI_SCREENSHOTS=1 to refresh the screenshots in docs/images/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from harness import REPO_ROOT, ServerProcess
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from uikit import CHROMIUM_ARGS, ConsoleGuard
+
+pytestmark = pytest.mark.browser
+expect.set_options(timeout=15_000)
+
+FIXTURE_WS = REPO_ROOT / "tests" / "fixtures" / "ui_ws"
+SCREENSHOTS_ENV = "PARTITUR_UI_SCREENSHOTS"
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("ui-server"), workspaces={"ui": FIXTURE_WS},
+                         settings={"workers": {"local": {"concurrency": 4}}})
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: str) -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def guard() -> ConsoleGuard:
+    return ConsoleGuard()
+
+
+@pytest.fixture
+def page(browser: Browser, guard: ConsoleGuard) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(15_000)
+    pg = context.new_page()
+    guard.attach(pg)
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def execute(server: ServerProcess, task: str, data: dict[str, Any] | None = None) -> str:
+    response = httpx.post(f"{server.url}/api/workspaces/ui/tasks/{task}/execute",
+                          json={"input": data or {}}, timeout=10)
+    response.raise_for_status()
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+def job_json(server: ServerProcess, job_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{server.url}/api/jobs/{job_id}", timeout=10)
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def mark_document(page: Page) -> None:
+    """Tag the loaded document: the tag survives anything but a reload or navigation."""
+    page.evaluate("window.__partiturMark = 'same-document'")
+
+
+def assert_same_document(page: Page) -> None:
+    assert page.evaluate("window.__partiturMark") == "same-document"
+
+
+def test_run_a_task_from_its_form_and_watch_it_complete_live(
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    # Find the task through the folder tree.
+    page.goto(f"{ui_server.url}/workspaces")
+    page.get_by_role("link", name="deploy", exact=True).click()
+    expect(page.get_by_role("heading", name="deploy", exact=True)).to_be_visible()
+    # The form follows the schema: types, options, multiple, defaults, secrets masked.
+    form = page.get_by_role("form", name="Run deploy")
+    expect(form.get_by_label("service")).to_have_value("api")
+    expect(form.get_by_label("replicas")).to_have_attribute("type", "number")
+    expect(form.get_by_label("token")).to_have_attribute("type", "password")
+    expect(form.get_by_label("day")).to_have_attribute("type", "date")
+    expect(form.get_by_label("dry_run")).to_be_checked()
+    expect(form.get_by_label("notes")).to_have_js_property("tagName", "TEXTAREA")
+    expect(form.get_by_label("env")).to_have_value("staging")
+    # The flow graph and the trigger's next runs.
+    expect(page.locator("#dag g.node")).to_have_count(4)
+    expect(page.locator("#triggers")).to_contain_text("nightly-deploy")
+    expect(page.locator("#triggers li")).to_have_count(5)
+
+    form.get_by_label("service").fill("web")
+    form.get_by_label("replicas").fill("3")
+    form.get_by_label("env").select_option("production")
+    form.get_by_label("regions").select_option(["eu", "ap"])
+    form.get_by_label("dry_run").uncheck()
+    form.get_by_label("token").fill("hunter2")
+    form.get_by_role("button", name="Run deploy").click()
+
+    page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.locator('#dag g.node[data-status="completed"]')).to_have_count(4)
+    expect(page.locator("#logs")).to_contain_text("building web")
+    expect(page.locator("#events")).to_contain_text("JobCompleted")
+    # The screenshot artifact is shown inline and decodes.
+    image = page.get_by_role("img", name="chart.png from package")
+    expect(image).to_be_visible()
+    assert image.evaluate("img => img.complete && img.naturalWidth") == 24
+
+    # What the form sent was typed by the schema.
+    job = job_json(ui_server, job_id)
+    assert job["input"]["service"] == "web"
+    assert job["input"]["replicas"] == 3
+    assert job["input"]["env"] == "production"
+    assert job["input"]["regions"] == ["eu", "ap"]
+    assert job["input"]["dry_run"] is False
+    guard.check()
+
+
+def test_job_page_follows_a_running_job_without_reloading(
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    job_id = execute(ui_server, "slow", {"seconds": 3})
+    page.goto(f"{ui_server.url}/jobs/{job_id}")
+    mark_document(page)
+    expect(page.locator("#job-status")).to_have_text("running")
+    expect(page.locator('#dag g.node[data-step="wait"]')).to_have_attribute(
+        "data-status", "running")
+    expect(page.locator("#logs")).to_contain_text("tick 1")
+    expect(page.locator("#job-status")).to_have_text("completed", timeout=20_000)
+    expect(page.locator('#dag g.node[data-step="wait"]')).to_have_attribute(
+        "data-status", "completed")
+    expect(page.locator("#logs")).to_contain_text("tick 2")
+    expect(page.locator("#events")).to_contain_text("StepCompleted")
+    expect(page.locator("#cancel")).to_be_hidden()
+    assert_same_document(page)
+    guard.check()
+
+
+def test_open_a_failed_steps_logs(
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    job_id = execute(ui_server, "flaky")
+    page.goto(f"{ui_server.url}/jobs/{job_id}")
+    expect(page.locator("#job-status")).to_have_text("failed")
+    node = page.locator('#dag g.node[data-step="explode"]')
+    expect(node).to_have_attribute("data-status", "failed")
+    node.click()
+    detail = page.locator("#detail")
+    expect(detail).to_contain_text("exit code 3")
+    expect(detail).to_contain_text("kaboom: disk on fire")
+    detail.get_by_role("button", name="Show logs").click()
+    logs = page.locator("#logs")
+    expect(page.locator("#log-step")).to_have_value("explode")
+    expect(logs.locator(".line.stderr")).to_contain_text("kaboom: disk on fire")
+    expect(logs).to_contain_text("about to explode")
+    expect(logs).not_to_contain_text("setting up")
+    # Filter by stream, then search.
+    page.get_by_label("Log stream").select_option("stderr")
+    expect(logs.locator(".line")).to_have_count(1)
+    page.get_by_label("Log step").select_option("")
+    page.get_by_label("Log stream").select_option("")
+    page.get_by_label("Search logs").fill("setting")
+    expect(logs.locator(".line")).to_have_count(1)
+    expect(logs.locator("mark")).to_have_text("setting")
+    # The engine's own notes are shown, and can be hidden.
+    page.get_by_label("Search logs").fill("")
+    expect(logs.locator(".line.server").first).to_contain_text("job created")
+    page.get_by_label("engine notes").uncheck()
+    expect(logs.locator(".line.server")).to_have_count(0)
+    expect(page.locator("#events")).to_contain_text("StepFailed")
+    guard.check()
+
+
+def test_approve_an_approval(ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    job_id = execute(ui_server, "release", {"version": "3.1"})
+    page.goto(f"{ui_server.url}/jobs/{job_id}")
+    mark_document(page)
+    card = page.get_by_role("region", name="Approval: gate")
+    expect(card).to_contain_text("Release 3.1?")
+    expect(page.locator('#dag g.node[data-step="gate"]')).to_have_attribute(
+        "data-status", "suspended")
+    card.get_by_label("ticket").fill("42")
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(card).to_be_hidden()
+    expect(page.locator("#logs")).to_contain_text("shipped with ticket 42")
+    assert_same_document(page)
+    steps = {s["step_name"]: s for s in job_json(ui_server, job_id)["steps"]}
+    assert steps["gate"]["status"] == "completed"
+    assert steps["gate"]["output"]["input"]["ticket"] == 42
+    guard.check()
+
+
+def test_reject_an_approval(ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    job_id = execute(ui_server, "release")
+    page.goto(f"{ui_server.url}/jobs/{job_id}")
+    card = page.get_by_role("region", name="Approval: gate")
+    card.get_by_label("Reason").fill("not today")
+    card.get_by_role("button", name="Reject").click()
+    expect(page.locator("#job-status")).to_have_text("failed")
+    assert job_json(ui_server, job_id)["status"] == "failed"
+    guard.check()
+
+
+def test_cancel_a_job(ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    job_id = execute(ui_server, "slow", {"seconds": 30})
+    page.goto(f"{ui_server.url}/jobs/{job_id}")
+    mark_document(page)
+    expect(page.locator("#job-status")).to_have_text("running")
+    expect(page.locator("#logs")).to_contain_text("tick 0")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#job-status")).to_have_text("cancelled")
+    expect(page.locator("#cancel")).to_be_hidden()
+    assert job_json(ui_server, job_id)["status"] == "cancelled"
+    assert_same_document(page)
+    guard.check()
+
+
+def test_rerun_from_a_step_opens_the_new_job(
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    job_id = execute(ui_server, "flaky")
+    page.goto(f"{ui_server.url}/jobs/{job_id}")
+    expect(page.locator("#job-status")).to_have_text("failed")
+    page.get_by_label("Re-run from step").select_option("explode")
+    page.get_by_role("button", name="Re-run", exact=True).click()
+    page.wait_for_url(re.compile(r"/jobs/(?!" + job_id + r")[0-9a-f-]{36}$"))
+    expect(page.locator("#job-status")).to_have_text("failed")
+    expect(page.locator("#job-meta")).to_contain_text(job_id[:8])
+    guard.check()
+
+
+def test_lists_dashboard_and_workers(
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    execute(ui_server, "hello")
+    failed = execute(ui_server, "flaky")
+    deadline = time.monotonic() + 10
+    while job_json(ui_server, failed)["status"] != "failed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    page.goto(f"{ui_server.url}/")
+    expect(page.locator('#counts a[data-status="failed"] .n')).not_to_have_text("0")
+    expect(page.locator("#failing")).to_contain_text("flaky")
+    expect(page.locator("#workers")).to_contain_text("active")
+    expect(page.locator("#recent tbody tr").first).to_be_visible()
+
+    page.goto(f"{ui_server.url}/jobs?workspace=ui&status=failed")
+    expect(page.locator("#jobs tbody tr").first).to_be_visible()
+    statuses = page.locator("#jobs tbody .badge").all_inner_texts()
+    assert statuses and set(statuses) == {"failed"}
+    page.get_by_label("Status", exact=True).select_option("")
+    page.get_by_label("Task", exact=True).fill("hello")
+    page.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(re.compile(r"task_name=hello"))
+    expect(page.locator("#jobs tbody tr").first).to_contain_text("hello")
+    total = int(httpx.get(f"{ui_server.url}/api/jobs?workspace=ui&task_name=hello&limit=0")
+                .headers["X-Total-Count"])
+    expect(page.locator("#page-info")).to_contain_text(f"of {total}")
+
+    page.goto(f"{ui_server.url}/workers")
+    expect(page.locator("#workers")).to_contain_text("embedded")
+    page.goto(f"{ui_server.url}/workspaces")
+    page.get_by_label("Filter tasks").fill("flak")
+    expect(page.locator("li.task:visible")).to_have_count(1)
+    guard.check()
+
+
+def test_phone_width_and_dark_mode(
+        ui_server: ServerProcess, browser: Browser, tmp_path: Path) -> None:
+    job_id = execute(ui_server, "deploy")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    guard = ConsoleGuard()
+    try:
+        pg = context.new_page()
+        guard.attach(pg)
+        for path in ("/", "/workspaces/ui/tasks/deploy", f"/jobs/{job_id}", "/jobs"):
+            pg.goto(f"{ui_server.url}{path}")
+            pg.wait_for_load_state("networkidle")
+            # Nothing wider than the screen: content wraps or scrolls inside its box.
+            overflow = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{path} overflows by {overflow}px"
+        bg = pg.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert bg == "rgb(18, 21, 28)"
+        pg.screenshot(path=str(tmp_path / "phone.png"))
+    finally:
+        context.close()
+    guard.check()
+
+
+def _save(page: Page, name: str, tmp_path: Path) -> None:
+    target = tmp_path / name
+    page.screenshot(path=str(target), full_page=False)
+    assert target.stat().st_size > 10_000
+    if os.environ.get(SCREENSHOTS_ENV) == "1":
+        shutil.copyfile(target, REPO_ROOT / "docs" / "images" / name)
+
+
+def test_screenshots_of_the_main_pages(
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard, tmp_path: Path) -> None:
+    for _ in range(2):
+        execute(ui_server, "deploy")
+    job_id = execute(ui_server, "release", {"version": "4.2"})
+    page.goto(f"{ui_server.url}/jobs/{job_id}")
+    expect(page.get_by_role("region", name="Approval: gate")).to_be_visible()
+    page.goto(f"{ui_server.url}/")
+    expect(page.locator("#recent tbody tr").first).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    _save(page, "dashboard.png", tmp_path)
+    page.goto(f"{ui_server.url}/workspaces/ui/tasks/deploy")
+    expect(page.locator("#recent tbody tr").first).to_be_visible()
+    _save(page, "task.png", tmp_path)
+    deploy_job = execute(ui_server, "deploy")
+    page.goto(f"{ui_server.url}/jobs/{deploy_job}")
+    expect(page.locator("#job-status")).to_have_text("completed")
+    page.locator('#dag g.node[data-step="build"]').click()
+    expect(page.locator("#detail")).to_contain_text("img:1")
+    _save(page, "job.png", tmp_path)
+    page.goto(f"{ui_server.url}/jobs/{job_id}")
+    expect(page.get_by_role("region", name="Approval: gate")).to_be_visible()
+    _save(page, "approval.png", tmp_path)
+    guard.check()
