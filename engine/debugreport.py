@@ -262,8 +262,9 @@ def load_evidence(step_dir: Path, step: str) -> Evidence:
     return evidence
 
 
-def _failed_step(steps: Sequence[StepRow]) -> StepRow | None:
-    failed = [s for s in steps if s.status == "failed"]
+def _failed_step(steps: Sequence[StepRow], name: str | None) -> StepRow | None:
+    """The step to report on: `name` if it failed, else the first failed browser step."""
+    failed = [s for s in steps if s.status == "failed" and name in (None, s.step_name)]
     failed.sort(key=lambda s: (s.action_type != "browser", s.completed_at or 0.0, s.position))
     return failed[0] if failed else None
 
@@ -369,10 +370,14 @@ def recording_url(base_url: str, job_id: str, step: str, viewer: str = "/trace/"
 
 
 def build_report(job: JobRow, steps: Sequence[StepRow], job_artifacts: Path, *,
-                 base_url: str = "") -> dict[str, Any]:
-    """The debug report of `job`; see the module docstring. `base_url` prefixes links."""
+                 base_url: str = "", step: str | None = None) -> dict[str, Any]:
+    """The debug report of `job`; see the module docstring. `base_url` prefixes links.
+
+    It reports on the failed step named `step`, by default the first failed browser step
+    (or the first failed step when no browser step failed).
+    """
     base = _job_fields(job)
-    row = _failed_step(steps)
+    row = _failed_step(steps, step)
     if job.status != "failed" or row is None:
         return {**base, "debug_agent_status": "not_applicable", "debug_agent_mode": "rules",
                 "error": None, "tldr": f"Job {job.job_id} has not failed (status: {job.status}).",

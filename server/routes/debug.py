@@ -22,7 +22,8 @@ async def debug_report(request: Request) -> Response:
     steps = await runtime.store.get_steps(row.job_id)
     base = "" if request.query_params.get("base") == "relative" \
         else str(request.base_url).rstrip("/")
-    report = build_report(row, steps, runtime.options.artifacts_dir / row.job_id, base_url=base)
+    report = build_report(row, steps, runtime.options.artifacts_dir / row.job_id, base_url=base,
+                          step=request.query_params.get("step") or None)
     return ORJSONResponse(report)
 
 
@@ -35,6 +36,7 @@ ENDPOINTS = (
     Endpoint("GET", "/api/jobs/{id}/debug-report", debug_report,
              "Debug report of a failed job: diagnosis, handoff prompt, evidence links",
              (200, 404),
-             query=(Param("base", "`relative` for links without scheme and host"),),
+             query=(Param("base", "`relative` for links without scheme and host"),
+                    Param("step", "The failed step to report on (default: the first)")),
              response=_REPORT, tag="jobs"),
 )
