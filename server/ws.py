@@ -26,12 +26,14 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from engine.auth.acl import Level
 from engine.core import events as ev
 from engine.core.events import RecordedEvent
 from engine.core.state import JobState, evolve
 from engine.errors import ValidationFailed
 from engine.logs.model import LogLine, format_ts
 from engine.logs.store import check_job_id
+from server.auth import task_level
 from server.routes import runtime_of
 
 CLOSE_NORMAL = 1000
@@ -192,7 +194,7 @@ async def logs_stream(websocket: WebSocket) -> None:
     watcher = asyncio.ensure_future(_watch_disconnect(websocket, subscription))
     try:
         row = await runtime.store.get_job(job_id)
-        if row is None:
+        if row is None or task_level(websocket, row.workspace, row.task_name) < Level.VIEW:
             await websocket.close(CLOSE_NOT_FOUND, "job not found")
             return
         frames = await stream.read_frames()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.auth.acl import Level
 from engine.core import commands as cmd
+from engine.core.events import RecordedEvent
 from engine.core.projections import JobRow
 from engine.core.state import JobStatus, StepStatus
 from engine.errors import Conflict, InputInvalid, Issue, NotFound, ValidationFailed
@@ -15,6 +18,7 @@ from engine.logs.store import check_job_id
 from engine.model import InputField
 from engine.store.base import JobFilter
 from engine.views import iso, job_detail, job_summary
+from server.auth import actor, require_job, restricted, visible_rows
 from server.errors import ORJSONResponse
 from server.openapi import Endpoint, Param
 from server.routes import (
@@ -28,6 +32,7 @@ from server.routes import (
 )
 
 _STATUSES = frozenset(s.value for s in JobStatus)
+ACL_SCAN_LIMIT = 100_000
 
 
 async def get_row(request: Request) -> JobRow:
@@ -40,6 +45,7 @@ async def get_row(request: Request) -> JobRow:
     row = await runtime_of(request).store.get_job(job_id)
     if row is None:
         raise NotFound(f"job {job_id!r} not found")
+    require_job(request, row)
     return row
 
 
@@ -63,8 +69,37 @@ def _filter(request: Request) -> JobFilter:
 
 
 async def list_jobs(request: Request) -> Response:
-    rows, total = await runtime_of(request).store.list_jobs(_filter(request))
-    return listing([job_summary(r) for r in rows], total)
+    where = _filter(request)
+    store = runtime_of(request).store
+    if not restricted(request):
+        rows, total = await store.list_jobs(where)
+        return listing([job_summary(r) for r in rows], total)
+    # An ACL applies: count and page over the jobs the caller may view.
+    everything, _ = await store.list_jobs(replace(where, limit=ACL_SCAN_LIMIT, offset=0))
+    rows = visible_rows(request, everything)
+    page = rows[where.offset:where.offset + where.limit]
+    return listing([job_summary(r) for r in page], len(rows))
+
+
+_AUDITED = {"JobCreated": "executed", "JobCancelRequested": "cancelled",
+            "StepApproved": "approved", "StepRejected": "rejected"}
+
+
+def audit_trail(records: list[RecordedEvent]) -> list[dict[str, Any]]:
+    """Who executed, re-ran, cancelled, approved or rejected the job, from its events."""
+    trail: list[dict[str, Any]] = []
+    for record in records:
+        action = _AUDITED.get(record.type)
+        if action is None:
+            continue
+        data = record.data
+        if record.type == "JobCreated" and data.get("retry_of"):
+            action = "reran"
+        entry: dict[str, Any] = {"action": action, "by": data.get("by"), "at": iso(record.ts)}
+        if data.get("step"):
+            entry["step"] = data["step"]
+        trail.append(entry)
+    return trail
 
 
 async def get_job(request: Request) -> Response:
@@ -72,7 +107,9 @@ async def get_job(request: Request) -> Response:
     store = runtime_of(request).store
     steps = await store.get_steps(row.job_id)
     children, _ = await store.list_jobs(JobFilter(parent_job_id=row.job_id, limit=1000))
-    return ORJSONResponse(job_detail(row, steps, [c.job_id for c in reversed(children)]))
+    detail = job_detail(row, steps, [c.job_id for c in reversed(children)])
+    detail["audit"] = audit_trail(await store.read(row.job_id))
+    return ORJSONResponse(detail)
 
 
 async def job_events(request: Request) -> Response:
@@ -84,6 +121,7 @@ async def job_events(request: Request) -> Response:
 
 async def cancel_job(request: Request) -> Response:
     row = await get_row(request)
+    require_job(request, row, Level.RUN)
     body = await read_json(request)
     reason = field_of(body, "reason", str, "a string")
     orch = runtime_of(request).orchestrator
@@ -91,7 +129,7 @@ async def cancel_job(request: Request) -> Response:
     if state.terminal:
         raise Conflict(f"job {row.job_id} has already ended ({state.status.value})")
     state = await orch.command(row.job_id,
-                               cmd.Cancel(by=None, reason=reason or "cancelled via API"))
+                               cmd.Cancel(by=actor(request), reason=reason or "cancelled via API"))
     return ORJSONResponse({"job_id": row.job_id, "status": state.status.value,
                            "cancel_requested": state.cancel_requested})
 
@@ -107,6 +145,7 @@ async def approve_step(request: Request) -> Response:
     from engine.compiler.inputs import coerce_input
 
     row = await get_row(request)
+    require_job(request, row, Level.RUN)
     step_name = path_param(request, "step")
     body = await read_json(request)
     approved = field_of(body, "approved", bool, "a boolean")
@@ -120,7 +159,7 @@ async def approve_step(request: Request) -> Response:
     if step.status != StepStatus.SUSPENDED:
         raise Conflict(f"step {step_name} is {step.status.value}, not waiting for approval")
     if approved is False:
-        command: cmd.Command = cmd.Reject(step=step_name, by=None, reason=reason)
+        command: cmd.Command = cmd.Reject(step=step_name, by=actor(request), reason=reason)
     else:
         action = state.plan_step(step_name).action
         try:
@@ -132,7 +171,7 @@ async def approve_step(request: Request) -> Response:
         except InputInvalid as exc:
             raise InputInvalid(issues=[Issue(message=i.message, path=f"input.{i.path}",
                                              hint=i.hint) for i in exc.issues]) from None
-        command = cmd.Approve(step=step_name, by=None, input=values)
+        command = cmd.Approve(step=step_name, by=actor(request), input=values)
     state = await orch.command(row.job_id, command)
     after = state.steps[step_name]
     return ORJSONResponse({"job_id": row.job_id, "step": step_name,
@@ -141,11 +180,12 @@ async def approve_step(request: Request) -> Response:
 
 async def rerun_job(request: Request) -> Response:
     row = await get_row(request)
+    require_job(request, row, Level.RUN)
     body = await read_json(request)
     from_step = field_of(body, "from_step", str, "a string")
     raw_input = field_of(body, "input", dict, "an object")
     new_id = await runtime_of(request).orchestrator.rerun(
-        row.job_id, from_step=from_step, raw_input=raw_input)
+        row.job_id, from_step=from_step, raw_input=raw_input, by=actor(request))
     return ORJSONResponse({"job_id": new_id})
 
 

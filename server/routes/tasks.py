@@ -7,8 +7,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.auth.acl import Level
 from engine.errors import Issue, NotFound, ValidationFailed
 from engine.model import StepSpec, TaskSpec
+from server.auth import actor, require_task, task_level
 from server.errors import ORJSONResponse
 from server.openapi import Endpoint
 from server.routes import field_of, listing, path_param, read_json, runtime_of
@@ -42,7 +44,8 @@ async def list_tasks(request: Request) -> Response:
     ws = get_workspace(request)
     spec = ws.require().spec
     triggered = {t.task for t in spec.triggers.values() if t.enabled}
-    items = [_task_summary(ws.name, name, task, triggered) for name, task in spec.tasks.items()]
+    items = [_task_summary(ws.name, name, task, triggered) for name, task in spec.tasks.items()
+             if task_level(request, ws.name, name) >= Level.VIEW]
     return listing(items, len(items))
 
 
@@ -53,6 +56,7 @@ async def task_detail(request: Request) -> Response:
     task = spec.tasks.get(name)
     if task is None:
         raise NotFound(f"task {name!r} not found in workspace {ws.name!r}")
+    require_task(request, ws.name, name, Level.VIEW)
     view: dict[str, Any] = {
         "name": name,
         "workspace": ws.name,
@@ -73,6 +77,7 @@ async def task_detail(request: Request) -> Response:
 async def execute_task(request: Request) -> Response:
     ws = get_workspace(request)
     name = path_param(request, "name")
+    require_task(request, ws.name, name, Level.RUN)
     body = await read_json(request)
     raw_input = field_of(body, "input", dict, "an object")
     key = request.headers.get(IDEMPOTENCY_HEADER)
@@ -81,6 +86,7 @@ async def execute_task(request: Request) -> Response:
             message=f"must be 1 to {MAX_KEY_LENGTH} characters", path=IDEMPOTENCY_HEADER)])
     job_id = await runtime_of(request).orchestrator.create_job(
         ws.name, name, raw_input or {}, source_type="api", idempotency_key=key or None,
+        by=actor(request),
     )
     return ORJSONResponse({"job_id": job_id})
 

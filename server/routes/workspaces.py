@@ -7,10 +7,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.auth.acl import Level
 from engine.cron import next_runs_iso
 from engine.errors import NotFound, PartiturError
 from engine.model import TriggerSpec
 from engine.workspaces import Workspace
+from server.auth import task_level
 from server.errors import ORJSONResponse
 from server.openapi import Endpoint
 from server.routes import listing, path_param, runtime_of
@@ -80,7 +82,8 @@ async def list_workspaces(request: Request) -> Response:
 async def list_triggers(request: Request) -> Response:
     ws = get_workspace(request)
     loaded = ws.require()
-    items = [trigger_view(name, t) for name, t in loaded.spec.triggers.items()]
+    items = [trigger_view(name, t) for name, t in loaded.spec.triggers.items()
+             if task_level(request, ws.name, t.task) >= Level.VIEW]
     return listing(items, len(items))
 
 
