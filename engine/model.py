@@ -110,7 +110,7 @@ class BrowserProfile(Frozen):
     With `persist: true` the step saves the profile back when it succeeds.
     """
 
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    name: str = Field(min_length=1)  # may be a template; checked when the step runs
     persist: bool = False
 
 
