@@ -13,15 +13,22 @@ from pathlib import Path
 
 from engine.clock import Clock
 from engine.executor import LocalExecutor
+from engine.leader import Leader
+from engine.leases import LeaseSweeper
 from engine.logs.bus import LiveBus
-from engine.logs.store import JsonlLogStore
+from engine.logs.pgstore import PostgresLogStore
+from engine.logs.store import JsonlLogStore, LogStore
 from engine.orchestrator import Orchestrator
+from engine.replicas import ReplicaSync
 from engine.scheduler import Scheduler
 from engine.sources.git import GitSpec
 from engine.sources.poller import SourcePoller
 from engine.store.base import EventStore
 from engine.store.factory import open_store
+from engine.store.postgres import PostgresStore
+from engine.store.work import work_store
 from engine.triggers.events import EventTriggers
+from engine.workqueue import WorkQueue
 from engine.workspaces import WorkspaceRegistry
 
 
@@ -39,6 +46,8 @@ class RuntimeOptions:
     git_workspaces: Mapping[str, GitSpec] = field(default_factory=dict)
     cache_dir: Path | None = None  # git checkouts; default: <logs_dir>/../git
     folder_interval: float = 2.0  # how often folder workspaces are checked for changes
+    worker_mode: str = "auto"  # local | remote | auto (remote when concurrency is 0)
+    lease_timeout: float = 30.0  # recovery.heartbeat_timeout
 
 
 class Runtime:
@@ -48,7 +57,9 @@ class Runtime:
                  rand: Callable[[], float] | None = None) -> None:
         self.options = options
         self.store: EventStore = open_store(options.db_url, base_dir=options.base_dir)
-        self.logs = JsonlLogStore(options.logs_dir)
+        self.logs: LogStore = (PostgresLogStore(self.store.url)
+                               if isinstance(self.store, PostgresStore)
+                               else JsonlLogStore(options.logs_dir))
         self.bus = LiveBus()
         sources: dict[str, Path | GitSpec] = {**options.workspaces, **options.git_workspaces}
         self.workspaces = WorkspaceRegistry(
@@ -60,7 +71,15 @@ class Runtime:
         self.orchestrator = Orchestrator(self.store, self.logs, self.bus, self.workspaces,
                                          **kwargs)  # type: ignore[arg-type]
         self.executor: LocalExecutor | None = None
-        if options.concurrency > 0:
+        self.queue: WorkQueue | None = None
+        work = work_store(self.store)
+        remote = options.worker_mode == "remote" or (
+            options.worker_mode == "auto" and options.concurrency <= 0)
+        if work is not None:
+            self.queue = WorkQueue(self.orchestrator, work, lease_timeout=options.lease_timeout)
+        if remote and self.queue is not None:
+            self.orchestrator.attach(self.queue)
+        elif options.concurrency > 0:
             self.executor = LocalExecutor(self.orchestrator, concurrency=options.concurrency,
                                           artifacts_root=options.artifacts_dir)
             self.orchestrator.attach(self.executor)
@@ -69,6 +88,11 @@ class Runtime:
         self.event_triggers = EventTriggers(self.orchestrator)
         self.sources = SourcePoller(self.workspaces, folder_interval=options.folder_interval,
                                     on_change=lambda _name: self.scheduler.wake())
+        self.sweeper = (LeaseSweeper(self.queue, timeout=options.lease_timeout)
+                        if self.queue is not None else None)
+        self.leader = Leader(self.store.url if isinstance(self.store, PostgresStore) else None,
+                             self._lead, self._unlead)
+        self.replicas: ReplicaSync | None = None
         self._triggers_started = False
 
     async def open(self) -> None:
@@ -76,7 +100,13 @@ class Runtime:
         self.options.logs_dir.mkdir(parents=True, exist_ok=True)
         self.options.artifacts_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
+        if isinstance(self.logs, PostgresLogStore):
+            await self.logs.open()
         await self.workspaces.refresh_all()
+        if isinstance(self.store, PostgresStore) and isinstance(self.logs, PostgresLogStore):
+            self.replicas = ReplicaSync(self.store, self.logs, self.bus, self.orchestrator,
+                                        self.queue.waker.wake if self.queue else None)
+            await self.replicas.start()
         await self.orchestrator.recover()
 
     def start_triggers(self) -> None:
@@ -85,13 +115,29 @@ class Runtime:
             return
         self._triggers_started = True
         self.orchestrator.on_events(self.event_triggers.listener)
-        self.scheduler.start()
+        self.leader.start()
         self.sources.start()
+
+    async def _lead(self) -> None:
+        """This process became the leader: run the scheduler and the lease sweeper."""
+        self.scheduler.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
+
+    async def _unlead(self) -> None:
+        await self.scheduler.stop()
+        if self.sweeper is not None:
+            await self.sweeper.stop()
 
     async def close(self, grace: float = 0.0) -> None:
         """Stop executing (running steps get `grace` seconds), then close everything."""
         await self.sources.stop()
+        await self.leader.stop()
         await self.scheduler.stop()
+        if self.replicas is not None:
+            await self.replicas.stop()
+        if self.queue is not None:
+            await self.queue.close()
         await self.event_triggers.close()
         if self.executor is not None:
             await self.executor.close(grace)

@@ -43,6 +43,7 @@ from server.routes import (
 )
 from server.traceviewer import trace_viewer_routes
 from server.ui import ui_routes
+from server.worker_api import worker_routes
 from server.ws import DEFAULT_BUFFER, DEFAULT_SEND_TIMEOUT
 
 log = logging.getLogger("partitur.server")
@@ -141,6 +142,8 @@ def runtime_options(settings: Any) -> tuple[RuntimeOptions, list[str]]:
         db_url=settings.db.url, logs_dir=logs_dir, artifacts_dir=artifacts_dir,
         workspaces=folders, concurrency=settings.workers.local.concurrency,
         base_dir=Path.cwd(), git_workspaces=git,
+        worker_mode=settings.workers.mode,
+        lease_timeout=float(settings.recovery.heartbeat_timeout),
     )
     return options, []
 
@@ -150,7 +153,7 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
     options, git_workspaces = runtime_options(settings)
     metrics = Metrics()
     table = endpoints()
-    routes = [*build_routes(table), *ui_routes(), *trace_viewer_routes()]
+    routes = [*build_routes(table), *ui_routes(), *trace_viewer_routes(), *worker_routes()]
     browser_runner.configure(
         executable=getattr(getattr(settings, "browser", None), "executable", None),
         secrets_key=getattr(settings, "secrets_key", None))

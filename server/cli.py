@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--config", type=Path, default=None)
     rebuild.add_argument("--db", default=None, help="store URL (overrides the config)")
 
+    worker = sub.add_parser("worker", help="run steps for a server (a remote worker)")
+    worker.add_argument("--server", required=True, help="the server's URL")
+    worker.add_argument("--token", default=os.environ.get("PARTITUR_WORKER_TOKEN"),
+                        help="the worker token (default: $PARTITUR_WORKER_TOKEN)")
+    worker.add_argument("--tags", default="", help="comma-separated tags of this worker")
+    worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    worker.add_argument("--name", default=None)
+    worker.add_argument("--cache-dir", type=Path, default=None)
+
     migrate = sub.add_parser("migrate", help="apply store migrations")
     migrate.add_argument("--config", type=Path, default=None)
     migrate.add_argument("--db", default=None)
@@ -74,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.print_help()
         raise SystemExit(2)
     handler = {"serve": cmd_serve, "run": cmd_run, "validate": cmd_validate,
-               "rebuild": cmd_rebuild, "migrate": cmd_migrate}[args.command]
+               "rebuild": cmd_rebuild, "migrate": cmd_migrate,
+               "worker": cmd_worker}[args.command]
     raise SystemExit(handler(args))
 
 
@@ -283,6 +293,29 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(go())
+
+
+# --- worker --------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engine.worker import WorkerOptions
+    from engine.worker import main as run_worker
+
+    if not args.token:
+        _fail("--token (or $PARTITUR_WORKER_TOKEN) is required")
+    if not args.server.startswith(("http://", "https://")):
+        _fail(f"--server must be an http(s) URL, not {args.server!r}")
+    if args.concurrency < 1:
+        _fail("--concurrency must be at least 1")
+    options = WorkerOptions(server=args.server, token=args.token,
+                            tags=tuple(t.strip() for t in args.tags.split(",") if t.strip()),
+                            concurrency=args.concurrency)
+    if args.name:
+        options.name = args.name
+    if args.cache_dir:
+        options.cache_dir = args.cache_dir
+    return run_worker(options)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,9 @@ class WorkersSettings(_Section):
 
     token: str | None = Field(default=None, repr=False)
     local: LocalWorkers = Field(default_factory=LocalWorkers)
+    # Who runs steps: `local` (the embedded pool), `remote` (the queue remote workers
+    # claim from), `auto` (remote when `local.concurrency` is 0).
+    mode: Literal["auto", "local", "remote"] = "auto"
 
 
 class RecoverySettings(_Section):

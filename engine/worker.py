@@ -1,0 +1,344 @@
+"""The remote worker: `partitur worker --server URL --token T` (DESIGN §6).
+
+It registers, heartbeats, and runs `concurrency` claim loops that long-poll
+`POST /worker/claim`. A claimed step runs with the same runners as the embedded executor,
+in the step's workspace revision (fetched as a tarball and cached by ETag under
+`cache_dir`). While it runs, its lease is renewed every `heartbeat_interval` seconds and
+its lines are shipped in batches; its result is reported presenting the lease. When the
+server refuses the lease (409: the step was declared lost, or finished elsewhere), the
+step is cancelled, which kills its process group, and nothing more is reported. When the
+job was cancelled, the step is killed and reported as cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import shutil
+import socket
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine.runners import get_runner
+from engine.runners.base import RunResult, StepRun
+
+log = logging.getLogger("partitur.worker")
+
+BATCH_INTERVAL = 0.1
+BATCH_LINES = 500
+
+
+class LeaseLost(Exception):
+    """The server refused this lease: stop the step and report nothing."""
+
+
+@dataclass
+class WorkerOptions:
+    server: str
+    token: str
+    tags: tuple[str, ...] = ()
+    concurrency: int = 1
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "partitur-worker")
+    claim_timeout: float = 20.0
+
+
+class _Lines:
+    """Collects a step's lines for batched shipping (the runners' `LogSink`)."""
+
+    def __init__(self) -> None:
+        self.pending: list[dict[str, Any]] = []
+        self.sent = 0
+        self.ready = asyncio.Event()
+
+    def line(self, stream: str, text: str) -> None:
+        self.pending.append({"ts": time.time(), "stream": stream, "line": text})
+        if len(self.pending) >= BATCH_LINES:
+            self.ready.set()
+
+
+class Worker:
+    """One worker process: registration, heartbeats, claim loops, step runs."""
+
+    def __init__(self, options: WorkerOptions) -> None:
+        self.options = options
+        self.worker_id: str | None = None
+        self.heartbeat_interval = 5.0
+        self.client = httpx.AsyncClient(
+            base_url=options.server.rstrip("/"),
+            headers={"Authorization": f"Bearer {options.token}"},
+            timeout=httpx.Timeout(10.0, read=options.claim_timeout + 10.0))
+        self.completed = 0
+        self._stopping = asyncio.Event()
+        self._revision_locks: dict[str, asyncio.Lock] = {}
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Register and work until `stop()`."""
+        await self._register()
+        loops = [asyncio.ensure_future(self._claim_loop(i))
+                 for i in range(max(1, self.options.concurrency))]
+        beat = asyncio.ensure_future(self._heartbeat_loop())
+        try:
+            await self._stopping.wait()
+        finally:
+            for task in [*loops, beat]:
+                task.cancel()
+            await asyncio.gather(*loops, beat, return_exceptions=True)
+            await self.client.aclose()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _register(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                r = await self.client.post("/worker/register", json={
+                    "name": self.options.name, "tags": list(self.options.tags),
+                    "concurrency": self.options.concurrency, "worker_id": self.worker_id})
+            except httpx.TransportError as exc:
+                log.warning("cannot reach %s: %s", self.options.server, exc)
+            else:
+                if r.status_code == 401:
+                    raise SystemExit("partitur worker: the server refused the worker token")
+                if r.status_code == 200:
+                    data = r.json()
+                    self.worker_id = data["worker_id"]
+                    self.heartbeat_interval = float(data.get("heartbeat_interval", 5.0))
+                    log.info("registered as %s", self.worker_id)
+                    return
+                log.warning("register: %s %s", r.status_code, r.text[:200])
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                r = await self.client.post("/worker/heartbeat", json={"worker_id": self.worker_id})
+                if r.status_code == 404:
+                    await self._register()
+            except httpx.TransportError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _claim_loop(self, _index: int) -> None:
+        delay = 0.2
+        while True:
+            try:
+                r = await self.client.post("/worker/claim", json={
+                    "worker_id": self.worker_id, "timeout": self.options.claim_timeout})
+            except httpx.TransportError as exc:
+                log.warning("claim failed: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            delay = 0.2
+            if r.status_code == 204:
+                continue
+            if r.status_code == 404:
+                await self._register()
+                continue
+            if r.status_code != 200:
+                log.warning("claim: %s %s", r.status_code, r.text[:200])
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                await self._execute(r.json())
+            except Exception:
+                log.exception("step failed in the worker")
+
+    # --- one step --------------------------------------------------------------------
+
+    async def _execute(self, job: dict[str, Any]) -> None:
+        lease = job["lease"]
+        prefix = f"/worker/leases/{lease}"
+        lines = _Lines()
+        try:
+            workdir = await self._revision(job["workspace"], job["revision"])
+        except (httpx.HTTPError, OSError, tarfile.TarError, LeaseLost) as exc:
+            await self._report(prefix, lines, {"status": "failed", "kind": "error",
+                                               "error": f"cannot fetch the workspace: {exc}"})
+            return
+        artifacts = self.options.cache_dir / "artifacts" / job["job_id"] / job["step"]
+        artifacts.mkdir(parents=True, exist_ok=True)
+        run = StepRun(
+            job_id=job["job_id"], step=job["step"], attempt=int(job["attempt"]),
+            action_type=job["action_type"], action=job["action"], input=job["input"],
+            workdir=workdir, artifacts_dir=artifacts,
+            env={**job["env"], "ARTIFACTS_DIR": str(artifacts)}, timeout=job.get("timeout"))
+        try:
+            runner = get_runner(run.action_type)
+        except Exception as exc:
+            await self._report(prefix, lines, {"status": "failed", "error": str(exc)})
+            return
+
+        notes: list[asyncio.Future[Any]] = []
+
+        def on_start(pid: int | None) -> None:
+            notes.append(asyncio.ensure_future(
+                self._post(f"{prefix}/started", {"pid": pid}, quiet=True)))
+
+        inner = asyncio.ensure_future(runner.run(run, lines, on_start))
+        stop_reason: list[str] = []
+        shipper = asyncio.ensure_future(self._ship_loop(prefix, lines, inner, stop_reason))
+        keeper = asyncio.ensure_future(self._keep_lease(prefix, inner, stop_reason))
+        result: RunResult | None
+        try:
+            result = await inner
+        except asyncio.CancelledError:
+            if not inner.cancelled():
+                raise
+            result = None
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        shipper.cancel()
+        await asyncio.gather(shipper, *notes, return_exceptions=True)
+        if stop_reason and stop_reason[0] == "lost":
+            log.warning("lease of step %s (job %s) refused: step killed, nothing reported",
+                        run.step, run.job_id)
+            return
+        if result is None:
+            body: dict[str, Any] = {"status": "cancelled"}
+        else:
+            body = {"status": result.status, "output": result.output, "error": result.error,
+                    "exit_code": result.exit_code, "kind": result.kind,
+                    "message": result.message}
+        await self._report(prefix, lines, body)
+
+    async def _keep_lease(self, prefix: str, inner: asyncio.Future[Any],
+                          reason: list[str]) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                r = await self.client.post(f"{prefix}/heartbeat", json={})
+            except httpx.TransportError as exc:
+                log.warning("lease heartbeat failed: %s", exc)
+                continue
+            if r.status_code == 409:
+                reason.append("lost")
+                inner.cancel()  # the runner kills the step's process group
+                return
+            if r.status_code == 200 and r.json().get("cancel"):
+                reason.append("cancelled")
+                inner.cancel()
+                return
+
+    async def _ship_loop(self, prefix: str, lines: _Lines, inner: asyncio.Future[Any],
+                         reason: list[str]) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lines.ready.wait(), BATCH_INTERVAL)
+            lines.ready.clear()
+            try:
+                await self._ship(prefix, lines)
+            except LeaseLost:
+                reason.append("lost")
+                inner.cancel()
+                return
+
+    async def _ship(self, prefix: str, lines: _Lines) -> None:
+        while lines.pending:
+            batch = lines.pending[:BATCH_LINES]
+            r = await self._post(f"{prefix}/logs", {"offset": lines.sent, "lines": batch})
+            if r is None:
+                return  # unreachable for now: keep the lines for the next try
+            del lines.pending[:len(batch)]
+            lines.sent += len(batch)
+
+    async def _report(self, prefix: str, lines: _Lines, body: dict[str, Any]) -> None:
+        deadline = time.monotonic() + 120.0
+        while time.monotonic() < deadline:
+            try:
+                await self._ship(prefix, lines)
+                if lines.pending:
+                    raise httpx.TransportError("log lines not shipped yet")
+                r = await self._post(f"{prefix}/result", body)
+            except LeaseLost:
+                log.warning("result refused: the lease is no longer held")
+                return
+            except httpx.TransportError:
+                r = None
+            if r is not None:
+                self.completed += 1
+                return
+            await asyncio.sleep(0.5)
+        log.error("gave up reporting the result of %s", prefix)
+
+    async def _post(self, path: str, body: dict[str, Any], *,
+                    quiet: bool = False) -> httpx.Response | None:
+        """POST; None when the server is unreachable (or erred); `LeaseLost` on 409."""
+        try:
+            r = await self.client.post(path, json=body)
+        except httpx.TransportError as exc:
+            if not quiet:
+                log.warning("POST %s failed: %s", path, exc)
+            return None
+        if r.status_code == 409:
+            if quiet:
+                return None
+            raise LeaseLost(r.text)
+        if r.status_code >= 400:
+            log.warning("POST %s: %s %s", path, r.status_code, r.text[:200])
+            return None
+        return r
+
+    # --- workspace revisions ---------------------------------------------------------
+
+    async def _revision(self, workspace: str, revision: str) -> Path:
+        key = hashlib.sha256(f"{workspace}\0{revision}".encode()).hexdigest()[:24]
+        lock = self._revision_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            base = self.options.cache_dir / "revisions"
+            target = base / key
+            etag_file = base / f"{key}.etag"
+            headers = {}
+            if target.is_dir() and etag_file.exists():
+                headers["If-None-Match"] = etag_file.read_text().strip()
+            r = await self.client.get(f"/worker/revisions/{workspace}/{revision}",
+                                      headers=headers)
+            if r.status_code == 304:
+                return target
+            r.raise_for_status()
+            await asyncio.to_thread(_unpack, r.content, target)
+            etag_file.write_text(r.headers.get("etag", ""))
+            return target
+
+
+def _unpack(data: bytes, target: Path) -> None:
+    """Unpack a revision tarball into a fresh folder, then swap it in."""
+    fresh = target.with_name(target.name + ".new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(fresh, filter="data")
+    shutil.rmtree(target, ignore_errors=True)
+    fresh.rename(target)
+
+
+def main(options: WorkerOptions) -> int:
+    """Run a worker until SIGINT/SIGTERM."""
+    import signal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def go() -> None:
+        worker = Worker(options)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    asyncio.run(go())
+    return 0

@@ -1,0 +1,334 @@
+"""The remote-worker dispatcher and the engine side of the worker API (DESIGN §6).
+
+`WorkQueue` is the orchestrator's `Dispatcher` when steps run on remote workers: a ready
+step is written to the queue table (approval steps need no worker and suspend here), and
+idle claimers are woken at once — in this process through `Waker`, on other replicas
+through `NOTIFY partitur_work` (see `engine.store.work`).
+
+It also carries what the `/worker` routes do, so they stay thin: register, heartbeat,
+claim (long poll), and the calls made under a lease (heartbeat, started, logs, result).
+Every call under a lease is fenced: the lease must still be open in the queue table and
+the step must still be running that attempt; otherwise `LeaseRefused` (409) and nothing
+changes. The command that records a result is decided on the job's current state, so a
+result racing the lease sweeper is applied at most once, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.clock import new_token
+from engine.core import commands as cmd
+from engine.core.state import JobState, StepStatus, fold
+from engine.errors import Conflict, NotFound, PartiturError, RenderError
+from engine.orchestrator import Orchestrator
+from engine.stepprep import prepare
+from engine.store.work import Held, WorkerRow, WorkItem, WorkStore
+
+log = logging.getLogger("partitur.workqueue")
+
+SERVER_WORKER = "server"
+
+
+class LeaseRefused(Conflict):
+    """This lease is no longer valid: the step was lost, cancelled or finished."""
+
+    code = "lease_refused"
+
+
+class Waker:
+    """Wakes every coroutine waiting for new work (no wake-up is ever lost)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    def current(self) -> asyncio.Event:
+        """The event to wait on; take it *before* looking at the queue."""
+        return self._event
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A claimed step, fully rendered for a worker to run."""
+
+    job_id: str
+    step: str
+    attempt: int
+    lease: str
+    workspace: str
+    revision: str
+    action_type: str
+    action: Mapping[str, Any]
+    input: Mapping[str, Any]
+    env: Mapping[str, str]
+    timeout: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "step": self.step, "attempt": self.attempt,
+                "lease": self.lease, "workspace": self.workspace, "revision": self.revision,
+                "action_type": self.action_type, "action": dict(self.action),
+                "input": dict(self.input), "env": dict(self.env), "timeout": self.timeout}
+
+
+def _redact(redactor: Any, value: Any) -> Any:
+    if isinstance(value, str):
+        return redactor.redact(value)
+    if isinstance(value, dict):
+        return {k: _redact(redactor, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(redactor, v) for v in value]
+    return value
+
+
+class WorkQueue:
+    """Dispatches ready steps to the queue and serves the workers that claim them."""
+
+    def __init__(self, orchestrator: Orchestrator, work: WorkStore, *,
+                 lease_timeout: float = 30.0) -> None:
+        self.orchestrator = orchestrator
+        self.work = work
+        self.lease_timeout = lease_timeout
+        self.waker = Waker()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._log_next: dict[str, int] = {}
+
+    # --- Dispatcher ------------------------------------------------------------------
+
+    def dispatch(self, state: JobState, step: str) -> None:
+        plan_step = state.plan_step(step)
+        current = state.steps[step]
+        if plan_step.action_type == "approval":
+            self._spawn(self._suspend(state, step, current.attempt))
+            return
+        item = WorkItem(state.job_id, step, current.attempt, state.priority,
+                        current.ready_at or self.orchestrator.clock.now(), tuple(plan_step.tags))
+        self._spawn(self._enqueue(item))
+
+    def cancel(self, job_id: str, step: str) -> None:
+        """Nothing to do here: the worker learns of the cancel from its next heartbeat."""
+
+    def owns(self, worker_id: str | None) -> bool:
+        # Steps of the embedded executor (an earlier configuration) died with the server;
+        # remote workers' steps are the lease sweeper's to judge.
+        return worker_id is None or worker_id.startswith("local:") or worker_id == SERVER_WORKER
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _enqueue(self, item: WorkItem) -> None:
+        for delay in (0.0, 0.2, 1.0, 5.0):
+            await asyncio.sleep(delay)
+            try:
+                await self.work.enqueue([item])
+            except PartiturError as exc:
+                log.warning("cannot queue step %s of job %s: %s", item.step, item.job_id, exc)
+                continue
+            self.waker.wake()
+            return
+        # The leader's sweeper re-queues ready steps that have no queue row.
+
+    async def _suspend(self, state: JobState, step: str, attempt: int) -> None:
+        orch = self.orchestrator
+        plan_step = state.plan_step(step)
+        try:
+            run = self._prepare(state, step, Path("."))
+            message = run.action.get("message")
+            timeout_at = orch.clock.now() + plan_step.timeout if plan_step.timeout else None
+            command: cmd.Command = cmd.Suspend(
+                step=step, attempt=attempt, message=None if message is None else str(message),
+                timeout_at=timeout_at)
+        except RenderError as exc:
+            command = cmd.Fail(step=step, attempt=attempt, error=exc.message, kind="render")
+        try:
+            await orch.command(state.job_id, command)
+        except (Conflict, NotFound) as exc:
+            log.info("approval step %s of job %s: %s", step, state.job_id, exc)
+
+    def _prepare(self, state: JobState, step: str, workdir: Path) -> Any:
+        orch = self.orchestrator
+        real_input = orch.real_renderer(state).input(state, step)
+        return prepare(state, step, real_input=real_input, secrets=orch.secrets_of(state),
+                       workdir=workdir, artifacts_dir=workdir / ".artifacts")
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+
+    # --- workers ---------------------------------------------------------------------
+
+    async def register(self, name: str, tags: Sequence[str], concurrency: int,
+                       worker_id: str | None = None) -> WorkerRow:
+        now = time.time()
+        existing = await self.work.worker(worker_id) if worker_id else None
+        row = WorkerRow(worker_id or new_token(12), name, tuple(sorted(set(tags))),
+                        max(1, concurrency), existing.registered_at if existing else now, now)
+        await self.work.register(row)
+        return row
+
+    async def worker_heartbeat(self, worker_id: str) -> None:
+        if not await self.work.touch(worker_id, time.time()):
+            raise NotFound(f"worker {worker_id!r} is not registered")
+
+    async def claim(self, worker_id: str, timeout: float) -> Assignment | None:
+        """The next step for the worker, waiting up to `timeout` seconds for one."""
+        worker = await self.work.worker(worker_id)
+        if worker is None:
+            raise NotFound(f"worker {worker_id!r} is not registered")
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            event = self.waker.current()
+            held = await self.work.claim(worker_id, worker.tags, new_token(16), time.time())
+            if held is not None:
+                assignment = await self._assign(held)
+                if assignment is not None:
+                    return assignment
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                return None
+
+    async def _assign(self, held: Held) -> Assignment | None:
+        orch = self.orchestrator
+        try:
+            state = await orch.command(held.job_id, cmd.Claim(
+                step=held.step, attempt=held.attempt, worker_id=held.worker_id,
+                lease=held.lease))
+        except (Conflict, NotFound) as exc:
+            # The step is no longer ready at this attempt (cancelled, or claimed before).
+            log.info("queued step %s of job %s dropped: %s", held.step, held.job_id, exc)
+            await self.work.finish(held.lease, "dropped", time.time())
+            return None
+        except BaseException:
+            await asyncio.shield(self.work.release(held.lease))
+            raise
+        try:
+            run = self._prepare(state, held.step, Path("."))
+        except RenderError as exc:
+            await self._record(held, cmd.Fail(step=held.step, attempt=held.attempt,
+                                              error=exc.message, kind="render"), "failed")
+            return None
+        return Assignment(
+            job_id=held.job_id, step=held.step, attempt=held.attempt, lease=held.lease,
+            workspace=state.workspace, revision=state.revision, action_type=run.action_type,
+            action=run.action, input=run.input,
+            env={k: v for k, v in run.env.items() if k != "ARTIFACTS_DIR"},
+            timeout=run.timeout)
+
+    # --- calls under a lease ---------------------------------------------------------
+
+    async def fenced(self, lease: str) -> tuple[Held, JobState]:
+        """The open lease and its job's state; `LeaseRefused` unless it still holds."""
+        held = await self.work.held(lease)
+        if held is None or held.finished_at is not None:
+            raise LeaseRefused(f"lease {lease[:8]}… is not held "
+                               f"({'unknown' if held is None else held.outcome})")
+        state = await self.current_state(held.job_id)
+        step = state.steps.get(held.step)
+        if (step is None or step.attempt != held.attempt or step.lease != held.lease
+                or step.status is not StepStatus.RUNNING):
+            raise LeaseRefused(f"step {held.step} of job {held.job_id} no longer runs "
+                               f"under this lease")
+        return held, state
+
+    async def current_state(self, job_id: str) -> JobState:
+        """The job's state with every event in the log (another replica may have
+        appended since this one last decided on the job)."""
+        state = await self.orchestrator.get_state(job_id)
+        newer = await self.orchestrator.store.read(job_id, after_version=state.version)
+        return fold((r.event() for r in newer), state) if newer else state
+
+    async def lease_heartbeat(self, lease: str) -> bool:
+        """Renew the lease; True when the job was cancelled and the step must stop."""
+        _, state = await self.fenced(lease)
+        if not await self.work.renew(lease, time.time()):
+            raise LeaseRefused("lease closed meanwhile")
+        return state.cancel_requested
+
+    async def started(self, lease: str, pid: int | None) -> None:
+        held, _ = await self.fenced(lease)
+        await self._command(held, cmd.MarkStarted(step=held.step, attempt=held.attempt,
+                                                  worker_id=held.worker_id, pid=pid))
+        await self.work.renew(lease, time.time())
+
+    async def logs(self, lease: str, offset: int, lines: Sequence[Mapping[str, Any]]) -> int:
+        """Store a batch of lines (index `offset`… in this lease's output); lines already
+        stored by an earlier try of the same batch are skipped. Returns the next offset."""
+        held, _ = await self.fenced(lease)
+        start = self._log_next.get(lease, 0)
+        writer = await self._writer(held.job_id)
+        for index, entry in enumerate(lines, start=offset):
+            if index < start:
+                continue
+            stream = "stderr" if entry.get("stream") == "stderr" else "stdout"
+            ts = entry.get("ts")
+            writer.line(held.step, stream, str(entry.get("line", "")),
+                        ts=float(ts) if isinstance(ts, int | float) else None)
+        end = max(start, offset + len(lines))
+        self._log_next[lease] = end
+        await writer.flush()
+        await self.work.renew(lease, time.time())
+        return end
+
+    async def result(self, lease: str, body: Mapping[str, Any]) -> str:
+        """Record how the step ended (`status`: completed|failed|suspended|cancelled)."""
+        held, _ = await self.fenced(lease)
+        writer = await self._writer(held.job_id)
+        await writer.flush()
+        redactor = writer.redactor
+        status = str(body.get("status", "failed"))
+        output = _redact(redactor, body.get("output"))
+        step, attempt = held.step, held.attempt
+        command: cmd.Command
+        if status == "completed":
+            command = cmd.Complete(step=step, attempt=attempt, output=output)
+        elif status == "suspended":
+            command = cmd.Suspend(step=step, attempt=attempt,
+                                  message=_redact(redactor, body.get("message")))
+        elif status == "cancelled":
+            command = cmd.CancelStep(step=step, attempt=attempt, reason="cancelled")
+        else:
+            status = "failed"
+            kind = str(body.get("kind") or "error")
+            command = cmd.Fail(step=step, attempt=attempt,
+                               error=_redact(redactor, str(body.get("error") or "failed")),
+                               exit_code=body.get("exit_code"),
+                               kind=kind if kind in ("error", "timeout") else "error")
+        await self._record(held, command, status)
+        self._log_next.pop(lease, None)
+        return status
+
+    async def _record(self, held: Held, command: cmd.Command, outcome: str) -> None:
+        await self._command(held, command)
+        await self.work.finish(held.lease, outcome, time.time())
+
+    async def _command(self, held: Held, command: cmd.Command) -> None:
+        try:
+            await self.orchestrator.command(held.job_id, command)
+        except Conflict as exc:
+            raise LeaseRefused(str(exc)) from exc
+
+    async def _writer(self, job_id: str) -> Any:
+        orch = self.orchestrator
+        try:
+            return orch.writer(job_id)
+        except NotFound:
+            await orch.command(job_id, cmd.Tick())  # loads the job into memory
+            return orch.writer(job_id)

@@ -1,0 +1,190 @@
+"""`/worker/*`: the API remote workers use (DESIGN §6); see docs/deploy.md.
+
+Every route needs the worker token (`workers.token`) as `Authorization: Bearer <token>`;
+without it, or with a wrong one, 401 (and when no token is configured, every call is
+401: remote workers are off). A call under a lease whose lease no longer holds is 409
+and changes nothing. The routes are thin: they parse, call `engine.workqueue.WorkQueue`
+and shape the answer. They are not part of the public OpenAPI document.
+
+- `POST /worker/register` `{name, tags, concurrency, worker_id?}` → `{worker_id, …}`
+- `POST /worker/heartbeat` `{worker_id}` → 200 (404 for an unknown worker: register again)
+- `POST /worker/claim` `{worker_id, timeout}` → 200 with a step, or 204 after `timeout`
+- `POST /worker/leases/{lease}/heartbeat` → `{cancel: bool}`
+- `POST /worker/leases/{lease}/started` `{pid}`
+- `POST /worker/leases/{lease}/logs` `{offset, lines: [{ts, stream, line}]}` → `{next}`
+- `POST /worker/leases/{lease}/result` `{status, output, error, exit_code, kind, message}`
+- `GET /worker/revisions/{workspace}/{revision}` → the workspace as `.tar.gz`, with an
+  `ETag`; `If-None-Match` with that tag → 304.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import io
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from engine.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from engine.workqueue import WorkQueue
+from server.errors import ORJSONResponse
+from server.routes import path_param, read_json, runtime_of
+
+MAX_CLAIM_WAIT = 60.0
+_TARBALLS: dict[tuple[str, str, str], tuple[str, bytes]] = {}
+
+
+def _authorize(request: Request) -> WorkQueue:
+    settings = request.app.state.settings
+    expected = getattr(settings.workers, "token", None)
+    given = request.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), str(expected).encode()):
+        raise Unauthorized("a valid worker token is required (Authorization: Bearer …)")
+    queue = runtime_of(request).queue
+    if queue is None:
+        raise Conflict("this server does not queue steps for remote workers")
+    return queue
+
+
+def _str(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValidationFailed(f"'{name}' must be a non-empty string")
+    return value
+
+
+async def register(request: Request) -> Response:
+    queue = _authorize(request)
+    body = await read_json(request)
+    tags = body.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ValidationFailed("'tags' must be a list of strings")
+    concurrency = body.get("concurrency", 1)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise ValidationFailed("'concurrency' must be a positive integer")
+    row = await queue.register(_str(body, "name") or "", tags, concurrency,
+                               _str(body, "worker_id", required=False))
+    return ORJSONResponse({"worker_id": row.worker_id, "name": row.name, "tags": list(row.tags),
+                           "lease_timeout": queue.lease_timeout,
+                           "heartbeat_interval": max(0.2, queue.lease_timeout / 4)})
+
+
+async def heartbeat(request: Request) -> Response:
+    queue = _authorize(request)
+    body = await read_json(request)
+    await queue.worker_heartbeat(_str(body, "worker_id") or "")
+    return ORJSONResponse({"ok": True})
+
+
+async def claim(request: Request) -> Response:
+    queue = _authorize(request)
+    body = await read_json(request)
+    timeout = body.get("timeout", 20.0)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
+        raise ValidationFailed("'timeout' must be a number of seconds")
+    worker_id = _str(body, "worker_id") or ""
+    assignment = await queue.claim(worker_id, min(float(timeout), MAX_CLAIM_WAIT))
+    await queue.work.touch(worker_id, time.time())
+    if assignment is None:
+        return Response(status_code=204)
+    return ORJSONResponse(assignment.to_json())
+
+
+async def lease_heartbeat(request: Request) -> Response:
+    queue = _authorize(request)
+    cancel = await queue.lease_heartbeat(path_param(request, "lease"))
+    return ORJSONResponse({"cancel": cancel})
+
+
+async def started(request: Request) -> Response:
+    queue = _authorize(request)
+    body = await read_json(request)
+    pid = body.get("pid")
+    if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool)):
+        raise ValidationFailed("'pid' must be an integer")
+    await queue.started(path_param(request, "lease"), pid)
+    return ORJSONResponse({"ok": True})
+
+
+async def logs(request: Request) -> Response:
+    queue = _authorize(request)
+    body = await read_json(request)
+    lines = body.get("lines") or []
+    offset = body.get("offset", 0)
+    if not isinstance(lines, list) or not all(isinstance(x, dict) for x in lines):
+        raise ValidationFailed("'lines' must be a list of objects")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ValidationFailed("'offset' must be a non-negative integer")
+    end = await queue.logs(path_param(request, "lease"), offset, lines)
+    return ORJSONResponse({"next": end})
+
+
+async def result(request: Request) -> Response:
+    queue = _authorize(request)
+    body = await read_json(request)
+    status = await queue.result(path_param(request, "lease"), body)
+    return ORJSONResponse({"status": status})
+
+
+def _tarball(path: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+        for item in sorted(path.rglob("*")):
+            rel = item.relative_to(path)
+            if rel.parts[0] == ".git" or item.is_symlink():
+                continue
+            info = tar.gettarinfo(str(item), arcname=str(rel))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if item.is_file():
+                with item.open("rb") as fh:
+                    tar.addfile(info, fh)
+            elif item.is_dir():
+                tar.addfile(info)
+    return buffer.getvalue()
+
+
+async def revision(request: Request) -> Response:
+    _authorize(request)
+    workspace = path_param(request, "workspace")
+    rev = path_param(request, "revision")
+    loaded = runtime_of(request).workspaces.revision(workspace, rev)
+    if loaded.revision != rev:
+        raise NotFound(f"revision {rev} of workspace {workspace!r} is no longer kept")
+    path = Path(loaded.path)
+    key = (workspace, rev, str(path))
+    cached = _TARBALLS.get(key)
+    if cached is None:
+        data = await asyncio.to_thread(_tarball, path)
+        cached = (f'"{hashlib.sha256(data).hexdigest()[:32]}"', data)
+        if len(_TARBALLS) > 64:
+            _TARBALLS.clear()
+        _TARBALLS[key] = cached
+    etag, data = cached
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(data, media_type="application/gzip", headers={"ETag": etag})
+
+
+def worker_routes() -> list[BaseRoute]:
+    """The `/worker/*` routes (mounted by `server.app`, outside the OpenAPI document)."""
+    return [
+        Route("/worker/register", register, methods=["POST"]),
+        Route("/worker/heartbeat", heartbeat, methods=["POST"]),
+        Route("/worker/claim", claim, methods=["POST"]),
+        Route("/worker/leases/{lease}/heartbeat", lease_heartbeat, methods=["POST"]),
+        Route("/worker/leases/{lease}/started", started, methods=["POST"]),
+        Route("/worker/leases/{lease}/logs", logs, methods=["POST"]),
+        Route("/worker/leases/{lease}/result", result, methods=["POST"]),
+        Route("/worker/revisions/{workspace}/{revision}", revision, methods=["GET"]),
+    ]
