@@ -202,6 +202,7 @@ async def _run(args: argparse.Namespace, workspace: Path) -> int:
                 out.write(f"{prefix} | {item.line}\n")
                 out.flush()
             state = await runtime.orchestrator.wait(job_id)
+            await runtime.orchestrator.settle(60)  # hooks and retries of the job finish
             row = await runtime.store.get_job(job_id)
             steps = await runtime.store.get_steps(job_id)
             if args.json and row is not None:
