@@ -243,6 +243,14 @@ class LocalExecutor:
             timeout_at=timeout_at))
 
     async def _report(self, job_id: str, command: cmd.Command) -> None:
+        if isinstance(command, cmd.Fail):
+            # Render errors quote values rendered with the real secrets.
+            try:
+                redactor = self.orchestrator.writer(job_id).redactor
+            except NotFound:
+                redactor = None
+            if redactor:
+                command = replace(command, error=redactor.redact(command.error))
         try:
             await self.orchestrator.command(job_id, command)
         except (Conflict, NotFound) as exc:

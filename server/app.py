@@ -32,6 +32,7 @@ from server.openapi import Endpoint, build_openapi
 from server.routes import (
     artifacts,
     auth,
+    control,
     debug,
     jobs,
     logs,
@@ -57,7 +58,7 @@ def endpoints() -> tuple[Endpoint, ...]:
     """Every documented route, in the order they are matched."""
     return (*workspaces.ENDPOINTS, *tasks.ENDPOINTS, *jobs.ENDPOINTS, *artifacts.ENDPOINTS,
             *logs.ENDPOINTS, *workers.ENDPOINTS, *users.ENDPOINTS, *auth.ENDPOINTS,
-            *ops.ENDPOINTS, *hooks.ENDPOINTS, *debug.ENDPOINTS)
+            *ops.ENDPOINTS, *hooks.ENDPOINTS, *debug.ENDPOINTS, *control.ENDPOINTS)
 
 
 def build_routes(table: Sequence[Endpoint]) -> list[BaseRoute]:
@@ -163,6 +164,7 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
         rt = runtime or Runtime(options)
         metrics.instrument_store(rt.store)
         rt.orchestrator.on_events(metrics.on_events)
+        metrics.watch_stuck(rt.orchestrator, settings.stuck_after)
         app.state.runtime = rt
         await rt.open()
         await open_auth(app.state, rt.store, settings)

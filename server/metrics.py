@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -20,6 +20,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine.core import events as ev
 from engine.core.state import JobState, StepStatus
 from engine.store.base import EventStore
+from engine.stuck import stuck_jobs
+
+if TYPE_CHECKING:
+    from engine.orchestrator import Orchestrator
 
 _JOB_STATUS_OF: dict[type[ev.Event], str] = {
     ev.JobCreated: "pending", ev.JobStarted: "running", ev.JobCompleted: "completed",
@@ -54,6 +58,10 @@ class Metrics:
             "partitur_event_append_seconds", "Latency of one event-store append",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=r)
+        self.jobs_stuck = Gauge(
+            "partitur_jobs_stuck",
+            "Jobs not ended with no event for longer than stuck_after (0 when unset)",
+            registry=r)
         self._ready: dict[str, int] = {}
         self._active: set[str] = set()
 
@@ -81,6 +89,13 @@ class Metrics:
                                       if s.status == StepStatus.READY)
         self.ready_queue.set(sum(self._ready.values()))
         self.jobs_active.set(len(self._active))
+
+    def watch_stuck(self, orchestrator: Orchestrator, after: float | None) -> None:
+        """Count stuck jobs (`engine.stuck`) among the active ones at each scrape."""
+        if after is None:
+            return
+        self.jobs_stuck.set_function(lambda: float(len(stuck_jobs(
+            orchestrator.active_states(), orchestrator.clock.now(), after))))
 
     def instrument_store(self, store: EventStore) -> None:
         """Time every `append` of `store` (wraps the bound method on the instance)."""

@@ -17,6 +17,7 @@ from engine.errors import Conflict, InputInvalid, Issue, NotFound, ValidationFai
 from engine.logs.store import check_job_id
 from engine.model import InputField
 from engine.store.base import JobFilter
+from engine.stuck import stuck_ids
 from engine.views import iso, job_detail, job_summary
 from server.auth import actor, require_job, restricted, visible_rows
 from server.errors import ORJSONResponse
@@ -73,12 +74,23 @@ async def list_jobs(request: Request) -> Response:
     store = runtime_of(request).store
     if not restricted(request):
         rows, total = await store.list_jobs(where)
-        return listing([job_summary(r) for r in rows], total)
+        return listing(await _summaries(request, rows), total)
     # An ACL applies: count and page over the jobs the caller may view.
     everything, _ = await store.list_jobs(replace(where, limit=ACL_SCAN_LIMIT, offset=0))
     rows = visible_rows(request, everything)
     page = rows[where.offset:where.offset + where.limit]
-    return listing([job_summary(r) for r in page], len(rows))
+    return listing(await _summaries(request, page), len(rows))
+
+
+async def _summaries(request: Request, rows: list[JobRow]) -> list[dict[str, Any]]:
+    """Job list entries; with `stuck_after` configured each says whether it is stuck."""
+    items = [job_summary(r) for r in rows]
+    after = getattr(request.app.state.settings, "stuck_after", None)
+    if after:
+        stuck = await stuck_ids(runtime_of(request).orchestrator, rows, float(after))
+        for item in items:
+            item["stuck"] = item["job_id"] in stuck
+    return items
 
 
 _AUDITED = {"JobCreated": "executed", "JobCancelRequested": "cancelled",
