@@ -49,7 +49,8 @@ async def run(ctx: Context, sizes: tuple[int, ...] = (40,)) -> None:
                 w0 = ctx.limits.get(f"W0.chain{n}")
                 if w0 is not None:
                     ctx.derived("W1", f"W1.{task}", "overhead_per_step_ms",
-                                (s["median"] - w0) / n * 1000, "ms", limit=w0 / n * 1000, limit_figure=f"W0.chain{n} / {n}",
+                                (s["median"] - w0) / n * 1000, "ms", limit=w0 / n * 1000,
+                                limit_figure=f"W0.chain{n} / {n}",
                                 target_ms=2.0 if ctx.backend == "sqlite" else 4.0)
     ctx.emit({"workload": "W1", "figure": "W1", "metric": "peak_rss_mib", "stat": "summary",
               "backend": ctx.backend, "peer": "partitur", "unit": "MiB",
