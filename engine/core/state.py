@@ -140,6 +140,7 @@ class JobState:
     queued: bool = False
     paused: bool = False
     paused_by: str | None = None
+    last_event_at: float = 0.0
     task_state: Any = None
     saved_state: Any = None
 
@@ -184,9 +185,7 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             raise StreamCorrupt("stream", "empty", event.type, "a stream starts with JobCreated")
         return _created(event)
     new = _apply(event, state)
-    if new.version == state.version:
-        new = replace(new, version=state.version + 1)
-    return new
+    return replace(new, version=max(new.version, state.version + 1), last_event_at=event.ts)
 
 
 def _created(e: ev.JobCreated) -> JobState:
@@ -194,7 +193,7 @@ def _created(e: ev.JobCreated) -> JobState:
     return JobState(
         job_id=e.job_id, workspace=e.workspace, revision=e.revision, task=e.task,
         input=e.input, plan=plan, steps={name: StepState(name) for name in plan.steps},
-        created_at=e.ts, version=1, source_type=e.source_type, source_id=e.source_id,
+        created_at=e.ts, last_event_at=e.ts, version=1, source_type=e.source_type, source_id=e.source_id,
         parent=e.parent, parent_step=e.parent_step, depth=e.depth,
         idempotency_key=e.idempotency_key, timeout=e.timeout, priority=e.priority,
         created_by=e.by, retry_of=e.retry_of, task_attempt=e.task_attempt,
