@@ -107,7 +107,8 @@ def test_documented_statuses_are_reachable(client: httpx.Client) -> None:
 
 
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+_NUMBER = st.floats(allow_nan=False, allow_infinity=False)
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | _NUMBER
                      | _TEXT, lambda inner: st.lists(inner, max_size=3)
                      | st.dictionaries(_TEXT, inner, max_size=3), max_leaves=8)
 
