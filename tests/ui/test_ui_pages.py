@@ -122,6 +122,8 @@ def test_run_a_task_from_its_form_and_watch_it_complete_live(
     job_id = page.url.rsplit("/", 1)[1]
     expect(page.locator("#job-status")).to_have_text("completed")
     expect(page.locator('#dag g.node[data-status="completed"]')).to_have_count(4)
+    expect(page.locator('#job-root[data-rendered="completed"]')).to_be_attached()
+    expect(page.locator("#job-meta")).not_to_contain_text("Finished—")
     expect(page.locator("#logs")).to_contain_text("building web")
     expect(page.locator("#events")).to_contain_text("JobCompleted")
     # The screenshot artifact is shown inline and decodes.
@@ -246,7 +248,7 @@ def test_rerun_from_a_step_opens_the_new_job(
     page.get_by_role("button", name="Re-run", exact=True).click()
     page.wait_for_url(re.compile(r"/jobs/(?!" + job_id + r")[0-9a-f-]{36}$"))
     expect(page.locator("#job-status")).to_have_text("failed")
-    expect(page.locator("#job-meta")).to_contain_text(job_id[:8])
+    expect(page.locator("#job-meta")).to_contain_text(job_id.replace("-", "")[-8:])
     guard.check()
 
 
@@ -330,7 +332,7 @@ def test_screenshots_of_the_main_pages(
     _save(page, "task.png", tmp_path)
     deploy_job = execute(ui_server, "deploy")
     page.goto(f"{ui_server.url}/jobs/{deploy_job}")
-    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.locator('#job-root[data-rendered="completed"]')).to_be_attached()
     page.locator('#dag g.node[data-step="build"]').click()
     expect(page.locator("#detail")).to_contain_text("img:1")
     _save(page, "job.png", tmp_path)

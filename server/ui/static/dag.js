@@ -3,7 +3,7 @@
 // the affected node's attributes, so a 1,000-step job stays cheap to update.
 
 const SVG = "http://www.w3.org/2000/svg";
-const W = 160, H = 34, COL_GAP = 56, ROW_GAP = 12, PAD = 10;
+const W = 150, H = 34, COL_GAP = 44, ROW_GAP = 12, PAD = 10;
 
 /** Depth of each node and the layers; nodes: [{name, deps}] (unknown deps ignored). */
 export function layout(nodes) {

@@ -6,7 +6,7 @@
 import { drawDag } from "./dag.js";
 import { buildForm } from "./form.js";
 import {
-  badge, clear, el, fmtClock, fmtDuration, fmtTime, getJSON, postJSON, pretty, showError,
+  badge, clear, el, fmtClock, shortId, fmtDuration, fmtTime, getJSON, postJSON, pretty, showError,
   span, taskLink, throttle, toast,
 } from "./lib.js";
 
@@ -64,6 +64,7 @@ function flush() {
       statusChanged = true;
     } else if (f.type === "end") {
       state.ended = true;
+      state.finalStatus = f.status;
       if (state.job && f.status) state.job.status = f.status;
       statusChanged = true;
     }
@@ -71,7 +72,7 @@ function flush() {
   if (newLines.length) appendLogs(newLines);
   if (statusChanged) {
     renderStates();
-    refresh();
+    if (state.ended) doRefresh(); else refresh();
   }
 }
 
@@ -92,7 +93,7 @@ function connect() {
     enqueue(frame);
   });
   ws.addEventListener("close", (event) => {
-    if (event.code === 1000 || state.ended) { setLive(""); refresh(); return; }
+    if (event.code === 1000 || state.ended) { setLive(""); return; }
     if (event.code === 4404) { setLive("job not found"); return; }
     if (state.job && TERMINAL.has(state.job.status)) { setLive(""); return; }
     // Lost or told to slow down: resume from the cursor, nothing missed or repeated.
@@ -113,6 +114,7 @@ function setLive(text) {
 
 async function loadDetail() {
   const { data } = await getJSON(api);
+  if (state.finalStatus) data.status = state.finalStatus; // the stream's last word stands
   state.job = data;
   for (const s of data.steps) {
     const known = state.steps.get(s.step_name);
@@ -171,12 +173,14 @@ function renderAll() {
 function renderHeader() {
   const job = state.job;
   document.title = `${job.task_name} ${job.status} · Partitur`;
-  document.getElementById("job-title").textContent = `${job.task_name} · ${job.job_id.slice(0, 8)}`;
+  document.getElementById("job-title").textContent = `${job.task_name} · ${shortId(job.job_id)}`;
   clear(document.getElementById("crumb-task"), taskLink(job.workspace, job.task_name));
   const status = document.getElementById("job-status");
   status.textContent = job.status;
   status.dataset.status = job.status;
   document.getElementById("cancel").hidden = TERMINAL.has(job.status);
+  // What the last full render showed: tests (and scripts) can wait for it.
+  root.dataset.rendered = job.status;
   const items = [
     ["Job", el("code", null, job.job_id)],
     ["Workspace", job.workspace],
@@ -187,8 +191,8 @@ function renderHeader() {
     ["Duration", el("span", { id: "job-duration" }, fmtDuration(span(job.started_at, job.completed_at)))],
     ["Revision", job.revision ? el("code", null, job.revision.slice(0, 12)) : "—"],
   ];
-  if (job.parent_job_id) items.push(["Parent", el("a", { href: `/jobs/${job.parent_job_id}` }, job.parent_job_id.slice(0, 8))]);
-  if (job.retry_of_job_id) items.push(["Re-run of", el("a", { href: `/jobs/${job.retry_of_job_id}` }, job.retry_of_job_id.slice(0, 8))]);
+  if (job.parent_job_id) items.push(["Parent", el("a", { href: `/jobs/${job.parent_job_id}` }, shortId(job.parent_job_id))]);
+  if (job.retry_of_job_id) items.push(["Re-run of", el("a", { href: `/jobs/${job.retry_of_job_id}` }, shortId(job.retry_of_job_id))]);
   const meta = document.getElementById("job-meta");
   clear(meta, items.map(([k, v]) => el("div", null, el("dt", null, k), el("dd", null, v))),
     el("div", { class: "wide" }, el("dt", null, "Input"), el("dd", null, el("details", null, el("summary", null, "show"), pretty(job.input)))),
@@ -206,7 +210,7 @@ function renderDag() {
   const key = nodes.map((n) => `${n.name}<${n.deps.join(",")}`).join(";");
   if (key === dagKey) return;
   dagKey = key;
-  dag = drawDag(document.getElementById("dag"), nodes, { onSelect: select, label: `Flow of job ${jobId.slice(0, 8)}` });
+  dag = drawDag(document.getElementById("dag"), nodes, { onSelect: select, label: `Flow of job ${shortId(jobId)}` });
   if (state.selected) dag.select(state.selected);
   buildStepRows();
 }
@@ -288,7 +292,7 @@ function renderDetail() {
   if (s.exit_code !== null && s.exit_code !== undefined) rows.push(["Exit code", String(s.exit_code)]);
   if (s.retry_at) rows.push(["Retry at", fmtTime(s.retry_at)]);
   if (s.skip_reason) rows.push(["Skipped", s.skip_reason]);
-  if (s.child_job_id) rows.push(["Child job", el("a", { href: `/jobs/${s.child_job_id}` }, s.child_job_id.slice(0, 8))]);
+  if (s.child_job_id) rows.push(["Child job", el("a", { href: `/jobs/${s.child_job_id}` }, shortId(s.child_job_id))]);
   if (s.message) rows.push(["Message", s.message]);
   const attempts = state.events.filter((e) => e.data && e.data.step === s.step_name && /^Step(Started|Failed|Completed|RetryScheduled)$/.test(e.type));
   clear(box,

@@ -113,8 +113,13 @@ export function quantile(values, q) {
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank))];
 }
 
+/** A short form of a job id: its random tail (ids are time-ordered, so heads repeat). */
+export function shortId(jobId) {
+  return jobId.replace(/-/g, "").slice(-8);
+}
+
 export function jobLink(jobId) {
-  return el("a", { href: `/jobs/${encodeURIComponent(jobId)}`, class: "mono" }, jobId.slice(0, 8));
+  return el("a", { href: `/jobs/${encodeURIComponent(jobId)}`, class: "mono", title: jobId }, shortId(jobId));
 }
 
 export function taskLink(ws, task) {
