@@ -19,6 +19,8 @@ from typing import Any, NoReturn
 
 import orjson
 
+from server.cli_control import add_explain_parser, cmd_explain, dry_run_local
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit code 2."""
@@ -53,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--db", default=None, help="store URL to keep the job in (default: temp)")
     run.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
     run.add_argument("--quiet", action="store_true", help="do not stream log lines")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print what the job would do (rendered inputs); run nothing")
+
+    add_explain_parser(sub)
 
     validate = sub.add_parser("validate", help="validate a workspace")
     validate.add_argument("path", nargs="?", type=Path, default=Path.cwd())
@@ -84,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     handler = {"serve": cmd_serve, "run": cmd_run, "validate": cmd_validate,
                "rebuild": cmd_rebuild, "migrate": cmd_migrate,
-               "worker": cmd_worker}[args.command]
+               "worker": cmd_worker, "explain": cmd_explain}[args.command]
     raise SystemExit(handler(args))
 
 
@@ -133,6 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not (workspace / ".workflows").is_dir():
         _fail(f"{workspace} is not a workspace (no .workflows/ folder)")
     try:
+        if args.dry_run:
+            return dry_run_local(workspace, args.task, _parse_inputs(args), args.json)
         return asyncio.run(_run(args, workspace))
     except PartiturError as exc:
         issues = getattr(exc, "issues", None)
