@@ -31,7 +31,7 @@ async function failing() {
     { label: "Task", cell: (r) => el("span", null, taskLink(r.workspace, r.task), el("span", { class: "muted" }, ` · ${r.workspace}`)) },
     { label: "Failures", cell: (r) => String(r.count) },
     { label: "Last", cell: (r) => el("a", { href: `/jobs/${r.last.job_id}` }, fmtAgo(r.last.created_at)) },
-  ], rows, { empty: "No failed jobs. 🎉", caption: "Failing tasks" }));
+  ], rows, { empty: "No failed jobs.", caption: "Failing tasks" }));
 }
 
 async function workers() {

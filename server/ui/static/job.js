@@ -349,7 +349,7 @@ function approvalCard(step) {
   });
   reject.addEventListener("click", () => send({ approved: false, rejection_reason: reason.value || null }));
   return el("section", { class: "card approval", "aria-label": `Approval: ${step.step_name}` },
-    el("h2", null, "⏸ Waiting for approval: ", el("code", null, step.step_name)),
+    el("h2", null, "Waiting for approval: ", el("code", null, step.step_name)),
     step.message ? el("p", { class: "message" }, step.message) : null, form);
 }
 

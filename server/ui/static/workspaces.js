@@ -19,12 +19,12 @@ function renderNode(node, ws) {
   const list = el("ul", { class: "tree" });
   for (const [name, child] of [...node.folders].sort(([a], [b]) => a.localeCompare(b))) {
     list.append(el("li", { class: "folder" }, el("details", { open: true },
-      el("summary", null, el("span", { "aria-hidden": "true" }, "📁 "), name), renderNode(child, ws))));
+      el("summary", null, `${name}/`), renderNode(child, ws))));
   }
   for (const task of [...node.tasks].sort((a, b) => a.name.localeCompare(b.name))) {
     list.append(el("li", { class: "task", dataset: { search: `${task.folder || ""}/${task.name}`.toLowerCase() } },
       el("a", { href: `/workspaces/${encodeURIComponent(ws)}/tasks/${encodeURIComponent(task.name)}` }, task.name),
-      task.has_triggers ? el("span", { class: "tag", title: "has enabled triggers" }, "⏰ triggered") : null,
+      task.has_triggers ? el("span", { class: "tag", title: "has enabled triggers" }, "triggered") : null,
       task.description ? el("span", { class: "muted" }, ` — ${task.description}`) : null));
   }
   return list;
