@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from engine import tracing
 from engine.artifacts import ArtifactLimits, enforce_limits
 from engine.clock import new_token
 from engine.core import commands as cmd
@@ -222,7 +223,8 @@ class LocalExecutor:
             workdir=Path(loaded.path), artifacts_dir=self.artifacts_root / state.job_id / step,
         )
         # The task state this job started with, for scripts (templates see `state`).
-        env = {**run.env, "PARTITUR_STATE": json.dumps(state.task_state, default=str)}
+        env = {**run.env, "PARTITUR_STATE": json.dumps(state.task_state, default=str),
+               **tracing.step_env(state.job_id, step)}
         return replace(run, env=env)
 
     async def _suspend(self, state: JobState, step: str, attempt: int) -> None:

@@ -21,6 +21,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine import tracing
 from engine.runners import browser as browser_runner
 from engine.runtime import Runtime, RuntimeOptions
 from engine.sources.git import GitSpec
@@ -153,6 +154,10 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
     """The app for `settings`; its lifespan opens (and closes) the engine runtime."""
     options, git_workspaces = runtime_options(settings)
     metrics = Metrics()
+    tracing_settings = getattr(settings, "tracing", None)
+    tracer = tracing.configure(getattr(tracing_settings, "otlp_endpoint", None),
+                               service_name=getattr(tracing_settings, "service_name",
+                                                    "partitur"))
     table = endpoints()
     routes = [*build_routes(table), *ui_routes(), *trace_viewer_routes(), *worker_routes()]
     browser_runner.configure(
@@ -165,6 +170,8 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
         metrics.instrument_store(rt.store)
         rt.orchestrator.on_events(metrics.on_events)
         metrics.watch_stuck(rt.orchestrator, settings.stuck_after)
+        if tracer is not None:
+            rt.orchestrator.on_events(tracer.on_events)
         app.state.runtime = rt
         await rt.open()
         await open_auth(app.state, rt.store, settings)
@@ -173,10 +180,13 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
             yield
         finally:
             await rt.close(grace=float(settings.shutdown.grace))
+            if tracer is not None:
+                tracer.shutdown()
 
     app = Starlette(
         routes=routes,
         middleware=[
+            *([Middleware(tracing.TracingMiddleware, tracer=tracer)] if tracer else []),
             Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
             Middleware(AuthMiddleware, settings=settings),
             Middleware(BodyLimitMiddleware, limit=int(settings.limits.body)),

@@ -254,6 +254,14 @@ class MetricsSettings(_Section):
     public: bool = True
 
 
+class TracingSettings(_Section):
+    """`tracing`: OpenTelemetry spans of jobs, steps and HTTP requests, exported over
+    OTLP/HTTP to `otlp_endpoint` (absent: no tracing, at no cost)."""
+
+    otlp_endpoint: str | None = None
+    service_name: str = "partitur"
+
+
 class ShutdownSettings(_Section):
     """`shutdown`: how long running steps get to finish after SIGTERM."""
 
@@ -270,7 +278,7 @@ WorkspaceName = Annotated[str, AfterValidator(_check_workspace_name)]
 
 _SECTIONS = (
     "db", "workspaces", "logs", "workers", "recovery", "retention", "browser", "limits",
-    "metrics", "shutdown",
+    "metrics", "shutdown", "tracing",
 )
 
 
@@ -291,6 +299,7 @@ class Settings(_Section):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     stuck_after: OptDuration = None
 
     @model_validator(mode="before")
