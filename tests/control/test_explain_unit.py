@@ -8,14 +8,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
-from coretest_support import Job, step  # noqa: E402
+from coretest_support import Job, step
 
-from engine.core import commands as cmd  # noqa: E402
-from engine.core.decide import dispatchable  # noqa: E402
-from engine.core.plan import PlanStep  # noqa: E402
-from engine.core.projections import job_row  # noqa: E402
-from engine.errors import Conflict  # noqa: E402
-from engine.explain import ExplainContext, explain  # noqa: E402
+from engine.core import commands as cmd
+from engine.core.decide import dispatchable
+from engine.core.plan import PlanStep
+from engine.core.projections import job_row
+from engine.errors import Conflict
+from engine.explain import ExplainContext, explain
 
 
 def codes(job: Job, context: ExplainContext | None = None) -> dict[str, str]:
