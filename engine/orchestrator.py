@@ -202,6 +202,7 @@ class Orchestrator:
         skip_reason: str | None = None,
         task_attempt: int = 1,
         adhoc: Plan | None = None,
+        timeout: float | None = None,
     ) -> str:
         """Validate the input, compile the plan and record a new job; returns its id.
 
@@ -209,7 +210,8 @@ class Orchestrator:
         idempotency key, a repeat returns the first job's id and writes nothing. With
         `skip_reason` the job is recorded as `skipped` and runs nothing (a concurrency
         policy chose to skip it). A task with a `concurrency` limit may queue or skip the
-        job instead of starting it (`engine.concurrency`). `adhoc` is a plan to run
+        job instead of starting it (`engine.concurrency`). `timeout` (seconds) overrides
+        the task's job timeout. `adhoc` is a plan to run
         instead of the task's (a hook's one-step job); its input is taken as given.
         """
         ws = self.workspaces.get(workspace)
@@ -249,7 +251,8 @@ class Orchestrator:
                 ts=now, job_id=job_id, workspace=workspace, revision=loaded.revision,
                 task=task, input=job_input, plan=plan.to_dict(), source_type=source_type,
                 source_id=source_id, parent=parent, parent_step=parent_step, depth=depth,
-                idempotency_key=idempotency_key, timeout=plan.timeout,
+                idempotency_key=idempotency_key,
+                timeout=timeout if timeout is not None else plan.timeout,
                 priority=priority or (spec.priority if spec else 3), by=by,
                 retry_of=retry_of, task_attempt=task_attempt, secret_paths=secret_fields,
             )

@@ -7,7 +7,7 @@ to it (and through it to the orchestrator and the store).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +94,8 @@ class Runtime:
                              self._lead, self._unlead)
         self.replicas: ReplicaSync | None = None
         self._triggers_started = False
+        self.on_open: list[Callable[[], Awaitable[None]]] = []
+        """Called once the store and workspaces are open, before jobs are recovered."""
 
     async def open(self) -> None:
         """Open the store (migrations), load workspaces, recover unfinished jobs."""
@@ -103,6 +105,8 @@ class Runtime:
         if isinstance(self.logs, PostgresLogStore):
             await self.logs.open()
         await self.workspaces.refresh_all()
+        for opened in self.on_open:
+            await opened()
         if isinstance(self.store, PostgresStore) and isinstance(self.logs, PostgresLogStore):
             self.replicas = ReplicaSync(self.store, self.logs, self.bus, self.orchestrator,
                                         self.queue.waker.wake if self.queue else None)

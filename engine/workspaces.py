@@ -154,6 +154,15 @@ class WorkspaceRegistry:
             self._drop_if_unused(ws, previous.revision)
         return ws
 
+    def add(self, name: str, path: Path) -> Workspace:
+        """Register (or re-register) the folder workspace `name` and load it (an uploaded
+        deployment); a failing load is recorded as for any workspace."""
+        ws = self._workspaces.get(name)
+        if ws is None or ws.path != Path(path):
+            ws = Workspace(name, Path(path))
+            self._workspaces[name] = ws
+        return self._load(ws, ws.path, None)
+
     # --- lookup ----------------------------------------------------------------------
 
     def get(self, name: str) -> Workspace:

@@ -1,0 +1,381 @@
+"""Deployments of the cloud API: uploaded workspaces, built and served as revisions.
+
+`deployments/create` takes a base64 gzip tarball of a workspace. `unpack_tarball` checks
+it while it streams (base64 size, decompressed size, member count, path depth; no
+absolute paths, `..`, links, devices or duplicate names) and writes it into a fresh
+directory. The build then loads, validates and compiles the workspace; the deployment
+goes `building → ready | failed` (`build_error` names file and line). A ready deployment
+is registered with the `WorkspaceRegistry` as the immutable workspace
+`cloud.<tenant>.<deployment id>`; its tasks are the tenant's workflows.
+
+A workflow name resolves to its pinned deployment, else to the newest ready deployment
+that contains it (`workflows/delete` hides the name from deployments up to that point).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import gzip
+import io
+import logging
+import os
+import re
+import shutil
+import tarfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from engine.clock import Clock, SystemClock, new_job_id
+from engine.compiler.plan import compile_task
+from engine.compiler.validate import LoadedWorkspace, load_workspace
+from engine.errors import Conflict, Issue, LimitExceeded, NotFound, PartiturError, ValidationFailed
+from engine.store.cloud import CloudObject, CloudRepository
+from engine.workspaces import WorkspaceRegistry
+
+log = logging.getLogger("partitur.deployments")
+
+DEPLOYMENT = "deployment"
+PIN = "pin"
+DELETED = "deleted_workflow"
+BUILDING, READY, FAILED = "building", "ready", "failed"
+WORKSPACE_PREFIX = "cloud."
+_SAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class TarballRejected(ValidationFailed):
+    """The uploaded tarball is not acceptable."""
+
+    code = "tarball_rejected"
+
+
+class TarballTooLarge(LimitExceeded):
+    """The uploaded tarball is too large."""
+
+    code = "tarball_too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class TarLimits:
+    """Caps on an uploaded tarball."""
+
+    encoded: int = 50 * 1024 * 1024  # base64 text
+    unpacked: int = 200 * 1024 * 1024  # sum of decompressed member sizes (and tar stream)
+    members: int = 10_000
+    depth: int = 32
+
+
+class _Counting(io.RawIOBase):
+    """A reader over a gzip stream that refuses to yield more than `cap` bytes."""
+
+    def __init__(self, inner: Any, cap: int) -> None:
+        self.inner = inner
+        self.cap = cap
+        self.seen = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(len(buffer))
+        self.seen += len(data)
+        if self.seen > self.cap:
+            raise TarballTooLarge(f"the tarball unpacks to more than {self.cap} bytes")
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _member_path(name: str, depth: int) -> PurePosixPath | None:
+    """The relative path of a member (None for the `./` root entry), or a rejection."""
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or "\\" in name:
+        raise TarballRejected(f"tarball member {name!r}: absolute paths are not allowed")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise TarballRejected(f"tarball member {name!r}: '..' is not allowed")
+    if len(parts) > depth:
+        raise TarballRejected(f"tarball member {name!r}: deeper than {depth} levels")
+    return PurePosixPath(*parts) if parts else None
+
+
+def unpack_tarball(source: str, dest: Path, limits: TarLimits = TarLimits()) -> int:
+    """Decode the base64 gzip tarball `source` into the new directory `dest`.
+
+    Every check happens while the archive streams, before or as a member is written;
+    on any rejection `dest` is removed. Returns the number of files written.
+    """
+    if len(source) > limits.encoded:
+        raise TarballTooLarge(f"the base64 source is larger than {limits.encoded} bytes")
+    try:
+        raw = base64.b64decode(source.strip(), validate=False)
+    except (binascii.Error, ValueError):
+        raise TarballRejected("'source' is not valid base64") from None
+    dest.mkdir(parents=True, exist_ok=False)
+    try:
+        return _unpack(raw, dest, limits)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _unpack(raw: bytes, dest: Path, limits: TarLimits) -> int:
+    stream = io.BufferedReader(_Counting(gzip.GzipFile(fileobj=io.BytesIO(raw)), limits.unpacked))
+    seen: set[PurePosixPath] = set()
+    written = members = total = 0
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                members += 1
+                if members > limits.members:
+                    raise TarballRejected(f"the tarball has more than {limits.members} members")
+                rel = _member_path(member.name, limits.depth)
+                if rel is None:
+                    if not member.isdir():
+                        raise TarballRejected("the tarball's root entry is not a directory")
+                    continue
+                if rel in seen:
+                    raise TarballRejected(f"tarball member {member.name!r} appears twice")
+                seen.add(rel)
+                target = dest.joinpath(*rel.parts)
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isreg():
+                    kind = "links" if member.issym() or member.islnk() else "special files"
+                    raise TarballRejected(f"tarball member {member.name!r}: {kind} are not "
+                                          "allowed")
+                total += member.size
+                if total > limits.unpacked:
+                    raise TarballTooLarge(f"the tarball unpacks to more than {limits.unpacked} "
+                                          "bytes")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.parent.resolve().is_relative_to(dest.resolve()):
+                    raise TarballRejected(f"tarball member {member.name!r} leaves the folder")
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(extracted, out, 64 * 1024)
+                written += 1
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        if isinstance(exc, FileExistsError):
+            raise TarballRejected(f"tarball member {exc.filename!r} appears twice") from None
+        raise TarballRejected(f"the source is not a gzip tarball: {exc}") from None
+    return written
+
+
+def workspace_name(tenant: str, deployment_id: str) -> str:
+    """The registry name of a deployment's workspace."""
+    return f"{WORKSPACE_PREFIX}{_SAFE.sub('_', tenant)}.{deployment_id}"
+
+
+def build_error_text(issues: list[Issue]) -> str:
+    """Issues as `file:line:column: message` lines (errors only, at most 20)."""
+    errors = [i for i in issues if i.severity == "error"] or issues
+    lines = [str(i) for i in errors[:20]]
+    if len(errors) > 20:
+        lines.append(f"… and {len(errors) - 20} more")
+    return "\n".join(lines)
+
+
+JS_PROJECT = ("this deployment has no .workflows/ folder: Partitur runs workspaces of YAML "
+              "workflows (.workflows/*.yaml, see docs/cloud-api.md), not bundled JavaScript "
+              "projects (index.js, package.json)")
+
+
+class Deployments:
+    """Create, build, list, resolve, pin and roll back a tenant's deployments."""
+
+    def __init__(self, repo: CloudRepository, registry: WorkspaceRegistry, root: Path, *,
+                 limits: TarLimits = TarLimits(), clock: Clock | None = None,
+                 spawn: Callable[[Any], None] | None = None) -> None:
+        self.repo = repo
+        self.registry = registry
+        self.root = root
+        self.limits = limits
+        self.clock: Clock = clock or SystemClock()
+        self._spawn = spawn
+        self._builds: set[asyncio.Task[Any]] = set()
+
+    async def open(self) -> int:
+        """Register every ready deployment's workspace (before jobs are recovered)."""
+        count = 0
+        for dep in await self.repo.all(DEPLOYMENT, None):
+            if dep.data.get("status") == READY:
+                self.registry.add(workspace_name(dep.tenant, dep.id), Path(dep.data["source_path"]))
+                count += 1
+        return count
+
+    async def close(self) -> None:
+        for task in list(self._builds):
+            task.cancel()
+        for task in list(self._builds):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # --- create and build ------------------------------------------------------------
+
+    async def create(self, tenant: str, source: str, *, description: str | None = None,
+                     entry_point: str | None = None, auto_repair: bool = False) -> CloudObject:
+        """Record a `building` deployment and build it in the background."""
+        if len(source) > self.limits.encoded:
+            raise TarballTooLarge(f"the base64 source is larger than {self.limits.encoded} bytes")
+        dep_id = new_job_id()
+        now = self.clock.now()
+        path = self.root / _SAFE.sub("_", tenant) / dep_id
+        dep = CloudObject(DEPLOYMENT, dep_id, tenant, now, now, {
+            "description": description, "status": BUILDING, "source_path": str(path),
+            "bundle_path": None, "build_error": None, "entry_point": entry_point,
+            "built_at": None, "workflows": [], "auto_repair": auto_repair,
+            "revision": None, "workspace": workspace_name(tenant, dep_id)})
+        await self.repo.insert(dep)
+        task = asyncio.ensure_future(self._build(dep, source))
+        self._builds.add(task)
+        task.add_done_callback(self._builds.discard)
+        return dep
+
+    async def _build(self, dep: CloudObject, source: str) -> None:
+        path = Path(dep.data["source_path"])
+        try:
+            loaded = await asyncio.to_thread(self._build_sync, source, path, dep)
+        except PartiturError as exc:
+            issues = getattr(exc, "issues", None) or []
+            text = build_error_text(issues) if issues else exc.message
+            await self._finish(dep, FAILED, build_error=text)
+            return
+        except Exception as exc:
+            log.exception("deployment %s: build crashed", dep.id)
+            await self._finish(dep, FAILED, build_error=f"internal build error: {exc}")
+            return
+        self.registry.add(dep.data["workspace"], path)
+        await self._finish(dep, READY, workflows=sorted(loaded.spec.tasks),
+                           revision=loaded.revision, bundle_path=str(path / ".workflows"))
+
+    def _build_sync(self, source: str, path: Path, dep: CloudObject) -> LoadedWorkspace:
+        unpack_tarball(source, path, self.limits)
+        if not (path / ".workflows").is_dir():
+            if any((path / n).exists() for n in ("package.json", "index.js", "index.ts")):
+                raise ValidationFailed(JS_PROJECT)
+            raise ValidationFailed(JS_PROJECT.split(":")[0] + " (expected .workflows/*.yaml)")
+        loaded = load_workspace(path, dep.data["workspace"])
+        issues: list[Issue] = []
+        for task in loaded.spec.tasks:
+            try:
+                compile_task(loaded, task)
+            except ValidationFailed as exc:
+                issues.extend(exc.issues or [Issue(message=exc.message, path=f"tasks.{task}")])
+        if issues:
+            raise ValidationFailed(issues=issues)
+        if not loaded.spec.tasks:
+            raise ValidationFailed("the workspace has no tasks, so the deployment has no "
+                                   "workflows")
+        return loaded
+
+    async def _finish(self, dep: CloudObject, status: str, **fields: Any) -> None:
+        now = self.clock.now()
+        await self.repo.update(dep.changed(now, status=status, built_at=now, **fields))
+
+    async def wait_built(self, dep_id: str, timeout: float = 30.0) -> None:
+        """Wait for the background build of `dep_id` (tests, `sync` with a wait)."""
+        for task in list(self._builds):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+
+    # --- queries ---------------------------------------------------------------------
+
+    async def get(self, tenant: str, dep_id: str) -> CloudObject:
+        dep = await self.repo.get(DEPLOYMENT, dep_id)
+        if dep is None or dep.tenant != tenant:
+            raise NotFound(f"deployment {dep_id!r} not found")
+        return dep
+
+    async def list(self, tenant: str) -> list[CloudObject]:
+        return await self.repo.all(DEPLOYMENT, tenant, cap=10_000)
+
+    async def _deleted_before(self, tenant: str, workflow: str) -> str:
+        hidden = await self.repo.by_name(DELETED, tenant, workflow)
+        return str(hidden.data["through"]) if hidden is not None else ""
+
+    async def candidates(self, tenant: str, workflow: str) -> list[CloudObject]:
+        """Ready deployments containing `workflow` (and not hidden by a delete), newest first."""
+        through = await self._deleted_before(tenant, workflow)
+        return [d for d in await self.list(tenant)
+                if d.data.get("status") == READY and workflow in d.data.get("workflows", ())
+                and d.id > through]
+
+    async def pin_of(self, tenant: str, workflow: str) -> CloudObject | None:
+        return await self.repo.by_name(PIN, tenant, workflow)
+
+    async def resolve(self, tenant: str, workflow: str) -> CloudObject:
+        """The deployment that runs `workflow`: the pinned one, else the newest ready one."""
+        pin = await self.pin_of(tenant, workflow)
+        if pin is not None:
+            dep = await self.repo.get(DEPLOYMENT, pin.data["deployment_id"])
+            if dep is not None and dep.data.get("status") == READY:
+                return dep
+        found = await self.candidates(tenant, workflow)
+        if not found:
+            raise NotFound(f"workflow {workflow!r} not found (no ready deployment contains it)")
+        return found[0]
+
+    # --- pin, rollback, delete -------------------------------------------------------
+
+    async def pin(self, tenant: str, workflow: str, dep_id: str | None) -> CloudObject | None:
+        """Pin `workflow` to a ready deployment containing it (None unpins)."""
+        existing = await self.pin_of(tenant, workflow)
+        if dep_id is None:
+            if existing is not None:
+                await self.repo.delete(PIN, existing.id)
+            return None
+        dep = await self.get(tenant, dep_id)
+        if dep.data.get("status") != READY:
+            raise Conflict(f"deployment {dep_id} is {dep.data.get('status')}, not ready")
+        if workflow not in dep.data.get("workflows", ()):
+            raise ValidationFailed(issues=[Issue(
+                message=f"deployment {dep_id} has no workflow {workflow!r}", path="workflow")])
+        now = self.clock.now()
+        if existing is not None:
+            updated = existing.changed(now, deployment_id=dep_id)
+            await self.repo.update(updated)
+            return updated
+        pin = CloudObject(PIN, new_job_id(), tenant, now, now, {"deployment_id": dep_id},
+                          name=workflow)
+        await self.repo.insert(pin)
+        return pin
+
+    async def rollback(self, tenant: str, workflow: str, dep_id: str | None) -> CloudObject:
+        """Pin `workflow` to `dep_id`, or to the ready deployment before the current one."""
+        if dep_id is None:
+            current = await self.resolve(tenant, workflow)
+            older = [d for d in await self.candidates(tenant, workflow) if d.id < current.id]
+            if not older:
+                raise Conflict(f"workflow {workflow!r} has no earlier ready deployment")
+            dep_id = older[0].id
+        await self.pin(tenant, workflow, dep_id)
+        return await self.get(tenant, dep_id)
+
+    async def delete_workflow(self, tenant: str, workflow: str) -> bool:
+        """Hide `workflow` from every deployment so far and drop its pin; False if unknown."""
+        found = await self.candidates(tenant, workflow)
+        pin = await self.pin_of(tenant, workflow)
+        if not found and pin is None:
+            return False
+        if pin is not None:
+            await self.repo.delete(PIN, pin.id)
+        newest = max((d.id for d in await self.list(tenant)), default="")
+        now = self.clock.now()
+        hidden = await self.repo.by_name(DELETED, tenant, workflow)
+        if hidden is not None:
+            await self.repo.update(hidden.changed(now, through=newest))
+        else:
+            await self.repo.insert(CloudObject(DELETED, new_job_id(), tenant, now, now,
+                                               {"through": newest}, name=workflow))
+        return True
+
+    def loaded(self, dep: CloudObject) -> LoadedWorkspace:
+        """The loaded workspace of a ready deployment."""
+        return self.registry.get(dep.data["workspace"]).require()

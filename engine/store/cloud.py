@@ -1,0 +1,301 @@
+"""`CloudRepository`: the stored objects of the cloud API (`/v1`), for every backend.
+
+Deployments, workflow pins, cloud job records, schedules, credentials, webhook
+endpoints, deliveries and the callback outbox are rows of one table (`cloud_objects`,
+migration `NNN_cloud.sql`), keyed by `(kind, id)`, owned by a tenant, with an optional
+`name` that is unique per `(kind, tenant)` and a JSON `data` object. Ids are UUIDv7, so
+ordering by id is ordering by creation time. `cloud_repository_for(store)` picks the
+backend that shares the event store's database (and its thread or pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+import orjson
+
+from engine.errors import Conflict
+from engine.store.base import EventStore
+
+T = TypeVar("T")
+
+COLUMNS = "kind, id, tenant, name, created_at, updated_at, data"
+SQLITE_INSERT = f"INSERT INTO cloud_objects ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+SQLITE_UPDATE = ("UPDATE cloud_objects SET name = ?, updated_at = ?, data = ? "
+                 "WHERE kind = ? AND id = ?")
+SQLITE_GET = f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = ? AND id = ?"
+SQLITE_BY_NAME = (f"SELECT {COLUMNS} FROM cloud_objects "
+                  "WHERE kind = ? AND tenant = ? AND name = ?")
+SQLITE_LIST = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = ? AND tenant = ? "
+               "AND id < ? ORDER BY id DESC LIMIT ?")
+SQLITE_LIST_ALL = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = ? AND id < ? "
+                   "ORDER BY id DESC LIMIT ?")
+SQLITE_DELETE = "DELETE FROM cloud_objects WHERE kind = ? AND id = ?"
+
+PG_INSERT = f"INSERT INTO cloud_objects ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+PG_UPDATE = ("UPDATE cloud_objects SET name = $1, updated_at = $2, data = $3 "
+             "WHERE kind = $4 AND id = $5")
+PG_GET = f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = $1 AND id = $2"
+PG_BY_NAME = (f"SELECT {COLUMNS} FROM cloud_objects "
+              "WHERE kind = $1 AND tenant = $2 AND name = $3")
+PG_LIST = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = $1 AND tenant = $2 "
+           "AND id < $3 ORDER BY id DESC LIMIT $4")
+PG_LIST_ALL = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = $1 AND id < $2 "
+               "ORDER BY id DESC LIMIT $3")
+PG_DELETE = "DELETE FROM cloud_objects WHERE kind = $1 AND id = $2"
+
+TOP = "\uffff"  # sorts after every id: "id < TOP" is the first page
+
+
+@dataclass(frozen=True, slots=True)
+class CloudObject:
+    """One stored object of the cloud API."""
+
+    kind: str
+    id: str
+    tenant: str
+    created_at: float
+    updated_at: float
+    data: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    def changed(self, now: float, **data: Any) -> CloudObject:
+        """A copy with `data` merged in and `updated_at` set to `now`."""
+        return replace(self, updated_at=now, data={**self.data, **data})
+
+
+def _row(r: Any) -> CloudObject:
+    return CloudObject(kind=r[0], id=r[1], tenant=r[2], name=r[3], created_at=r[4],
+                       updated_at=r[5], data=orjson.loads(r[6]))
+
+
+def _params(o: CloudObject) -> tuple[Any, ...]:
+    return (o.kind, o.id, o.tenant, o.name, o.created_at, o.updated_at,
+            orjson.dumps(o.data).decode())
+
+
+class CloudRepository(ABC):
+    """Stored cloud objects: insert, update, get, find by name, page, delete."""
+
+    @abstractmethod
+    async def insert(self, obj: CloudObject) -> None:
+        """Store a new object; `Conflict` when its id, or its name in its tenant, exists."""
+
+    @abstractmethod
+    async def update(self, obj: CloudObject) -> bool:
+        """Replace name, `updated_at` and data of the stored object; False when unknown.
+
+        `Conflict` when the new name is taken in the tenant.
+        """
+
+    @abstractmethod
+    async def get(self, kind: str, obj_id: str) -> CloudObject | None:
+        """The object `(kind, obj_id)`, or None."""
+
+    @abstractmethod
+    async def by_name(self, kind: str, tenant: str, name: str) -> CloudObject | None:
+        """The object of `kind` named `name` in `tenant`, or None."""
+
+    @abstractmethod
+    async def page(self, kind: str, tenant: str | None, *, before: str | None = None,
+                   limit: int = 100) -> list[CloudObject]:
+        """Objects of `kind` (of one tenant, or all when None), newest first, with an id
+        below `before`, at most `limit`."""
+
+    @abstractmethod
+    async def delete(self, kind: str, obj_id: str) -> bool:
+        """Remove the object; False when it was not there."""
+
+    async def all(self, kind: str, tenant: str | None, *, cap: int = 100_000
+                  ) -> list[CloudObject]:
+        """Every object of `kind` (newest first), up to `cap`."""
+        out: list[CloudObject] = []
+        before: str | None = None
+        while len(out) < cap:
+            chunk = await self.page(kind, tenant, before=before, limit=min(1000, cap - len(out)))
+            out.extend(chunk)
+            if len(chunk) < 1000:
+                break
+            before = chunk[-1].id
+        return out
+
+
+class MemoryCloudRepository(CloudRepository):
+    """Cloud objects in a dict (tests, `partitur run`)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], CloudObject] = {}
+        self._lock = asyncio.Lock()
+
+    def _name_taken(self, obj: CloudObject) -> bool:
+        return obj.name is not None and any(
+            o.kind == obj.kind and o.tenant == obj.tenant and o.name == obj.name
+            and o.id != obj.id for o in self._rows.values())
+
+    async def insert(self, obj: CloudObject) -> None:
+        async with self._lock:
+            if (obj.kind, obj.id) in self._rows or self._name_taken(obj):
+                raise Conflict(f"{obj.kind} {obj.name or obj.id!r} exists")
+            self._rows[(obj.kind, obj.id)] = obj
+
+    async def update(self, obj: CloudObject) -> bool:
+        async with self._lock:
+            old = self._rows.get((obj.kind, obj.id))
+            if old is None:
+                return False
+            if self._name_taken(obj):
+                raise Conflict(f"{obj.kind} {obj.name!r} exists")
+            self._rows[(obj.kind, obj.id)] = replace(
+                old, name=obj.name, updated_at=obj.updated_at, data=obj.data)
+            return True
+
+    async def get(self, kind: str, obj_id: str) -> CloudObject | None:
+        return self._rows.get((kind, obj_id))
+
+    async def by_name(self, kind: str, tenant: str, name: str) -> CloudObject | None:
+        for o in self._rows.values():
+            if o.kind == kind and o.tenant == tenant and o.name == name:
+                return o
+        return None
+
+    async def page(self, kind: str, tenant: str | None, *, before: str | None = None,
+                   limit: int = 100) -> list[CloudObject]:
+        top = before or TOP
+        found = [o for o in self._rows.values() if o.kind == kind and o.id < top
+                 and (tenant is None or o.tenant == tenant)]
+        return sorted(found, key=lambda o: o.id, reverse=True)[:limit]
+
+    async def delete(self, kind: str, obj_id: str) -> bool:
+        async with self._lock:
+            return self._rows.pop((kind, obj_id), None) is not None
+
+
+class SqliteCloudRepository(CloudRepository):
+    """Cloud objects in the SQLite store's file, on the store's own thread."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def _change(self, sql: str, params: tuple[Any, ...]) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, params).rowcount
+
+        count: int = await self.store._run(self.store._write, write)
+        return count
+
+    async def _all(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        rows: list[Any] = await self.store._run(
+            lambda: self.store.conn.execute(sql, params).fetchall())
+        return rows
+
+    async def insert(self, obj: CloudObject) -> None:
+        try:
+            await self._change(SQLITE_INSERT, _params(obj))
+        except Conflict:
+            raise Conflict(f"{obj.kind} {obj.name or obj.id!r} exists") from None
+
+    async def update(self, obj: CloudObject) -> bool:
+        try:
+            return await self._change(SQLITE_UPDATE, (
+                obj.name, obj.updated_at, orjson.dumps(obj.data).decode(), obj.kind,
+                obj.id)) > 0
+        except Conflict:
+            raise Conflict(f"{obj.kind} {obj.name!r} exists") from None
+
+    async def get(self, kind: str, obj_id: str) -> CloudObject | None:
+        rows = await self._all(SQLITE_GET, (kind, obj_id))
+        return _row(rows[0]) if rows else None
+
+    async def by_name(self, kind: str, tenant: str, name: str) -> CloudObject | None:
+        rows = await self._all(SQLITE_BY_NAME, (kind, tenant, name))
+        return _row(rows[0]) if rows else None
+
+    async def page(self, kind: str, tenant: str | None, *, before: str | None = None,
+                   limit: int = 100) -> list[CloudObject]:
+        if tenant is None:
+            rows = await self._all(SQLITE_LIST_ALL, (kind, before or TOP, limit))
+        else:
+            rows = await self._all(SQLITE_LIST, (kind, tenant, before or TOP, limit))
+        return [_row(r) for r in rows]
+
+    async def delete(self, kind: str, obj_id: str) -> bool:
+        return await self._change(SQLITE_DELETE, (kind, obj_id)) > 0
+
+
+class PostgresCloudRepository(CloudRepository):
+    """Cloud objects in the PostgreSQL store's database, through its pool."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def _read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        result: T = await self.store._run(fn, retry=True, what="cloud read")
+        return result
+
+    async def _change(self, sql: str, *args: Any) -> int:
+        async def execute(conn: Any) -> int:
+            status: str = await conn.execute(sql, *args)
+            tail = status.rsplit(" ", 1)[-1]
+            return int(tail) if tail.isdigit() else 0
+
+        count: int = await self.store._write(execute, what="cloud write")
+        return count
+
+    async def _rows(self, sql: str, *args: Any) -> list[Any]:
+        async def fetch(conn: Any) -> list[Any]:
+            rows: list[Any] = await conn.fetch(sql, *args)
+            return rows
+
+        return await self._read(fetch)
+
+    async def insert(self, obj: CloudObject) -> None:
+        try:
+            await self._change(PG_INSERT, *_params(obj))
+        except Conflict:
+            raise Conflict(f"{obj.kind} {obj.name or obj.id!r} exists") from None
+
+    async def update(self, obj: CloudObject) -> bool:
+        try:
+            return await self._change(PG_UPDATE, obj.name, obj.updated_at,
+                                      orjson.dumps(obj.data).decode(), obj.kind, obj.id) > 0
+        except Conflict:
+            raise Conflict(f"{obj.kind} {obj.name!r} exists") from None
+
+    async def get(self, kind: str, obj_id: str) -> CloudObject | None:
+        rows = await self._rows(PG_GET, kind, obj_id)
+        return _row(rows[0]) if rows else None
+
+    async def by_name(self, kind: str, tenant: str, name: str) -> CloudObject | None:
+        rows = await self._rows(PG_BY_NAME, kind, tenant, name)
+        return _row(rows[0]) if rows else None
+
+    async def page(self, kind: str, tenant: str | None, *, before: str | None = None,
+                   limit: int = 100) -> list[CloudObject]:
+        if tenant is None:
+            rows = await self._rows(PG_LIST_ALL, kind, before or TOP, limit)
+        else:
+            rows = await self._rows(PG_LIST, kind, tenant, before or TOP, limit)
+        return [_row(r) for r in rows]
+
+    async def delete(self, kind: str, obj_id: str) -> bool:
+        return await self._change(PG_DELETE, kind, obj_id) > 0
+
+
+def cloud_repository_for(store: EventStore) -> CloudRepository:
+    """The repository backend that lives in the same database as `store`."""
+    from engine.store.memory import MemoryStore
+    from engine.store.postgres import PostgresStore
+    from engine.store.sqlite import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        return SqliteCloudRepository(store)
+    if isinstance(store, PostgresStore):
+        return PostgresCloudRepository(store)
+    if isinstance(store, MemoryStore):
+        return MemoryCloudRepository()
+    raise TypeError(f"no cloud repository for {type(store).__name__}")
