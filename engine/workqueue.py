@@ -183,13 +183,18 @@ class WorkQueue:
         if not await self.work.touch(worker_id, time.time()):
             raise NotFound(f"worker {worker_id!r} is not registered")
 
-    async def claim(self, worker_id: str, timeout: float) -> Assignment | None:
-        """The next step for the worker, waiting up to `timeout` seconds for one."""
+    async def claim(self, worker_id: str, timeout: float,
+                    gone: asyncio.Event | None = None) -> Assignment | None:
+        """The next step for the worker, waiting up to `timeout` seconds for one.
+
+        Once `gone` is set (the worker hung up) nothing more is claimed: a step claimed
+        for a worker that is no longer listening would only wait for the lease sweeper.
+        """
         worker = await self.work.worker(worker_id)
         if worker is None:
             raise NotFound(f"worker {worker_id!r} is not registered")
         deadline = time.monotonic() + max(0.0, timeout)
-        while True:
+        while gone is None or not gone.is_set():
             event = self.waker.current()
             held = await self.work.claim(worker_id, worker.tags, new_token(16), time.time())
             if held is not None:
@@ -200,10 +205,15 @@ class WorkQueue:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
+            waits = [asyncio.ensure_future(event.wait())]
+            if gone is not None:
+                waits.append(asyncio.ensure_future(gone.wait()))
             try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                return None
+                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+        return None
 
     async def _assign(self, held: Held) -> Assignment | None:
         orch = self.orchestrator

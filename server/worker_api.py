@@ -94,11 +94,25 @@ async def claim(request: Request) -> Response:
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
         raise ValidationFailed("'timeout' must be a number of seconds")
     worker_id = _str(body, "worker_id") or ""
-    assignment = await queue.claim(worker_id, min(float(timeout), MAX_CLAIM_WAIT))
+    gone = asyncio.Event()
+    watcher = asyncio.ensure_future(_watch_disconnect(request, gone))
+    try:
+        assignment = await queue.claim(worker_id, min(float(timeout), MAX_CLAIM_WAIT), gone)
+    finally:
+        watcher.cancel()
     await queue.work.touch(worker_id, time.time())
     if assignment is None:
         return Response(status_code=204)
     return ORJSONResponse(assignment.to_json())
+
+
+async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
+    """Set `gone` when the client hangs up (the body was read: only that can come)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
 
 
 async def lease_heartbeat(request: Request) -> Response:
