@@ -67,8 +67,12 @@ class Redactor:
     __slots__ = ("_pattern", "secrets")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
+        given = [s for s in secrets if isinstance(s, str)]
+        # Logs are line by line: each line of a multi-line secret (a PEM key) is masked too.
+        lines = [line for s in given if "\n" in s or "\r" in s for line in s.splitlines()]
         self.secrets: frozenset[str] = frozenset(
-            s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH
+            [s for s in given if len(s) >= MIN_SECRET_LENGTH]
+            + [s for s in lines if len(s.strip()) >= MIN_SECRET_LENGTH]
         )
         forms: set[tuple[str, int]] = set()
         for secret in self.secrets:
