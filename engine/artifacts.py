@@ -179,6 +179,9 @@ def enforce_limits(root: Path, job_id: str, step: str, limits: ArtifactLimits) -
         return [f"the artifacts folder of step {step} was replaced by a link; removed"]
     if not step_dir.is_dir():
         return []
+    with os.scandir(step_dir) as entries:
+        if next(entries, None) is None:
+            return []  # the usual case: the step wrote no artifact
     problems: list[str] = []
     for current, dirs, files in os.walk(step_dir, followlinks=False):
         base = Path(current)

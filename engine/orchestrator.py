@@ -385,6 +385,8 @@ class Orchestrator:
                 await asyncio.wait_for(active.done.wait(), timeout)
             except TimeoutError:
                 pass
+        if active is not None and active.state.terminal:
+            return active.state  # the final state, without folding the stream again
         return await self.get_state(job_id)
 
     def active_state(self, job_id: str) -> JobState | None:
@@ -573,7 +575,7 @@ class Orchestrator:
                 # Claims refused while paused: hand those ready steps out again.
                 active.dispatched = {k for k in active.dispatched
                                      if state.steps[k[0]].status is not StepStatus.READY}
-            for name in dispatchable(state):
+            for name in _ready_now(state, events):
                 key = (name, state.steps[name].attempt)
                 if key in active.dispatched:
                     continue
@@ -585,7 +587,8 @@ class Orchestrator:
                     active.dispatched.add(key)
                     self.dispatcher.dispatch(state, name)
         if self.dispatcher is not None and not self._closing:
-            if state.cancel_requested:
+            if state.cancel_requested and (not events or any(
+                    isinstance(e, ev.JobCancelRequested) for e in events)):
                 for step in state.steps.values():
                     if step.status == StepStatus.RUNNING and step.items is None:
                         self.dispatcher.cancel(state.job_id, step.name)
@@ -626,6 +629,16 @@ class Orchestrator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._active.pop(job_id, None)
+
+
+def _ready_now(state: JobState, events: Sequence[ev.Event]) -> list[str]:
+    """The ready steps to hand out after `events` (all of them after a load or resume)."""
+    if not events or any(isinstance(e, ev.JobResumed | ev.JobStarted) for e in events):
+        return dispatchable(state)
+    if state.paused:
+        return []
+    return [e.step for e in events
+            if isinstance(e, ev.StepReady) and state.steps[e.step].status is StepStatus.READY]
 
 
 def _frame(event: ev.Event, state: JobState) -> dict[str, Any] | None:

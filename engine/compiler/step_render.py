@@ -9,12 +9,12 @@ underscore shorthand, `each` for loop instances, `job`, and the task `state`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from engine.compiler.templating import build_context, is_truthy, render_value
 from engine.core.plan import PlanStep
-from engine.core.state import JobState, StepState, StepStatus
+from engine.core.state import JobState, StepState, StepStatus, instance_name
 from engine.errors import RenderError
 
 
@@ -85,23 +85,10 @@ class TemplateStepRenderer:
         return context
 
     def _base_context(self, state: JobState) -> dict[str, Any]:
-        instances: dict[str, list[StepState]] = {}
-        for st in state.steps.values():
-            if st.loop_of is not None:
-                instances.setdefault(st.loop_of, []).append(st)
-        steps: dict[str, dict[str, Any]] = {}
-        for name, st in state.steps.items():
-            if st.loop_of is not None:
-                continue
-            output = st.output
-            if name in instances or st.items is not None:
-                ordered = sorted(instances.get(name, []), key=lambda s: s.loop_index or 0)
-                output = [_instance_output(s) for s in ordered]
-            steps[name] = {"output": output, "status": str(st.status), "error": st.error}
         return build_context(
             input=state.input,
             secret=self._secrets,
-            steps=steps,
+            steps=StepViews(state),
             job={
                 "id": state.job_id,
                 "task": state.task,
@@ -110,6 +97,76 @@ class TemplateStepRenderer:
             },
             state=self._task_state,
         )
+
+
+class StepViews(Mapping[str, Mapping[str, Any]]):
+    """`steps` in a template: name → `{output, status, error}`, computed on first use.
+
+    A job with a large loop has many steps; building every view for every render would
+    make each decision cost the size of the job, so views are made only when a template
+    reads them. A loop placeholder's output is the list of its instances' outputs.
+    """
+
+    __slots__ = ("_state", "_views")
+
+    def __init__(self, state: JobState) -> None:
+        self._state = state
+        self._views: dict[str, Mapping[str, Any]] = {}
+
+    def __getitem__(self, name: str) -> Mapping[str, Any]:
+        view = self._views.get(name)
+        if view is not None:
+            return view
+        st = self._state.steps.get(name)
+        if st is None or st.loop_of is not None:
+            raise KeyError(name)
+        view = StepView(self._state, st)
+        self._views[name] = view
+        return view
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._state.plan.steps)
+
+    def __len__(self) -> int:
+        return len(self._state.plan.steps)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._state.plan.steps
+
+
+class StepView(Mapping[str, Any]):
+    """One step as templates see it; a loop's list of outputs is built only when read."""
+
+    __slots__ = ("_output", "_state", "_step")
+    _KEYS = ("output", "status", "error")
+
+    def __init__(self, state: JobState, step: StepState) -> None:
+        self._state = state
+        self._step = step
+        self._output: list[Any] | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        st = self._step
+        if key == "status":
+            return str(st.status)
+        if key == "error":
+            return st.error
+        if key != "output":
+            raise KeyError(key)
+        if st.items is None:
+            return st.output
+        if self._output is None:
+            self._output = [
+                _instance_output(self._state.steps[instance_name(st.name, i)])
+                for i in range(len(st.items))
+            ]
+        return self._output
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._KEYS)
+
+    def __len__(self) -> int:
+        return len(self._KEYS)
 
 
 def _instance_output(step: StepState) -> Any:

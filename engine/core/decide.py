@@ -12,13 +12,14 @@ skipped is skipped; otherwise a skipped dependency counts as satisfied.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.core import commands as cmd
 from engine.core import events as ev
-from engine.core.plan import PlanStep
+from engine.core.plan import PlanIndex, PlanStep, plan_index
 from engine.core.state import (
     JobState,
     JobStatus,
@@ -83,7 +84,15 @@ def decide(state: JobState, command: cmd.Command, now: float, env: Env) -> list[
         raise InvalidTransition(f"job {state.job_id}", state.status, "?",
                                 f"job already {state.status}")
     events = _command_events(state, command, now, env)
-    return events + advance(fold(events, state), now, env)
+    touched: set[str] | None = set()
+    for event in events:
+        if isinstance(event, ev.StepEvent) and touched is not None:
+            touched.add(event.step)
+        elif isinstance(event, ev.JobStarted | ev.JobResumed):
+            touched = None
+    if isinstance(command, cmd.Tick | cmd.Start | cmd.Resume):
+        touched = None
+    return events + _advance(fold(events, state), now, env, touched)
 
 
 def _command_events(
@@ -230,24 +239,106 @@ class _Log:
 def advance(state: JobState, now: float, env: Env) -> list[ev.Event]:
     """The promotions, skips, loop expansions and the job end that follow from `state`,
     repeated until nothing changes."""
+    return _advance(state, now, env, None)
+
+
+def _advance(
+    state: JobState, now: float, env: Env, touched: set[str] | None
+) -> list[ev.Event]:
+    """`advance`, looking only at the steps an event on `touched` can affect.
+
+    With `touched=None` (or while a step waits for a time) every step is looked at, in
+    passes over the plan order until nothing changes. Otherwise a worklist holds the
+    steps affected by what changed, visited in the same order and passes, so both give
+    the same events; a decision then costs what it changes, not the size of the plan.
+    """
     if state.terminal:
         return []
     log = _Log(state)
     if state.status is JobStatus.PENDING and not state.cancel_requested and not state.queued:
         log.emit(ev.JobStarted(ts=now))
-    while not log.state.queued:
-        before = len(log.events)
-        for name in _order(log.state):
-            step = log.state.steps[name]
-            if step.status is S.PENDING and not (log.state.cancel_requested
-                                                 or log.state.paused):
-                log.emit(_promote(log.state, step, now, env))
-            elif step.status is S.RUNNING and step.items is not None:
-                log.emit(_finish_loop(log.state, step, now))
-        if len(log.events) == before:
-            break
+        touched = None
+    if touched is None or state.waiting:
+        _full_passes(log, now, env)
+    else:
+        _worklist_passes(log, now, env, touched)
     log.emit(_job_end(log.state, now))
     return log.events
+
+
+def _visit(log: _Log, name: str, now: float, env: Env) -> bool:
+    """Decide one step; whether an event was emitted."""
+    state = log.state
+    step = state.steps[name]
+    if step.status is S.PENDING and not (state.cancel_requested or state.paused):
+        event = _promote(state, step, now, env)
+    elif step.status is S.RUNNING and step.items is not None:
+        event = _finish_loop(state, step, now) if step.open_instances == 0 else None
+    else:
+        return False
+    log.emit(event)
+    return event is not None
+
+
+def _full_passes(log: _Log, now: float, env: Env) -> None:
+    while not log.state.queued:
+        changed = False
+        for name in _order(log.state):
+            changed = _visit(log, name, now, env) or changed
+        if not changed:
+            break
+
+
+def _worklist_passes(log: _Log, now: float, env: Env, touched: set[str]) -> None:
+    index = plan_index(log.state.plan)
+    current = set()
+    for name in touched:
+        current.update(_affected(log.state, name, index))
+    while current and not log.state.queued:
+        heap = [(_position(log.state, name, index), name) for name in current]
+        heapq.heapify(heap)
+        seen: set[str] = set()
+        later: set[str] = set()
+        while heap:
+            position, name = heapq.heappop(heap)
+            if name in seen:
+                continue
+            seen.add(name)
+            if not _visit(log, name, now, env):
+                continue
+            for other in _affected(log.state, name, index):
+                other_position = _position(log.state, other, index)
+                if other_position > position:
+                    heapq.heappush(heap, (other_position, other))
+                else:
+                    later.add(other)
+        current = later
+
+
+def _position(state: JobState, name: str, index: PlanIndex) -> tuple[int, int]:
+    """Where a step comes in `_order`: its plan position, instances after their loop."""
+    step = state.steps[name]
+    if step.loop_of is None:
+        return index.position[name], 0
+    return index.position[step.loop_of], (step.loop_index or 0) + 1
+
+
+def _affected(state: JobState, name: str, index: PlanIndex) -> list[str]:
+    """The steps whose decision may change after something happened to `name`."""
+    step = state.steps.get(name)
+    if step is None:
+        return []
+    out = [name]
+    if step.loop_of is None:
+        out.extend(index.dependents[name])
+        if step.items is not None:
+            out.extend(instance_name(name, i) for i in range(len(step.items)))
+    else:
+        out.append(step.loop_of)
+        following = instance_name(step.loop_of, (step.loop_index or 0) + 1)
+        if following in state.steps:
+            out.append(following)
+    return out
 
 
 def _order(state: JobState) -> list[str]:
@@ -352,7 +443,7 @@ def _finish_loop(state: JobState, step: StepState, now: float) -> ev.Event | Non
 
 
 def _job_end(state: JobState, now: float) -> ev.Event | None:
-    if not all(step.terminal for step in state.steps.values()):
+    if state.open_steps:
         return None
     if state.cancel_requested:
         return ev.JobCancelled(ts=now, reason=state.cancel_reason or "cancelled")
@@ -381,6 +472,8 @@ def next_wakeup(state: JobState) -> float | None:
     deadline = _deadline(state)
     if deadline is not None:
         times.append(deadline)
+    if not state.waiting:
+        return min(times, default=None)
     for step in state.steps.values():
         if (step.status is S.PENDING and step.retry_at is not None
                 and not (state.cancel_requested or state.paused)):

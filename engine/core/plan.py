@@ -113,3 +113,34 @@ class Plan:
         """Steps no other step depends on: their outputs make the job output."""
         needed = {dep for step in self.steps.values() for dep in step.depends_on}
         return [name for name in self.steps if name not in needed]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanIndex:
+    """Lookups over a plan that decisions need often: positions and dependents."""
+
+    position: Mapping[str, int]
+    dependents: Mapping[str, tuple[str, ...]]
+
+
+_INDEXES: dict[int, tuple[Plan, PlanIndex]] = {}
+
+
+def plan_index(plan: Plan) -> PlanIndex:
+    """The index of a plan, computed once per plan object (plans are immutable)."""
+    cached = _INDEXES.get(id(plan))
+    if cached is not None and cached[0] is plan:
+        return cached[1]
+    dependents: dict[str, list[str]] = {name: [] for name in plan.steps}
+    for name, step in plan.steps.items():
+        for dep in step.depends_on:
+            if dep in dependents:
+                dependents[dep].append(name)
+    index = PlanIndex(
+        position={name: i for i, name in enumerate(plan.steps)},
+        dependents={name: tuple(deps) for name, deps in dependents.items()},
+    )
+    if len(_INDEXES) > 4096:
+        _INDEXES.clear()
+    _INDEXES[id(plan)] = (plan, index)
+    return index

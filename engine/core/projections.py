@@ -112,8 +112,24 @@ def step_row(state: JobState, step: StepState, position: int) -> StepRow:
 
 def step_rows(state: JobState, only: set[str] | None = None) -> list[StepRow]:
     """The `steps` rows of a job (all of them, or those named in `only`)."""
-    return [
-        step_row(state, step, position)
-        for position, step in enumerate(state.steps.values())
-        if only is None or step.name in only
-    ]
+    if only is None:
+        return [step_row(state, step, position)
+                for position, step in enumerate(state.steps.values())]
+    positions = _positions(state)
+    return [step_row(state, state.steps[name], positions[name])
+            for name in sorted(only, key=positions.__getitem__) if name in state.steps]
+
+
+# job id → (step count, {step: position}); positions only change when a loop expands.
+_POSITIONS: dict[str, tuple[int, dict[str, int]]] = {}
+
+
+def _positions(state: JobState) -> dict[str, int]:
+    cached = _POSITIONS.get(state.job_id)
+    if cached is not None and cached[0] == len(state.steps):
+        return cached[1]
+    positions = {name: i for i, name in enumerate(state.steps)}
+    if len(_POSITIONS) > 4096:
+        _POSITIONS.clear()
+    _POSITIONS[state.job_id] = (len(state.steps), positions)
+    return positions

@@ -96,10 +96,17 @@ class StepState:
     items: tuple[Any, ...] | None = None
     reused_from: str | None = None
     child_job_id: str | None = None
+    open_instances: int = 0
 
     @property
     def terminal(self) -> bool:
         return self.status in STEP_TERMINAL
+
+    @property
+    def waits(self) -> bool:
+        """Whether time alone will change this step (a due retry, an approval timeout)."""
+        return (self.status is StepStatus.PENDING and self.retry_at is not None) or (
+            self.status is StepStatus.SUSPENDED and self.timeout_at is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +150,10 @@ class JobState:
     last_event_at: float = 0.0
     task_state: Any = None
     saved_state: Any = None
+    # Kept by evolve so that decisions need not scan every step: how many steps are not
+    # terminal, and how many wait for a time (a retry, an approval timeout).
+    open_steps: int = 0
+    waiting: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -193,7 +204,8 @@ def _created(e: ev.JobCreated) -> JobState:
     return JobState(
         job_id=e.job_id, workspace=e.workspace, revision=e.revision, task=e.task,
         input=e.input, plan=plan, steps={name: StepState(name) for name in plan.steps},
-        created_at=e.ts, last_event_at=e.ts, version=1, source_type=e.source_type, source_id=e.source_id,
+        open_steps=len(plan.steps), created_at=e.ts, last_event_at=e.ts, version=1,
+        source_type=e.source_type, source_id=e.source_id,
         parent=e.parent, parent_step=e.parent_step, depth=e.depth,
         idempotency_key=e.idempotency_key, timeout=e.timeout, priority=e.priority,
         created_by=e.by, retry_of=e.retry_of, task_attempt=e.task_attempt,
@@ -216,7 +228,13 @@ def _step(state: JobState, name: str, to: StepStatus | None = None, **changes: A
     updated = replace(current, status=to or current.status, **changes)
     steps = dict(state.steps)
     steps[name] = updated
-    return replace(state, steps=steps, version=state.version + 1)
+    opened = (not updated.terminal) - (not current.terminal)
+    if opened and current.loop_of is not None:
+        loop = steps[current.loop_of]
+        steps[current.loop_of] = replace(loop, open_instances=loop.open_instances + opened)
+    return replace(state, steps=steps, version=state.version + 1,
+                   open_steps=state.open_steps + opened,
+                   waiting=state.waiting + updated.waits - current.waits)
 
 
 @singledispatch
@@ -355,12 +373,13 @@ def _(e: ev.StepRejected, state: JobState) -> JobState:
 
 @_apply.register
 def _(e: ev.LoopExpanded, state: JobState) -> JobState:
-    state = _step(state, e.step, S.RUNNING, items=tuple(e.items), started_at=e.ts)
+    state = _step(state, e.step, S.RUNNING, items=tuple(e.items), started_at=e.ts,
+                  open_instances=len(e.items))
     steps = dict(state.steps)
     for index, item in enumerate(e.items):
         name = instance_name(e.step, index)
         steps[name] = StepState(name, loop_of=e.step, loop_index=index, item=item)
-    return replace(state, steps=steps)
+    return replace(state, steps=steps, open_steps=state.open_steps + len(e.items))
 
 
 @_apply.register

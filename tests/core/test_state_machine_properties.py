@@ -111,6 +111,17 @@ def _check_event(before: JobState, after: JobState, event: ev.Event) -> None:
             assert isinstance(event, ev.StepRetryScheduled) and event.step == name
             assert (old.status, new.status) == (S.FAILED, S.PENDING)
     assert after.version == before.version + 1
+    _check_counters(after)
+
+
+def _check_counters(state: JobState) -> None:
+    """The counters evolve keeps agree with the steps they count."""
+    assert state.open_steps == sum(not s.terminal for s in state.steps.values())
+    assert state.waiting == sum(s.waits for s in state.steps.values())
+    for step in state.steps.values():
+        if step.items is not None:
+            open_instances = sum(not i.terminal for i in state.instances(step.name))
+            assert step.open_instances == open_instances, step.name
 
 
 def _check_end(job: Job) -> None:
