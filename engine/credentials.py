@@ -150,7 +150,7 @@ class Credentials:
         await self.repo.update(updated)
         return updated
 
-    async def list(self, tenant: str) -> list[CloudObject]:
+    async def list_for(self, tenant: str) -> list[CloudObject]:
         return await self.repo.all(CREDENTIAL, tenant, cap=10_000)
 
     async def delete(self, obj: CloudObject) -> None:

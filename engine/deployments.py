@@ -293,7 +293,7 @@ class Deployments:
             raise NotFound(f"deployment {dep_id!r} not found")
         return dep
 
-    async def list(self, tenant: str) -> list[CloudObject]:
+    async def list_for(self, tenant: str) -> list[CloudObject]:
         return await self.repo.all(DEPLOYMENT, tenant, cap=10_000)
 
     async def _deleted_before(self, tenant: str, workflow: str) -> str:
@@ -303,7 +303,7 @@ class Deployments:
     async def candidates(self, tenant: str, workflow: str) -> list[CloudObject]:
         """Ready deployments containing `workflow` (and not hidden by a delete), newest first."""
         through = await self._deleted_before(tenant, workflow)
-        return [d for d in await self.list(tenant)
+        return [d for d in await self.list_for(tenant)
                 if d.data.get("status") == READY and workflow in d.data.get("workflows", ())
                 and d.id > through]
 
@@ -366,7 +366,7 @@ class Deployments:
             return False
         if pin is not None:
             await self.repo.delete(PIN, pin.id)
-        newest = max((d.id for d in await self.list(tenant)), default="")
+        newest = max((d.id for d in await self.list_for(tenant)), default="")
         now = self.clock.now()
         hidden = await self.repo.by_name(DELETED, tenant, workflow)
         if hidden is not None:

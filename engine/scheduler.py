@@ -24,7 +24,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from engine.clock import Clock, SystemClock, new_job_id
 from engine.core import commands as cmd
@@ -40,6 +40,14 @@ log = logging.getLogger("partitur.scheduler")
 
 MISFIRE_GRACE = 30.0
 MAX_SLEEP = 1.0
+
+
+class ScheduleSource(Protocol):
+    """More schedules to fire each pass (claiming their slots with `claim_slot`)."""
+
+    async def tick(self, now: float) -> int: ...
+
+    def next_due(self, now: float) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,11 @@ class Scheduler:
         self._cursors: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._sources: list[ScheduleSource] = []
+
+    def add_source(self, source: ScheduleSource) -> None:
+        """Also fire the schedules of `source` (the cloud API's stored schedules)."""
+        self._sources.append(source)
 
     # --- one pass --------------------------------------------------------------------
 
@@ -99,6 +112,11 @@ class Scheduler:
                     fired.append(result)
         for key in set(self._cursors) - seen:
             del self._cursors[key]  # removed or disabled: start afresh when it returns
+        for source in self._sources:
+            try:
+                await source.tick(now)
+            except Exception:
+                log.exception("schedule source %r failed", source)
         return fired
 
     async def _due(self, key: str, spec: TriggerSpec, now: float) -> list[float]:
@@ -157,6 +175,10 @@ class Scheduler:
                 t = next_fire_time(spec.cron, spec.timezone, now)
                 if t is not None:
                     times.append(t)
+        for source in self._sources:
+            t = source.next_due(now)
+            if t is not None:
+                times.append(t)
         return min(times) if times else None
 
     def start(self) -> None:

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import tracing
+from engine.cloud import Cloud
 from engine.runners import browser as browser_runner
 from engine.runtime import Runtime, RuntimeOptions
 from engine.sources.git import GitSpec
@@ -45,6 +46,8 @@ from server.routes import (
 )
 from server.traceviewer import trace_viewer_routes
 from server.ui import ui_routes
+from server.v1 import ENDPOINTS as V1_ENDPOINTS
+from server.v1.envelope import V1ErrorMiddleware, cloud_options
 from server.worker_api import worker_routes
 from server.ws import DEFAULT_BUFFER, DEFAULT_SEND_TIMEOUT
 
@@ -59,7 +62,8 @@ def endpoints() -> tuple[Endpoint, ...]:
     """Every documented route, in the order they are matched."""
     return (*workspaces.ENDPOINTS, *tasks.ENDPOINTS, *jobs.ENDPOINTS, *artifacts.ENDPOINTS,
             *logs.ENDPOINTS, *workers.ENDPOINTS, *users.ENDPOINTS, *auth.ENDPOINTS,
-            *ops.ENDPOINTS, *hooks.ENDPOINTS, *debug.ENDPOINTS, *control.ENDPOINTS)
+            *ops.ENDPOINTS, *hooks.ENDPOINTS, *debug.ENDPOINTS, *control.ENDPOINTS,
+            *V1_ENDPOINTS)
 
 
 def build_routes(table: Sequence[Endpoint]) -> list[BaseRoute]:
@@ -89,14 +93,17 @@ def _dispatch(handlers: dict[str, Any]) -> Any:
 class BodyLimitMiddleware:
     """413 for a request body over `limit` bytes: by Content-Length, or while streaming."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, paths: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.paths = paths or {}  # larger limits for upload routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"] in self.paths:
+            self = BodyLimitMiddleware(self.app, self.paths[scope["path"]])
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -173,12 +180,17 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
         if tracer is not None:
             rt.orchestrator.on_events(tracer.on_events)
         app.state.runtime = rt
+        cloud = Cloud(rt, cloud_options(settings))
+        cloud.attach()
+        app.state.cloud = cloud
         await rt.open()
         await open_auth(app.state, rt.store, settings)
         rt.start_triggers()
+        await cloud.start()
         try:
             yield
         finally:
+            await cloud.close()
             await rt.close(grace=float(settings.shutdown.grace))
             if tracer is not None:
                 tracer.shutdown()
@@ -187,9 +199,11 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
         routes=routes,
         middleware=[
             *([Middleware(tracing.TracingMiddleware, tracer=tracer)] if tracer else []),
+            Middleware(V1ErrorMiddleware),
             Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
             Middleware(AuthMiddleware, settings=settings),
-            Middleware(BodyLimitMiddleware, limit=int(settings.limits.body)),
+            Middleware(BodyLimitMiddleware, limit=int(settings.limits.body),
+                       paths={"/v1/deployments/create": int(settings.limits.upload)}),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

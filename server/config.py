@@ -248,6 +248,15 @@ class LimitsSettings(_Section):
     upload: ByteSize = Field(default=50 * MiB, gt=0)
 
 
+class CallbacksSettings(_Section):
+    """`callbacks`: outgoing cloud API webhooks (docs/cloud-api.md)."""
+
+    allow_private: bool = False
+    retry_for: Duration = 3600.0
+    max_attempts: int = Field(default=12, ge=1, le=100)
+    timeout: Duration = 10.0
+
+
 class MetricsSettings(_Section):
     """`metrics`: whether `/metrics` answers without credentials."""
 
@@ -278,7 +287,7 @@ WorkspaceName = Annotated[str, AfterValidator(_check_workspace_name)]
 
 _SECTIONS = (
     "db", "workspaces", "logs", "workers", "recovery", "retention", "browser", "limits",
-    "metrics", "shutdown", "tracing",
+    "metrics", "shutdown", "tracing", "callbacks",
 )
 
 
@@ -299,6 +308,7 @@ class Settings(_Section):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    callbacks: CallbacksSettings = Field(default_factory=CallbacksSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     stuck_after: OptDuration = None
 

@@ -1,0 +1,304 @@
+"""Signed outgoing webhooks of the cloud API: job callbacks and tenant webhook endpoints.
+
+When a cloud job ends (`job.completed`, `job.failed`, `job.cancelled`), its deliveries are
+queued: to the job's own callback only, when it has one; otherwise to every active
+webhook endpoint of the tenant; to none with `skip_callbacks`. Every cloud job's record
+is written before the job exists and says `callbacks: pending` until its deliveries are
+queued, so a job that ended while the server was down gets them at the next start
+(the record is the outbox entry; queueing is idempotent per job and target).
+
+A delivery is a POST of the JSON payload with `x-event-type`, `x-webhook-signature`
+(hex HMAC-SHA256 of the body) and the Standard Webhooks headers `webhook-id` (the same on
+every retry), `webhook-timestamp` and `webhook-signature` (`v1,<base64 HMAC of
+id.timestamp.body>`; a `whsec_` secret is base64-decoded first). Attempts are retried with
+exponential backoff and jitter for a bounded time, redirects are never followed, private
+and loopback addresses are refused unless allowed, and every attempt is kept in the
+delivery's log (`webhooks/deliveries`, re-sent by `webhooks/redeliver`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import logging
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from engine.clock import Clock, SystemClock, new_job_id
+from engine.cloudjobs import JOB, CloudJobs
+from engine.core import events as ev
+from engine.core.state import JobState
+from engine.credentials import Cipher
+from engine.errors import Issue, NotFound, PartiturError, ValidationFailed
+from engine.store.cloud import CloudObject, CloudRepository
+from engine.views import iso
+
+log = logging.getLogger("partitur.callbacks")
+
+WEBHOOK = "webhook"
+DELIVERY = "delivery"
+OUTBOX = "outbox"
+EVENTS = {"completed": "job.completed", "failed": "job.failed", "cancelled": "job.cancelled",
+          "skipped": "job.cancelled"}
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackPolicy:
+    """`callbacks` settings: address policy, retry window, attempt timeout."""
+
+    allow_private: bool = False
+    retry_for: float = 3600.0
+    max_attempts: int = 12
+    base_delay: float = 1.0
+    max_delay: float = 300.0
+    timeout: float = 10.0
+
+
+def new_signing_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def signature_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """Both signatures: the cloud API's hex HMAC and the Standard Webhooks one."""
+    hex_sig = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    key = secret.encode()
+    if secret.startswith("whsec_"):
+        with contextlib.suppress(ValueError):
+            key = base64.b64decode(secret[len("whsec_"):], validate=True)
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    std = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {"x-webhook-signature": hex_sig, "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp), "webhook-signature": f"v1,{std}"}
+
+
+def check_url(url: Any, field: str = "url") -> str:
+    """An http(s) URL, or a 400 naming `field`."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationFailed(issues=[Issue(message=f"'{field}' must be an http(s) URL",
+                                             path=field)])
+    return str(url)
+
+
+async def refuse_private(url: str) -> str | None:
+    """Why `url` may not be called (a private, loopback or otherwise internal address)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None,
+                                                             type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            return f"{host} resolves to the non-public address {address}"
+    return None
+
+
+class Callbacks:
+    """Queues and delivers callbacks; `start()` runs the delivery loop."""
+
+    def __init__(self, repo: CloudRepository, jobs: CloudJobs, cipher: Cipher,
+                 policy: CallbackPolicy, *, clock: Clock | None = None,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.repo = repo
+        self.jobs = jobs
+        self.cipher = cipher
+        self.policy = policy
+        self.clock: Clock = clock or SystemClock()
+        self.rand = rand
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    # --- queueing --------------------------------------------------------------------
+
+    def listener(self, state: JobState, events: Sequence[ev.Event]) -> None:
+        """`Orchestrator.on_events`: queue the deliveries of a cloud job that ended."""
+        if state.source_type != "cloud" or not state.terminal:
+            return
+        if not any(isinstance(e, ev.JobCompleted | ev.JobFailed | ev.JobCancelled | ev.JobSkipped)
+                   for e in events):
+            return
+        task = asyncio.ensure_future(self.queue_job(state.job_id))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def catch_up(self) -> int:
+        """Queue the deliveries of cloud jobs that ended while nobody queued them."""
+        count = 0
+        for obj in await self.repo.all(JOB, None):
+            if obj.data.get("callbacks") == "pending":
+                row = await self.jobs.store.get_job(obj.id)
+                if row is not None and row.status in EVENTS:
+                    await self.queue_job(obj.id)
+                    count += 1
+        return count
+
+    async def queue_job(self, job_id: str) -> list[CloudObject]:
+        """Queue the deliveries of an ended cloud job (once; later calls queue nothing)."""
+        try:
+            obj = await self.repo.get(JOB, job_id)
+            if obj is None or obj.data.get("callbacks") != "pending":
+                return []
+            row = await self.jobs.store.get_job(job_id)
+            if row is None or row.status not in EVENTS:
+                return []
+            targets: list[tuple[str, str, str | None]] = []  # url, encrypted secret, endpoint
+            if not obj.data.get("skip_callbacks"):
+                if obj.data.get("callback_url"):
+                    targets.append((obj.data["callback_url"], obj.data["callback_secret"], None))
+                else:
+                    for hook in await self.repo.all(WEBHOOK, obj.tenant):
+                        if hook.data.get("active", True):
+                            targets.append((hook.data["url"], hook.data["secret"], hook.id))
+            detail = await self.jobs.detail(obj, row)
+            event = EVENTS[row.status]
+            payload = {"event": event, "job_id": job_id, "nonce": obj.data.get("nonce"),
+                       "workflow": obj.data["workflow"],
+                       "deployment_id": obj.data["deployment_id"],
+                       "status": detail["status"], "result": detail["result"],
+                       "error": detail["error"], "mapped_stack": detail["mapped_stack"]}
+            body = orjson.dumps(payload).decode()
+            queued: list[CloudObject] = []
+            now = self.clock.now()
+            for url, secret, endpoint in targets:
+                delivery = CloudObject(DELIVERY, new_job_id(), obj.tenant, now, now, {
+                    "msg_id": f"msg_{new_job_id().replace('-', '')}", "job_id": job_id,
+                    "event": event, "url": url, "secret": secret, "webhook_id": endpoint,
+                    "body": body, "status": "pending", "attempts": [],
+                    "next_attempt_at": now, "first_attempt_at": None},
+                    name=f"{job_id}\n{endpoint or 'callback'}")
+                try:
+                    await self.repo.insert(delivery)
+                except PartiturError:
+                    continue  # queued before (a catch-up raced the listener)
+                await self.repo.insert(CloudObject(OUTBOX, delivery.id, obj.tenant, now, now))
+                queued.append(delivery)
+            await self.repo.update(obj.changed(now, callbacks="queued"))
+            self._wake.set()
+            return queued
+        except Exception:
+            log.exception("job %s: cannot queue its callbacks", job_id)
+            return []
+
+    # --- delivering ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        for pending in list(self._pending):
+            pending.cancel()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.deliver_due()
+            except Exception:
+                log.exception("callback delivery pass failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.5)
+
+    async def deliver_due(self) -> int:
+        """Attempt every delivery that is due; how many were attempted."""
+        now = self.clock.now()
+        attempted = 0
+        for entry in await self.repo.all(OUTBOX, None):
+            delivery = await self.repo.get(DELIVERY, entry.id)
+            if delivery is None or delivery.data["status"] != "pending":
+                await self.repo.delete(OUTBOX, entry.id)
+                continue
+            if delivery.data["next_attempt_at"] > now:
+                continue
+            await self.attempt(delivery)
+            attempted += 1
+        return attempted
+
+    async def attempt(self, delivery: CloudObject) -> CloudObject:
+        """One attempt: POST, record it, schedule the next one or finish."""
+        data = delivery.data
+        secret = self.cipher.decrypt(data["secret"])
+        body = data["body"].encode()
+        stamp = int(self.clock.now())
+        headers = {"content-type": "application/json", "x-event-type": data["event"],
+                   "user-agent": "Partitur-Webhooks/1",
+                   **signature_headers(secret, data["msg_id"], stamp, body)}
+        started = time.monotonic()
+        status_code: int | None = None
+        error: str | None = None
+        refused = None if self.policy.allow_private else await refuse_private(data["url"])
+        if refused is not None:
+            error = f"refused: {refused}"
+        else:
+            try:
+                async with httpx.AsyncClient(follow_redirects=False,
+                                             timeout=self.policy.timeout) as client:
+                    response = await client.post(data["url"], content=body, headers=headers)
+                status_code = response.status_code
+                if not 200 <= status_code < 300:
+                    error = f"HTTP {status_code}" + (
+                        " (redirects are not followed)" if 300 <= status_code < 400 else "")
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        now = self.clock.now()
+        attempts = [*data["attempts"], {
+            "attempt": len(data["attempts"]) + 1, "at": iso(now), "status_code": status_code,
+            "latency_ms": round((time.monotonic() - started) * 1000, 1), "error": error}]
+        first = data["first_attempt_at"] or now
+        fields: dict[str, Any] = {"attempts": attempts, "first_attempt_at": first}
+        if error is None:
+            fields["status"] = "delivered"
+        elif (len(attempts) >= self.policy.max_attempts
+              or now - first >= self.policy.retry_for):
+            fields["status"] = "failed"
+        else:
+            delay = min(self.policy.max_delay, self.policy.base_delay * 2 ** (len(attempts) - 1))
+            fields["next_attempt_at"] = now + delay * (1 + self.rand())
+        updated = delivery.changed(now, **fields)
+        await self.repo.update(updated)
+        if fields.get("status") in ("delivered", "failed"):
+            await self.repo.delete(OUTBOX, delivery.id)
+        return updated
+
+    async def redeliver(self, tenant: str, delivery_id: str) -> CloudObject:
+        """Send a delivery again now (same `webhook-id`), whatever its status."""
+        delivery = await self.repo.get(DELIVERY, delivery_id)
+        if delivery is None or delivery.tenant != tenant:
+            raise NotFound(f"delivery {delivery_id!r} not found")
+        now = self.clock.now()
+        again = delivery.changed(now, status="pending", next_attempt_at=now,
+                                 first_attempt_at=None)
+        await self.repo.update(again)
+        with contextlib.suppress(PartiturError):
+            await self.repo.insert(CloudObject(OUTBOX, delivery.id, tenant, now, now))
+        return await self.attempt(again)
+
+
+def delivery_view(obj: CloudObject) -> dict[str, Any]:
+    data = obj.data
+    return {"id": obj.id, "webhook_id": data.get("webhook_id"), "job_id": data["job_id"],
+            "event": data["event"], "url": data["url"], "status": data["status"],
+            "message_id": data["msg_id"], "attempts": data["attempts"],
+            "next_attempt_at": iso(data["next_attempt_at"]) if data["status"] == "pending"
+            else None, "created_at": iso(obj.created_at), "updated_at": iso(obj.updated_at)}

@@ -1,0 +1,93 @@
+"""The cloud API's engine side, assembled over a `Runtime` (docs/cloud-api.md).
+
+`Cloud` owns the cloud repository and the services the `/v1` routes call: deployments,
+credentials, jobs, schedules and callbacks. `attach()` hooks it into the runtime before
+it opens: ready deployments are registered before jobs are recovered, job ends feed the
+callbacks and the schedules' bookkeeping, and stored schedules fire with the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.callbacks import CallbackPolicy, Callbacks
+from engine.cloudjobs import CloudJobs
+from engine.cloudschedules import CloudSchedules
+from engine.credentials import Cipher, Credentials
+from engine.deployments import Deployments, TarLimits
+from engine.runtime import Runtime
+from engine.store.cloud import cloud_repository_for
+
+log = logging.getLogger("partitur.cloud")
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class CloudOptions:
+    """What the cloud layer takes from the server settings."""
+
+    secrets_key: str | None = None
+    upload_limit: int = 50 * 1024 * 1024
+    callbacks: CallbackPolicy = field(default_factory=CallbackPolicy)
+
+
+def _generated_key(folder: Path) -> str:
+    """A per-installation key, kept in `<data>/secrets.key` (0600), when none is set."""
+    path = folder / "secrets.key"
+    if path.exists():
+        return path.read_text("utf-8").strip()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key)
+    log.warning("secrets_key is not set: credentials are encrypted with the generated key "
+                "in %s", path)
+    return key
+
+
+class Cloud:
+    """Deployments, credentials, jobs, schedules and callbacks over one runtime."""
+
+    def __init__(self, runtime: Runtime, options: CloudOptions) -> None:
+        self.runtime = runtime
+        self.options = options
+        data_dir = runtime.options.logs_dir.parent
+        key = options.secrets_key or _generated_key(data_dir)
+        self.cipher = Cipher(key)
+        self.repo = cloud_repository_for(runtime.store)
+        self.deployments = Deployments(
+            self.repo, runtime.workspaces, data_dir / "deployments",
+            limits=TarLimits(encoded=options.upload_limit,
+                             unpacked=max(4 * options.upload_limit, 200 * 1024 * 1024)))
+        self.credentials = Credentials(self.repo, self.cipher)
+        self.jobs = CloudJobs(self.repo, runtime.orchestrator, self.deployments,
+                              self.credentials, self.cipher)
+        self.schedules = CloudSchedules(self.repo, self.jobs, self.cipher)
+        self.callbacks = Callbacks(self.repo, self.jobs, self.cipher, options.callbacks)
+
+    def attach(self) -> None:
+        """Hook into the runtime (call before `runtime.open()`)."""
+        self.runtime.on_open.append(self._opened)
+        self.runtime.orchestrator.on_events(self.callbacks.listener)
+        self.runtime.orchestrator.on_events(self.schedules.listener)
+        self.runtime.scheduler.add_source(self.schedules)
+
+    async def _opened(self) -> None:
+        count = await self.deployments.open()
+        if count:
+            log.info("registered %d ready deployments", count)
+
+    async def start(self) -> None:
+        """After the runtime opened: queue missed callbacks, start delivering."""
+        await self.callbacks.catch_up()
+        self.callbacks.start()
+
+    async def close(self) -> None:
+        await self.callbacks.stop()
+        await self.deployments.close()
