@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import orjson
 
+from server.cli_client import add_client_parsers, cmd_cancel, cmd_jobs, cmd_logs
 from server.cli_control import add_explain_parser, cmd_explain, dry_run_local
 
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print what the job would do (rendered inputs); run nothing")
 
     add_explain_parser(sub)
+    add_client_parsers(sub)
 
     validate = sub.add_parser("validate", help="validate a workspace")
     validate.add_argument("path", nargs="?", type=Path, default=Path.cwd())
@@ -90,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     handler = {"serve": cmd_serve, "run": cmd_run, "validate": cmd_validate,
                "rebuild": cmd_rebuild, "migrate": cmd_migrate,
-               "worker": cmd_worker, "explain": cmd_explain}[args.command]
+               "worker": cmd_worker, "explain": cmd_explain,
+               "jobs": cmd_jobs, "logs": cmd_logs, "cancel": cmd_cancel}[args.command]
     raise SystemExit(handler(args))
 
 
