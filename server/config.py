@@ -271,6 +271,56 @@ class TracingSettings(_Section):
     service_name: str = "partitur"
 
 
+class EmailSettings(_Section):
+    """`notifications.email`: the SMTP server that failure emails go through."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["starttls", "ssl", "none"] = "starttls"
+    user: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    sender: str = Field(default="partitur@localhost", alias="from")
+    recipients: list[str] = Field(min_length=1)
+    timeout: Duration = 10.0
+
+
+class NotificationsSettings(_Section):
+    """`notifications`: emails about failed browser jobs (absent: none are sent)."""
+
+    email: EmailSettings | None = None
+    base_url: str | None = None  # links in emails; default http://<listen>
+
+
+class LlmSettings(_Section):
+    """`debug.llm`: an OpenAI-compatible endpoint that may add to debug reports."""
+
+    endpoint: str
+    model: str
+    api_key: str | None = Field(default=None, repr=False)
+
+
+class DebugSettings(_Section):
+    """`debug`: the optional LLM and the auto-repair task (`workspace/task`)."""
+
+    llm: LlmSettings | None = None
+    repair_task: str | None = None
+
+
+class RecordingsSettings(_Section):
+    """`recordings`: how long signed recording URLs live and recordings are kept."""
+
+    url_ttl: Duration = 3600.0
+    retention_days: int = Field(default=30, ge=0)  # 0 keeps them forever
+    sweep_interval: Duration = 3600.0
+
+
+class SessionsSettings(_Section):
+    """`sessions`: interactive browser sessions of the cloud API."""
+
+    max_per_tenant: int = Field(default=3, ge=0)
+    idle_timeout: Duration = 600.0
+
+
 class ShutdownSettings(_Section):
     """`shutdown`: how long running steps get to finish after SIGTERM."""
 
@@ -287,7 +337,8 @@ WorkspaceName = Annotated[str, AfterValidator(_check_workspace_name)]
 
 _SECTIONS = (
     "db", "workspaces", "logs", "workers", "recovery", "retention", "browser", "limits",
-    "metrics", "shutdown", "tracing", "callbacks",
+    "metrics", "shutdown", "tracing", "callbacks", "notifications", "debug", "recordings",
+    "sessions",
 )
 
 
@@ -310,6 +361,10 @@ class Settings(_Section):
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     callbacks: CallbacksSettings = Field(default_factory=CallbacksSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    notifications: NotificationsSettings = Field(default_factory=NotificationsSettings)
+    debug: DebugSettings = Field(default_factory=DebugSettings)
+    recordings: RecordingsSettings = Field(default_factory=RecordingsSettings)
+    sessions: SessionsSettings = Field(default_factory=SessionsSettings)
     stuck_after: OptDuration = None
 
     @model_validator(mode="before")
