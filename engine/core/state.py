@@ -9,10 +9,11 @@ function per event. A stream that asks for a move the tables forbid raises
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
+from dataclasses import replace as _dataclass_replace
 from enum import StrEnum
 from functools import singledispatch
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.core import events as ev
 from engine.core.plan import Plan, PlanStep
@@ -167,6 +168,51 @@ class JobState:
     def instances(self, loop: str) -> list[StepState]:
         """The instances of a loop placeholder, by index."""
         return [s for s in self.steps.values() if s.loop_of == loop]
+
+
+_T = TypeVar("_T")
+
+
+def _make_replace(cls: type[_T]) -> Any:
+    """A `dataclasses.replace` for one frozen, slotted dataclass, ~3× faster.
+
+    Replay spends most of its time copying states: `dataclasses.replace` loops over
+    `fields()` and goes through `__init__`. This straight-line copy sets each slot through
+    its descriptor, then the changed ones. Only valid for classes with no `__post_init__`
+    and every field in `__init__` (checked here).
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    if hasattr(cls, "__post_init__") or not all(f.init for f in fields(cls)):  # type: ignore[arg-type]
+        raise TypeError(f"{cls.__name__}: fast replace needs plain init fields")
+    body = [
+        "def replace(obj, /, **changes):",
+        "    new = _new(_cls)",
+        *(f"    _set{i}(new, obj.{n})" for i, n in enumerate(names)),
+        "    for name, value in changes.items():",
+        "        setter = _setters.get(name)",
+        "        if setter is None:",
+        "            raise TypeError(f'{_cls.__name__} has no field {name!r}')",
+        "        setter(new, value)",
+        "    return new",
+    ]
+    setters = {n: cls.__dict__[n].__set__ for n in names}
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_setters": setters}
+    scope.update({f"_set{i}": setters[n] for i, n in enumerate(names)})
+    exec("\n".join(body), scope)  # built from the class's own field names only
+    return scope["replace"]
+
+
+_replace_step = _make_replace(StepState)
+_replace_job = _make_replace(JobState)
+
+
+def replace(obj: _T, /, **changes: Any) -> _T:
+    """`dataclasses.replace` for `JobState`/`StepState` (fast path), any dataclass else."""
+    if type(obj) is JobState:
+        return _replace_job(obj, **changes)  # type: ignore[no-any-return]
+    if type(obj) is StepState:
+        return _replace_step(obj, **changes)  # type: ignore[no-any-return]
+    return _dataclass_replace(obj, **changes)  # type: ignore[type-var]
 
 
 def instance_name(loop: str, index: int) -> str:
