@@ -373,3 +373,42 @@ def test_anchors_and_aliases_are_followed_once(tmp_path: Path) -> None:
     cfg = write(tmp_path, "workspaces:\n  one: &ws {path: a}\n  two: *ws\n")
     s = load_settings(cfg, environ={})
     assert s.workspaces["one"] == s.workspaces["two"]
+
+
+def test_workers_mode_default_file_env_and_bad_value(tmp_path: Path) -> None:
+    from server.app import runtime_options
+
+    assert load_settings(environ={}).workers.mode == "auto"
+    cfg = write(tmp_path, "workers:\n  mode: remote\n  local: {concurrency: 0}\n")
+    settings = load_settings(cfg, environ={})
+    assert settings.workers.mode == "remote"
+    # The engine gets the mode as given: it decides where ready steps go.
+    options, _ = runtime_options(settings)
+    assert (options.worker_mode, options.concurrency) == ("remote", 0)
+    overridden = load_settings(cfg, environ={"PARTITUR__WORKERS__MODE": "local"})
+    assert overridden.workers.mode == "local"
+    bad = write(tmp_path, "workers:\n  mode: cluster\n", name="bad.yaml")
+    with pytest.raises(ConfigInvalid) as excinfo:
+        load_settings(bad, environ={})
+    (issue,) = excinfo.value.issues
+    assert issue.path == "workers.mode"
+    assert issue.line == 2
+    assert "'auto', 'local' or 'remote'" in issue.message
+
+
+@pytest.mark.parametrize(("mode", "concurrency", "remote"), [
+    ("remote", 2, True), ("local", 0, False), ("auto", 0, True), ("auto", 2, False)])
+def test_workers_mode_picks_the_dispatcher(tmp_path: Path, mode: str, concurrency: int,
+                                           remote: bool) -> None:
+    from engine.runtime import Runtime
+    from server.app import runtime_options
+
+    cfg = write(tmp_path, f"workers: {{mode: {mode}, local: {{concurrency: {concurrency}}}}}\n")
+    runtime = Runtime(runtime_options(load_settings(cfg, environ={}))[0])
+    if remote:
+        assert runtime.orchestrator.dispatcher is runtime.queue is not None
+        assert runtime.executor is None
+    else:
+        assert runtime.orchestrator.dispatcher is runtime.executor
+        # `local` with no embedded workers runs nothing: no dispatcher at all.
+        assert (runtime.executor is None) == (concurrency == 0)
