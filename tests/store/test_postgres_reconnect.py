@@ -1,19 +1,20 @@
 """The Postgres stores survive lost connections and a server restart (DESIGN §5, issue 7).
 
-Always run: the store's backends are terminated from another connection
-(`pg_terminate_backend`), which breaks its pooled and LISTEN connections the way a
-restart does, without disturbing other tests on the shared server. The full restart
-(`pg_ctlcluster … stop/start`) runs only with `PARTITUR_TEST_PG_RESTART=1`, as it
-interrupts every other test using the server at the time.
+The store's backends are terminated from another connection (`pg_terminate_backend`),
+which breaks its pooled and LISTEN connections the way a restart does. The full restart
+stops and starts a PostgreSQL server of the test's own (initdb into a temporary folder,
+on a free port), so it disturbs no other test using the shared server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -25,7 +26,6 @@ from engine.logs.model import LogLine
 from engine.logs.pgstore import PostgresLogStore
 from engine.store.postgres import APPEND_LOCK, PostgresStore
 
-RESTART_ENV = "PARTITUR_TEST_PG_RESTART"
 TERMINATE_OTHERS = """
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid()
@@ -148,25 +148,71 @@ async def test_log_store_recovers_after_its_connections_are_terminated(pg_url: s
         await logs.close()
 
 
-# --- the real restart (opt-in) -------------------------------------------------------
+# --- the real restart, on a private server ------------------------------------------
 
 
-def pg_ctl(action: str) -> None:
-    """`pg_ctlcluster <version> main <action>`; starting a running cluster is fine."""
-    versions = sorted(p.name for p in Path("/etc/postgresql").iterdir())
-    done = subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", action],
-        capture_output=True, text=True, timeout=50,
-    )
-    if done.returncode != 0 and not (action == "start" and "already running" in done.stderr):
-        raise RuntimeError(f"pg_ctlcluster {action} failed: {done.stderr.strip()}")
+class PrivatePostgres:
+    """A throw-away PostgreSQL server: its own data folder, port and socket folder."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.port = port
+        self.data = root / "data"
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self.bin = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1])
+
+    def _as_postgres(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        command = list(argv)
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "postgres:postgres", str(self.root)], check=True)
+        done = self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
+                                 "-U", "postgres", "--no-sync")
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed: {done.stderr.strip()}")
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off")
+        done = self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w",
+                                 "-l", str(self.root / "server.log"), "-o", options, "start")
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {done.stderr.strip()}")
+
+    def stop(self) -> None:
+        done = self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w",
+                                 "-m", "fast", "stop")
+        if done.returncode != 0 and "not running" not in done.stderr:
+            raise RuntimeError(f"pg_ctl stop failed: {done.stderr.strip()}")
 
 
-@pytest.mark.skipif(os.environ.get(RESTART_ENV) != "1",
-                    reason=f"restarts the shared PostgreSQL; set {RESTART_ENV}=1")
-async def test_stores_survive_a_postgres_restart(pg_url: str) -> None:
-    store = PostgresStore(pg_url, max_size=3, connect_timeout=2.0)
-    logs = PostgresLogStore(pg_url, connect_timeout=2.0)
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    from harness import free_port, require
+
+    have = Path("/usr/lib/postgresql").is_dir() and (
+        os.geteuid() != 0 or shutil.which("runuser") is not None)
+    require("postgres", have, "PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    # Not under pytest's temp folder: the server runs as `postgres`, which must reach it.
+    root = Path(tempfile.mkdtemp(prefix="partitur-pg-"))
+    server = PrivatePostgres(root, free_port())
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.postgres
+async def test_stores_survive_a_postgres_restart(private_pg: PrivatePostgres) -> None:
+    store = PostgresStore(private_pg.url, max_size=3, connect_timeout=2.0)
+    logs = PostgresLogStore(private_pg.url, connect_timeout=2.0)
     heard: list[int] = []
     await store.open()
     try:
@@ -175,7 +221,7 @@ async def test_stores_survive_a_postgres_restart(pg_url: str) -> None:
         await logs.append("job", [LogLine(ts=1.0, stream="stdout", step="s", line="before")])
         try:
             # Stop the server: appends fail and are not acknowledged.
-            await asyncio.to_thread(pg_ctl, "stop")
+            await asyncio.to_thread(private_pg.stop)
             with pytest.raises(StoreUnavailable):
                 await store.append("s0", 1, [output(10)])
             with pytest.raises(StoreUnavailable):
@@ -185,7 +231,7 @@ async def test_stores_survive_a_postgres_restart(pg_url: str) -> None:
                                                   line="lost")])
         finally:
             # Whatever happened, bring the server back.
-            await asyncio.to_thread(pg_ctl, "start")
+            await asyncio.to_thread(private_pg.start)
 
         # Once it is back, the next calls work and nothing acknowledged is lost.
         async def available() -> bool:
