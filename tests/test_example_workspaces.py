@@ -7,7 +7,6 @@ docs/yaml.md, so this file checks that together they use every feature of the fo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -93,8 +92,6 @@ def test_there_are_at_least_three_example_workspaces_split_over_several_files() 
 
 @pytest.mark.parametrize("workspace", WORKSPACES, ids=IDS)
 def test_validates_with_zero_errors(workspace: Path) -> None:
-    if importlib.util.find_spec("engine.compiler.validate") is None:
-        pytest.skip("engine.compiler.validate is not there yet")
     from engine.compiler.validate import validate_path
 
     ws, issues = validate_path(workspace)
@@ -256,13 +253,6 @@ def test_every_templating_feature_is_shown() -> None:
         assert marker in text, marker
 
 
-def _runtime_available() -> bool:
-    return all(
-        importlib.util.find_spec(m) is not None
-        for m in ("engine.runtime", "engine.compiler.inputs", "engine.compiler.plan", "server.cli")
-    )
-
-
 def _partitur(*args: str, timeout: float = 40) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
@@ -287,8 +277,6 @@ RUNS = [
 def test_shell_only_tasks_run_to_completion(
     workspace: str, task: str, args: list[str], outputs: dict[str, Any]
 ) -> None:
-    if not _runtime_available():
-        pytest.skip("the runtime (engine.runtime, engine.compiler.plan/inputs) is not there yet")
     result = _partitur(
         "run", task, "--workspace", str(WORKSPACES_DIR / workspace), *args, "--json", "--quiet"
     )
@@ -301,8 +289,6 @@ def test_shell_only_tasks_run_to_completion(
 
 
 def test_hello_world_prints_the_greeting() -> None:
-    if not _runtime_available():
-        pytest.skip("the runtime is not there yet")
     result = _partitur("run", "hello-world", "--workspace", str(WORKSPACES_DIR / "default"),
                        "-i", "name=Ada")
     assert result.returncode == 0, result.stderr[-2000:]

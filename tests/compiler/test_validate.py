@@ -51,8 +51,6 @@ def test_valid_fixture_loads() -> None:
 
 @pytest.mark.parametrize("name", ["default", "data-pipeline", "ops"])
 def test_example_workspaces_validate(name: str) -> None:
-    if not (EXAMPLES / name / ".workflows").is_dir():
-        pytest.skip(f"example workspace {name} is not in this checkout")
     workspace, issues = validate_path(EXAMPLES / name)
     assert [str(i) for i in issues if i.severity == "error"] == []
     assert workspace is not None
