@@ -208,6 +208,21 @@ class ConcurrencySpec(Frozen):
         return value
 
 
+class RateLimitSpec(Frozen):
+    """At most `limit` starts per `per` of the steps whose rendered `key` is the same
+    (the step's own limit without a key); see `engine.ratelimit`."""
+
+    key: str | None = None
+    per: Duration = 60.0
+    limit: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _positive_window(self) -> RateLimitSpec:
+        if self.per <= 0:
+            raise ValueError("rate_limit.per must be longer than 0 seconds")
+        return self
+
+
 class StepSpec(Frozen):
     """One node of a task's flow.
 
@@ -227,6 +242,7 @@ class StepSpec(Frozen):
     timeout: OptDuration = None
     retry: RetryPolicy | None = None
     tags: list[str] = Field(default_factory=list)
+    rate_limit: RateLimitSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
