@@ -325,9 +325,7 @@ def _position(state: JobState, name: str, index: PlanIndex) -> tuple[int, int]:
 
 def _affected(state: JobState, name: str, index: PlanIndex) -> list[str]:
     """The steps whose decision may change after something happened to `name`."""
-    step = state.steps.get(name)
-    if step is None:
-        return []
+    step = state.steps[name]
     out = [name]
     if step.loop_of is None:
         out.extend(index.dependents[name])
@@ -426,9 +424,7 @@ def _expand(state: JobState, step: StepState, now: float, env: Env) -> ev.Event:
 
 def _finish_loop(state: JobState, step: StepState, now: float) -> ev.Event | None:
     """A loop placeholder ends when all its instances have."""
-    instances = state.instances(step.name)
-    if not all(i.terminal for i in instances):
-        return None
+    instances = state.instances(step.name)  # all terminal: `open_instances` is 0
     if not state.plan.steps[step.name].continue_on_failure:
         for i in instances:
             if i.status is S.FAILED:

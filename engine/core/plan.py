@@ -134,8 +134,7 @@ def plan_index(plan: Plan) -> PlanIndex:
     dependents: dict[str, list[str]] = {name: [] for name in plan.steps}
     for name, step in plan.steps.items():
         for dep in step.depends_on:
-            if dep in dependents:
-                dependents[dep].append(name)
+            dependents.setdefault(dep, []).append(name)
     index = PlanIndex(
         position={name: i for i, name in enumerate(plan.steps)},
         dependents={name: tuple(deps) for name, deps in dependents.items()},

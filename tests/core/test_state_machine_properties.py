@@ -118,10 +118,10 @@ def _check_counters(state: JobState) -> None:
     """The counters evolve keeps agree with the steps they count."""
     assert state.open_steps == sum(not s.terminal for s in state.steps.values())
     assert state.waiting == sum(s.waits for s in state.steps.values())
-    for step in state.steps.values():
-        if step.items is not None:
-            open_instances = sum(not i.terminal for i in state.instances(step.name))
-            assert step.open_instances == open_instances, step.name
+    for current in state.steps.values():
+        if current.items is not None:
+            open_instances = sum(not i.terminal for i in state.instances(current.name))
+            assert current.open_instances == open_instances, current.name
 
 
 def _check_end(job: Job) -> None:
