@@ -24,6 +24,8 @@ from engine.core.state import JobState
 from engine.errors import Conflict, NotFound, PartiturError, RenderError
 from engine.logs.redact import Redactor
 from engine.orchestrator import Orchestrator
+from engine.priority import PrioritySlots
+from engine.ratelimit import RateLimiter, limit_of
 from engine.runners import get_runner
 from engine.runners.base import RunResult
 from engine.stepprep import prepare
@@ -65,13 +67,17 @@ class LocalExecutor:
         artifacts_root: Path,
         worker_id: str | None = None,
         artifact_limits: ArtifactLimits | None = None,
+        aging: float | None = None,
     ) -> None:
         self.orchestrator = orchestrator
         self.concurrency = max(1, concurrency)
         self.artifacts_root = artifacts_root
         self.artifact_limits = artifact_limits or ArtifactLimits.from_env()
         self.worker_id = worker_id or f"local:{socket.gethostname()}"
-        self._slots = asyncio.Semaphore(self.concurrency)
+        # Slots go to waiting steps by job priority, FIFO within one, with aging.
+        self._slots = PrioritySlots(self.concurrency, aging=aging)
+        self.rates = RateLimiter()
+        self.slot_waiting: set[tuple[str, str]] = set()
         self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self._inner: dict[tuple[str, str], asyncio.Task[RunResult]] = {}
         self.started_steps = 0
@@ -82,7 +88,7 @@ class LocalExecutor:
     def dispatch(self, state: JobState, step: str) -> None:
         key = (state.job_id, step)
         attempt = state.steps[step].attempt
-        task = asyncio.ensure_future(self._run(state.job_id, step, attempt))
+        task = asyncio.ensure_future(self._run(state.job_id, step, attempt, state.priority))
         self._running[key] = task
         task.add_done_callback(functools.partial(self._done, key))
 
@@ -97,6 +103,10 @@ class LocalExecutor:
     @property
     def busy(self) -> int:
         return len(self._inner)
+
+    def slot_holders(self) -> list[str]:
+        """The jobs whose steps hold the executor's slots now."""
+        return self._slots.holders()
 
     async def close(self, grace: float = 0.0) -> None:
         """Stop: running steps get `grace` seconds, then their process groups are killed.
@@ -123,68 +133,98 @@ class LocalExecutor:
         if not task.cancelled() and task.exception() is not None:
             log.error("step %s of job %s crashed", key[1], key[0], exc_info=task.exception())
 
-    async def _run(self, job_id: str, step: str, attempt: int) -> None:
-        async with self._slots:
-            orch = self.orchestrator
-            try:
-                state = await orch.command(job_id, cmd.Claim(
-                    step=step, attempt=attempt, worker_id=self.worker_id, lease=new_token(12)))
-            except (Conflict, NotFound):
-                return  # cancelled or taken meanwhile
-            plan_step = state.plan_step(step)
-            if plan_step.action_type == "approval":
-                await self._suspend(state, step, attempt)
-                return
-            try:
-                run = self._prepare(state, step)
-            except RenderError as exc:
-                await self._report(job_id, cmd.Fail(step=step, attempt=attempt, error=exc.message,
-                                                    kind="render"))
-                return
-            try:
-                runner = get_runner(plan_step.action_type)
-            except PartiturError as exc:
-                await self._report(job_id, cmd.Fail(step=step, attempt=attempt, error=exc.message))
-                return
-            started: list[asyncio.Task[Any]] = []
+    async def _run(self, job_id: str, step: str, attempt: int, priority: int) -> None:
+        ticket = await self._acquire(job_id, step, priority)
+        try:
+            await self._run_held(job_id, step, attempt)
+        finally:
+            self._slots.release(ticket)
 
-            def on_start(pid: int | None) -> None:
-                started.append(asyncio.ensure_future(orch.command(job_id, cmd.MarkStarted(
-                    step=step, attempt=attempt, worker_id=self.worker_id, pid=pid))))
+    async def _acquire(self, job_id: str, step: str, priority: int) -> int:
+        """A slot for the step, once its rate limit (if any) lets it start."""
+        key = (job_id, step)
+        orch = self.orchestrator
+        try:
+            while True:
+                self.slot_waiting.add(key)
+                try:
+                    ticket = await self._slots.acquire(priority, job_id)
+                finally:
+                    self.slot_waiting.discard(key)
+                state = orch.active_state(job_id)
+                limit = limit_of(orch.workspaces, state, step) if state is not None else None
+                now = orch.clock.now()
+                until = self.rates.reserve(limit, now) if limit is not None else None
+                if until is None:
+                    return ticket
+                # Over the limit: wait without holding a slot, then queue again.
+                self._slots.release(ticket)
+                self.rates.waiting[key] = until
+                await asyncio.sleep(max(0.0, until - now))
+        finally:
+            self.rates.waiting.pop(key, None)
 
-            run.artifacts_dir.mkdir(parents=True, exist_ok=True)
-            inner = asyncio.ensure_future(runner.run(run, _StepSink(orch, job_id, step), on_start))
-            self._inner[(job_id, step)] = inner
-            self.started_steps += 1
-            try:
-                result = await inner
-            except asyncio.CancelledError:
-                if self._closing or not inner.cancelled():
-                    raise  # this task itself is being cancelled (shutdown): report nothing
-                result = None
-            finally:
-                self._inner.pop((job_id, step), None)
-            if started:
-                await asyncio.gather(*started, return_exceptions=True)
-            if result is None:
-                await self._report(job_id, cmd.CancelStep(step=step, attempt=attempt,
-                                                          reason="cancelled"))
-                return
-            result = self._redacted(job_id, result)
-            if result.state is not None:
-                await self._report(job_id, cmd.SaveState(step=step, attempt=attempt,
-                                                         state=result.state))
-            result = self._check_artifacts(job_id, step, result)
-            if result.status == "completed":
-                await self._report(job_id, cmd.Complete(step=step, attempt=attempt,
-                                                        output=result.output))
-            elif result.status == "suspended":
-                await self._report(job_id, cmd.Suspend(step=step, attempt=attempt,
-                                                       message=result.message))
-            else:
-                await self._report(job_id, cmd.Fail(
-                    step=step, attempt=attempt, error=result.error or "failed",
-                    exit_code=result.exit_code, kind=result.kind))
+    async def _run_held(self, job_id: str, step: str, attempt: int) -> None:
+        orch = self.orchestrator
+        try:
+            state = await orch.command(job_id, cmd.Claim(
+                step=step, attempt=attempt, worker_id=self.worker_id, lease=new_token(12)))
+        except (Conflict, NotFound):
+            return  # cancelled or taken meanwhile
+        plan_step = state.plan_step(step)
+        if plan_step.action_type == "approval":
+            await self._suspend(state, step, attempt)
+            return
+        try:
+            run = self._prepare(state, step)
+        except RenderError as exc:
+            await self._report(job_id, cmd.Fail(step=step, attempt=attempt, error=exc.message,
+                                                kind="render"))
+            return
+        try:
+            runner = get_runner(plan_step.action_type)
+        except PartiturError as exc:
+            await self._report(job_id, cmd.Fail(step=step, attempt=attempt, error=exc.message))
+            return
+        started: list[asyncio.Task[Any]] = []
+
+        def on_start(pid: int | None) -> None:
+            started.append(asyncio.ensure_future(orch.command(job_id, cmd.MarkStarted(
+                step=step, attempt=attempt, worker_id=self.worker_id, pid=pid))))
+
+        run.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        inner = asyncio.ensure_future(runner.run(run, _StepSink(orch, job_id, step), on_start))
+        self._inner[(job_id, step)] = inner
+        self.started_steps += 1
+        try:
+            result = await inner
+        except asyncio.CancelledError:
+            if self._closing or not inner.cancelled():
+                raise  # this task itself is being cancelled (shutdown): report nothing
+            result = None
+        finally:
+            self._inner.pop((job_id, step), None)
+        if started:
+            await asyncio.gather(*started, return_exceptions=True)
+        if result is None:
+            await self._report(job_id, cmd.CancelStep(step=step, attempt=attempt,
+                                                      reason="cancelled"))
+            return
+        result = self._redacted(job_id, result)
+        if result.state is not None:
+            await self._report(job_id, cmd.SaveState(step=step, attempt=attempt,
+                                                     state=result.state))
+        result = self._check_artifacts(job_id, step, result)
+        if result.status == "completed":
+            await self._report(job_id, cmd.Complete(step=step, attempt=attempt,
+                                                    output=result.output))
+        elif result.status == "suspended":
+            await self._report(job_id, cmd.Suspend(step=step, attempt=attempt,
+                                                   message=result.message))
+        else:
+            await self._report(job_id, cmd.Fail(
+                step=step, attempt=attempt, error=result.error or "failed",
+                exit_code=result.exit_code, kind=result.kind))
 
     def _check_artifacts(self, job_id: str, step: str, result: RunResult) -> RunResult:
         """Enforce the artifact limits; a step that broke one fails, saying which."""
