@@ -1,7 +1,9 @@
 """The `EventStore` interface every backend implements (DESIGN §5).
 
 A store keeps the append-only event log (one stream per job), the `jobs`/`steps`
-projections written in the same transaction as the events, and idempotency keys.
+projections written in the same transaction as the events, idempotency keys, and the
+outbox: outgoing work an append creates (ready steps for remote workers), written in the
+append's transaction so it exists exactly when the events do (DESIGN §4).
 Backends wrap their driver errors into `engine.errors` (`VersionConflict`,
 `StoreUnavailable`); the contract suite in `tests/contract/` holds every backend to the
 same behaviour.
@@ -12,10 +14,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from engine.core.events import Event, RecordedEvent
 from engine.core.projections import JobRow, StepRow
 from engine.errors import Conflict
+
+if TYPE_CHECKING:
+    from engine.store.work import WorkItem
 
 
 class DuplicateKey(Conflict):
@@ -40,6 +46,18 @@ class Projection:
     job: JobRow
     steps: Sequence[StepRow] = ()
     last_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outbox:
+    """Outgoing work to write in the same transaction as an append (DESIGN §4).
+
+    `work`: ready step attempts for the remote-worker queue (`engine.store.work`); an
+    attempt already queued is left alone. On PostgreSQL, queuing a row also sends
+    `NOTIFY partitur_work`, delivered on commit.
+    """
+
+    work: Sequence[WorkItem] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +105,7 @@ class EventStore(ABC):
         *,
         projection: Projection | None = None,
         idempotency: tuple[str, str] | None = None,
+        outbox: Outbox | None = None,
     ) -> AppendResult:
         """Append `events` atomically after version `expected_version` of the stream.
 
@@ -95,7 +114,8 @@ class EventStore(ABC):
         `projection`, the rows are upserted in the same transaction, stamped with the
         last `global_seq`. With `idempotency=(scope, key)` the key is recorded for this
         stream in the same transaction; if it exists, `DuplicateKey` (naming the first
-        stream) is raised and nothing is written.
+        stream) is raised and nothing is written. With `outbox`, its work-queue rows are
+        written in the same transaction: a refused append queues nothing.
         """
 
     @abstractmethod
@@ -117,6 +137,10 @@ class EventStore(ABC):
     @abstractmethod
     async def find_key(self, scope: str, key: str) -> str | None:
         """The stream that used idempotency key `(scope, key)`, if any."""
+
+    @abstractmethod
+    async def queued_work(self, job_id: str) -> list[WorkItem]:
+        """The work-queue rows of a job, open or not, ordered by step and attempt."""
 
     @abstractmethod
     async def list_jobs(self, where: JobFilter) -> tuple[list[JobRow], int]:

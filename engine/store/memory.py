@@ -2,9 +2,9 @@
 
 It keeps the same contract as the durable backends (the suite in `tests/contract/` runs
 against it): appends are serialized by an `asyncio.Lock`, checked against the expected
-version, and written together with their projection rows and idempotency key or not at
-all. Event payloads go through JSON on the way in, so what a test reads back is what a
-real store would give it.
+version, and written together with their projection rows, idempotency key and outbox rows
+or not at all. Event payloads go through JSON on the way in, so what a test reads back is
+what a real store would give it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,16 @@ from collections.abc import Sequence
 from engine.core.events import Event, RecordedEvent, encode
 from engine.core.projections import JobRow, StepRow
 from engine.errors import StoreUnavailable, VersionConflict
-from engine.store.base import AppendResult, DuplicateKey, EventStore, JobFilter, Projection
+from engine.store.base import (
+    AppendResult,
+    DuplicateKey,
+    EventStore,
+    JobFilter,
+    Outbox,
+    Projection,
+)
 from engine.store.codec import through_json
+from engine.store.work import WorkItem
 
 _TERMINAL = frozenset({"completed", "failed", "cancelled", "skipped"})
 
@@ -33,6 +41,7 @@ class MemoryStore(EventStore):
         self._jobs: dict[str, tuple[JobRow, int]] = {}  # job row and its last_seq
         self._steps: dict[str, dict[str, StepRow]] = {}
         self._slots: dict[tuple[str, float], str] = {}
+        self._work: dict[tuple[str, str, int], WorkItem] = {}
 
     def _check(self) -> None:
         if not self._open:
@@ -52,6 +61,7 @@ class MemoryStore(EventStore):
         *,
         projection: Projection | None = None,
         idempotency: tuple[str, str] | None = None,
+        outbox: Outbox | None = None,
     ) -> AppendResult:
         if not events:
             raise ValueError("append needs at least one event")
@@ -79,6 +89,8 @@ class MemoryStore(EventStore):
                 self._write(projection, recorded[-1].global_seq)
             if idempotency is not None:
                 self._keys[idempotency] = stream_id
+            for item in outbox.work if outbox is not None else ():
+                self._work.setdefault((item.job_id, item.step, item.attempt), item)
             return AppendResult(recorded)
 
     def _write(self, projection: Projection, last_seq: int) -> None:
@@ -104,6 +116,10 @@ class MemoryStore(EventStore):
     async def find_key(self, scope: str, key: str) -> str | None:
         self._check()
         return self._keys.get((scope, key))
+
+    async def queued_work(self, job_id: str) -> list[WorkItem]:
+        self._check()
+        return [item for key, item in sorted(self._work.items()) if key[0] == job_id]
 
     async def list_jobs(self, where: JobFilter) -> tuple[list[JobRow], int]:
         self._check()

@@ -43,10 +43,25 @@ from engine.errors import (
     ValidationFailed,
     VersionConflict,
 )
-from engine.store.base import AppendResult, DuplicateKey, EventStore, JobFilter, Projection
+from engine.store.base import (
+    AppendResult,
+    DuplicateKey,
+    EventStore,
+    JobFilter,
+    Outbox,
+    Projection,
+)
 from engine.store.codec import dumps, loads, through_json
 from engine.store.migrations import load_migrations, pending
 from engine.store.pgnotify import Listener
+from engine.store.work import (
+    PG_ENQUEUE_ONE,
+    PG_NOTIFY,
+    PG_QUEUED,
+    WorkItem,
+    pg_item,
+    pg_item_params,
+)
 
 T = TypeVar("T")
 
@@ -399,9 +414,11 @@ class PostgresStore(EventStore):
         *,
         projection: Projection | None = None,
         idempotency: tuple[str, str] | None = None,
+        outbox: Outbox | None = None,
     ) -> AppendResult:
         if not events:
             raise ValueError("append needs at least one event")
+        work = [pg_item_params(i) for i in outbox.work] if outbox is not None else []
         encoded = [(encode(e), e.ts) for e in events]
         types = [t for (t, _, _), _ in encoded]
         schema_versions = [sv for (_, sv, _), _ in encoded]
@@ -432,6 +449,9 @@ class PostgresStore(EventStore):
                     )
             if idempotency is not None:
                 await conn.execute(INSERT_KEY, scope, key, stream_id)
+            if work:
+                await conn.executemany(PG_ENQUEUE_ONE, work)
+                await conn.execute(PG_NOTIFY)
             await conn.execute(NOTIFY, EVENTS_CHANNEL, str(seqs[-1]))
             return seqs[0]
 
@@ -458,6 +478,9 @@ class PostgresStore(EventStore):
     async def find_key(self, scope: str, key: str) -> str | None:
         found: str | None = await self._scalar(FIND_KEY, scope, key)
         return found
+
+    async def queued_work(self, job_id: str) -> list[WorkItem]:
+        return [pg_item(r) for r in await self._fetch(PG_QUEUED, job_id)]
 
     async def listen(self, callback: Callable[[int], None]) -> Listener:
         """Call `callback(global_seq)` for every append committed by any process.

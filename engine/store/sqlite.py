@@ -26,9 +26,17 @@ import orjson
 from engine.core.events import Event, RecordedEvent, encode
 from engine.core.projections import JobRow, StepRow
 from engine.errors import ConfigInvalid, Conflict, PartiturError, StoreUnavailable, VersionConflict
-from engine.store.base import AppendResult, DuplicateKey, EventStore, JobFilter, Projection
+from engine.store.base import (
+    AppendResult,
+    DuplicateKey,
+    EventStore,
+    JobFilter,
+    Outbox,
+    Projection,
+)
 from engine.store.codec import dumps
 from engine.store.migrations import Migration, load_migrations, pending
+from engine.store.work import SQ_ENQUEUE, SQ_QUEUED, WorkItem, sq_item, sq_item_params
 
 T = TypeVar("T")
 
@@ -324,11 +332,12 @@ class SqliteStore(EventStore):
         *,
         projection: Projection | None = None,
         idempotency: tuple[str, str] | None = None,
+        outbox: Outbox | None = None,
     ) -> AppendResult:
         if not events:
             raise ValueError("append needs at least one event")
         return await self._run(
-            self._append, stream_id, expected_version, events, projection, idempotency
+            self._append, stream_id, expected_version, events, projection, idempotency, outbox
         )
 
     def _append(
@@ -338,6 +347,7 @@ class SqliteStore(EventStore):
         events: Sequence[Event],
         projection: Projection | None,
         idempotency: tuple[str, str] | None,
+        outbox: Outbox | None = None,
     ) -> AppendResult:
         rows: list[tuple[str, int, str, int, dict[str, Any], float]] = []
         for offset, event in enumerate(events, start=1):
@@ -345,6 +355,7 @@ class SqliteStore(EventStore):
             rows.append((stream_id, expected_version + offset, type_, schema_version, data,
                          event.ts))
         params = [(s, v, t, sv, dumps(d), ts) for s, v, t, sv, d, ts in rows]
+        work = [sq_item_params(i) for i in outbox.work] if outbox is not None else []
 
         def write(conn: sqlite3.Connection) -> int:
             if idempotency is not None:
@@ -364,6 +375,8 @@ class SqliteStore(EventStore):
                     conn.executemany(UPSERT_STEP, [_step_params(s) for s in projection.steps])
             if idempotency is not None:
                 conn.execute(INSERT_KEY, (*idempotency, stream_id))
+            if work:
+                conn.executemany(SQ_ENQUEUE, work)
             return last
 
         try:
@@ -403,6 +416,12 @@ class SqliteStore(EventStore):
     async def find_key(self, scope: str, key: str) -> str | None:
         found: str | None = await self._run(self._scalar, FIND_KEY, (scope, key))
         return found
+
+    async def queued_work(self, job_id: str) -> list[WorkItem]:
+        def select() -> list[WorkItem]:
+            return [sq_item(r) for r in self.conn.execute(SQ_QUEUED, (job_id,)).fetchall()]
+
+        return await self._run(select)
 
     # --- projections -----------------------------------------------------------------
 

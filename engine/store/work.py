@@ -10,6 +10,11 @@ job id and step, and take only rows whose tags are a subset of the worker's. On
 PostgreSQL the claim is one `UPDATE … WHERE … = (SELECT … FOR UPDATE SKIP LOCKED)`, so
 concurrent claimers never wait for each other nor take the same row; an enqueue sends
 `NOTIFY partitur_work` in its transaction so idle claimers on every replica wake.
+
+The normal way rows get here is the event store's outbox: `EventStore.append(…,
+outbox=Outbox(work=…))` inserts them with `SQ_ENQUEUE`/`PG_ENQUEUE_ONE` in the same
+transaction as the `StepReady` events. `enqueue` is the fallback (the lease sweeper's
+re-queue, steps handed out again after a load or a resume).
 """
 
 from __future__ import annotations
@@ -175,6 +180,10 @@ SQ_OPEN = (
     "SELECT job_id, step, attempt, priority, ready_at, tags FROM work_queue "
     "WHERE lease IS NULL AND finished_at IS NULL ORDER BY priority, ready_at, job_id, step"
 )
+SQ_QUEUED = (
+    "SELECT job_id, step, attempt, priority, ready_at, tags FROM work_queue "
+    "WHERE job_id = ? ORDER BY step, attempt"
+)
 UNQUEUED_READY = (
     "SELECT s.job_id, s.step_name, s.attempt FROM steps s WHERE s.status = 'ready' "
     "AND NOT EXISTS (SELECT 1 FROM work_queue q WHERE q.job_id = s.job_id "
@@ -194,6 +203,26 @@ COUNT_WORKERS = "SELECT COUNT(*) FROM workers"
 SQ_WORKER = f"SELECT {_WORKER_COLUMNS} FROM workers WHERE worker_id = ?"
 SQ_RECENT = (f"SELECT {_HELD_COLUMNS} FROM work_queue WHERE worker_id = ? "
              "ORDER BY claimed_at DESC LIMIT ?")
+
+
+def sq_item(r: Sequence[Any]) -> WorkItem:
+    """A queue row read from SQLite (tags stored as JSON text)."""
+    return WorkItem(r[0], r[1], int(r[2]), int(r[3]), float(r[4]), tuple(json.loads(r[5])))
+
+
+def sq_item_params(i: WorkItem) -> tuple[Any, ...]:
+    """The parameters of `SQ_ENQUEUE` for one item."""
+    return (i.job_id, i.step, i.attempt, i.priority, i.ready_at, json.dumps(list(i.tags)))
+
+
+def pg_item(r: Sequence[Any]) -> WorkItem:
+    """A queue row read from PostgreSQL."""
+    return WorkItem(r[0], r[1], int(r[2]), int(r[3]), float(r[4]), tuple(r[5]))
+
+
+def pg_item_params(i: WorkItem) -> tuple[Any, ...]:
+    """The parameters of `PG_ENQUEUE_ONE` for one item."""
+    return (i.job_id, i.step, i.attempt, i.priority, i.ready_at, list(i.tags))
 
 
 def _sq_worker(r: Sequence[Any]) -> WorkerRow:
@@ -220,9 +249,7 @@ class SqliteWorkStore(WorkStore):
         def write(conn: sqlite3.Connection) -> int:
             added = 0
             for i in items:
-                cur = conn.execute(SQ_ENQUEUE, (i.job_id, i.step, i.attempt, i.priority,
-                                                i.ready_at, json.dumps(list(i.tags))))
-                added += cur.rowcount
+                added += conn.execute(SQ_ENQUEUE, sq_item_params(i)).rowcount
             return added
 
         return int(await self._write(write))
@@ -264,8 +291,7 @@ class SqliteWorkStore(WorkStore):
         return [_held(r) for r in await self._read(SQ_EXPIRED, (before,))]
 
     async def open_rows(self) -> list[WorkItem]:
-        return [WorkItem(r[0], r[1], int(r[2]), int(r[3]), float(r[4]),
-                         tuple(json.loads(r[5]))) for r in await self._read(SQ_OPEN, ())]
+        return [sq_item(r) for r in await self._read(SQ_OPEN, ())]
 
     async def unqueued_ready(self) -> list[tuple[str, str, int]]:
         return [(r[0], r[1], int(r[2])) for r in await self._read(UNQUEUED_READY, ())]
@@ -299,6 +325,7 @@ PG_ENQUEUE_ONE = (
     "VALUES ($1, $2, $3, $4, $5, $6::text[]) ON CONFLICT DO NOTHING"
 )
 PG_NOTIFY = f"SELECT pg_notify('{WORK_CHANNEL}', '')"
+PG_QUEUED = SQ_QUEUED.replace("?", "$1")
 PG_CLAIM = f"""
 UPDATE work_queue SET worker_id = $1, lease = $2, claimed_at = $3, renewed_at = $3
 WHERE (job_id, step, attempt) = (
@@ -360,9 +387,7 @@ class PostgresWorkStore(WorkStore):
         async def write(conn: Any) -> int:
             added = 0
             for i in items:
-                added += _count(await conn.execute(
-                    PG_ENQUEUE_ONE, i.job_id, i.step, i.attempt, i.priority, i.ready_at,
-                    list(i.tags)))
+                added += _count(await conn.execute(PG_ENQUEUE_ONE, *pg_item_params(i)))
             if added:
                 await conn.execute(PG_NOTIFY)
             return added
@@ -404,9 +429,7 @@ class PostgresWorkStore(WorkStore):
         return [_held(r) for r in await self.store._fetch(PG_EXPIRED, before)]
 
     async def open_rows(self) -> list[WorkItem]:
-        rows = await self.store._fetch(SQ_OPEN)
-        return [WorkItem(r[0], r[1], int(r[2]), int(r[3]), float(r[4]), tuple(r[5]))
-                for r in rows]
+        return [pg_item(r) for r in await self.store._fetch(SQ_OPEN)]
 
     async def unqueued_ready(self) -> list[tuple[str, str, int]]:
         return [(r[0], r[1], int(r[2])) for r in await self.store._fetch(UNQUEUED_READY)]

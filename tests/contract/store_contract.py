@@ -20,8 +20,9 @@ from engine.core import events as ev
 from engine.core.projections import JobRow, StepRow, job_row, step_rows
 from engine.core.state import JobState, StreamCorrupt
 from engine.errors import StoreUnavailable, VersionConflict
-from engine.store.base import DuplicateKey, EventStore, JobFilter
+from engine.store.base import DuplicateKey, EventStore, JobFilter, Outbox
 from engine.store.rebuild import rebuild
+from engine.store.work import WorkItem
 
 
 def output(step: str, n: int, writer: int = 0) -> ev.StepOutput:
@@ -104,6 +105,34 @@ class EventStoreContract(ABC):
         # The next event still gets the next seq: the failed batch left no gap.
         result = await store.append("s", 1, [output("a", 5)])
         assert result.events[0].global_seq == 2
+
+    async def test_outbox_rows_are_written_with_the_append_or_not_at_all(
+        self, store: EventStore
+    ) -> None:
+        ready = [ev.StepReady(ts=1.0, step="a", input={}, attempt=1),
+                 ev.StepReady(ts=1.0, step="b", input={}, attempt=1)]
+        rows = [WorkItem("job-1", "a", 1, 3, 1.0, ("gpu", "linux")),
+                WorkItem("job-1", "b", 1, 3, 1.0)]
+        await store.append("job-1", 0, [output("x", 0)])
+        # A conflicting append queues nothing: not its rows, not a key.
+        with pytest.raises(VersionConflict):
+            await store.append("job-1", 0, ready, outbox=Outbox(work=rows),
+                               idempotency=("api", "outbox"))
+        assert await store.queued_work("job-1") == []
+        await store.append("job-2", 0, [output("x", 0)], idempotency=("api", "taken"))
+        with pytest.raises(DuplicateKey):
+            await store.append("job-1", 1, ready, outbox=Outbox(work=rows),
+                               idempotency=("api", "taken"))
+        assert await store.queued_work("job-1") == []
+        assert [r.version for r in await store.read("job-1")] == [1]
+        # The append that succeeds writes them, exactly as given.
+        await store.append("job-1", 1, ready, outbox=Outbox(work=rows))
+        assert await store.queued_work("job-1") == rows
+        # An attempt already queued is left alone; a new attempt is a new row.
+        again = [WorkItem("job-1", "a", 1, 1, 9.0), WorkItem("job-1", "a", 2, 3, 5.0)]
+        await store.append("job-1", 3, [output("x", 1)], outbox=Outbox(work=again))
+        assert await store.queued_work("job-1") == [rows[0], again[1], rows[1]]
+        assert await store.queued_work("job-2") == []
 
     async def test_empty_append_is_refused(self, store: EventStore) -> None:
         with pytest.raises(ValueError):
