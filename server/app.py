@@ -26,7 +26,7 @@ from engine.cloud import Cloud
 from engine.runners import browser as browser_runner
 from engine.runtime import Runtime, RuntimeOptions
 from engine.sources.git import GitSpec
-from server import hooks
+from server import browser_services, hooks
 from server.auth import AuthMiddleware, document_auth, open_auth
 from server.errors import BodyTooLarge, error_response, exception_handlers
 from server.metrics import Metrics, MetricsMiddleware
@@ -153,6 +153,7 @@ def runtime_options(settings: Any) -> tuple[RuntimeOptions, list[str]]:
         base_dir=Path.cwd(), git_workspaces=git,
         worker_mode=settings.workers.mode,
         lease_timeout=float(settings.recovery.heartbeat_timeout),
+        aging=getattr(getattr(settings, "scheduling", None), "aging", None),
     )
     return options, []
 
@@ -166,7 +167,8 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
                                service_name=getattr(tracing_settings, "service_name",
                                                     "partitur"))
     table = endpoints()
-    routes = [*build_routes(table), *ui_routes(), *trace_viewer_routes(), *worker_routes()]
+    routes = [*build_routes(table), *ui_routes(), *trace_viewer_routes(), *worker_routes(),
+              *browser_services.routes()]
     browser_runner.configure(
         executable=getattr(getattr(settings, "browser", None), "executable", None),
         secrets_key=getattr(settings, "secrets_key", None))
@@ -183,13 +185,17 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
         cloud = Cloud(rt, cloud_options(settings))
         cloud.attach()
         app.state.cloud = cloud
+        services = browser_services.BrowserServices(settings, rt, cloud)
+        services.attach(app.state)
         await rt.open()
         await open_auth(app.state, rt.store, settings)
         rt.start_triggers()
         await cloud.start()
+        await services.start()
         try:
             yield
         finally:
+            await services.close()
             await cloud.close()
             await rt.close(grace=float(settings.shutdown.grace))
             if tracer is not None:
