@@ -50,6 +50,7 @@ class RuntimeOptions:
     lease_timeout: float = 30.0  # recovery.heartbeat_timeout
 
 
+    aging: float | None = None  # scheduling.aging: one priority level per this many seconds
 class Runtime:
     """Everything the engine runs, opened and closed together."""
 
@@ -81,7 +82,8 @@ class Runtime:
             self.orchestrator.attach(self.queue)
         elif options.concurrency > 0:
             self.executor = LocalExecutor(self.orchestrator, concurrency=options.concurrency,
-                                          artifacts_root=options.artifacts_dir)
+                                          artifacts_root=options.artifacts_dir,
+                                          aging=options.aging)
             self.orchestrator.attach(self.executor)
         self.orchestrator.on_events(self.workspaces.track)
         self.scheduler = Scheduler(self.orchestrator)
