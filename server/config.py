@@ -321,6 +321,13 @@ class SessionsSettings(_Section):
     idle_timeout: Duration = 600.0
 
 
+class SchedulingSettings(_Section):
+    """`scheduling`: with `aging` set, a waiting step gains one priority level per
+    `aging` of waiting, so a flood of high-priority work cannot starve the rest."""
+
+    aging: OptDuration = None
+
+
 class ShutdownSettings(_Section):
     """`shutdown`: how long running steps get to finish after SIGTERM."""
 
@@ -338,7 +345,7 @@ WorkspaceName = Annotated[str, AfterValidator(_check_workspace_name)]
 _SECTIONS = (
     "db", "workspaces", "logs", "workers", "recovery", "retention", "browser", "limits",
     "metrics", "shutdown", "tracing", "callbacks", "notifications", "debug", "recordings",
-    "sessions",
+    "sessions", "scheduling",
 )
 
 
@@ -365,6 +372,7 @@ class Settings(_Section):
     debug: DebugSettings = Field(default_factory=DebugSettings)
     recordings: RecordingsSettings = Field(default_factory=RecordingsSettings)
     sessions: SessionsSettings = Field(default_factory=SessionsSettings)
+    scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
     stuck_after: OptDuration = None
 
     @model_validator(mode="before")
