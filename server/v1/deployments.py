@@ -70,11 +70,11 @@ ENDPOINTS = (
              request=props(workflow="string", deployment_id=["string", "null"]),
              response=props(success="boolean", workflow="string",
                             pinned_deployment_id=["string", "null"]),
-             statuses=(200, 400, 404, 409)),
+             statuses=(200, 400)),
     v1_route("deployments", "rollback", rollback,
              "Pin a workflow to the ready deployment before its current one (or to one given)",
              request=props(workflow="string", deployment_id="string"),
              response=props(success="boolean", workflow="string",
                             pinned_deployment_id="string", deployment="object"),
-             statuses=(200, 400, 404, 409)),
+             statuses=(200, 400)),
 )

@@ -138,8 +138,13 @@ async def read_envelope(request: Request) -> dict[str, Any]:
 
 def v1_route(noun: str, verb: str, handler: V1Handler, summary: str, *,
              request: Mapping[str, Any] | None = None, response: Mapping[str, Any] | None = None,
-             statuses: tuple[int, ...] = (200, 400, 404)) -> Endpoint:
-    """The endpoint `POST /v1/<noun>/<verb>` running `handler` inside the envelopes."""
+             statuses: tuple[int, ...] = (200, 400)) -> Endpoint:
+    """The endpoint `POST /v1/<noun>/<verb>` running `handler` inside the envelopes.
+
+    `statuses` are those any request can reach (a malformed body is always a 400); the
+    404, 409 and 501 answers that depend on stored objects are described, like the error
+    envelope itself, in docs/cloud-api.md.
+    """
 
     async def endpoint(req: Request) -> Response:
         try:

@@ -32,5 +32,5 @@ ENDPOINTS = (
              request=props(job_id="string", session_id="string"),
              response=props(recording_url=["string", "null"],
                             recording_url_expires_at=["string", "null"]),
-             statuses=(200, 400, 404, 501)),
+             statuses=(200, 400)),
 )

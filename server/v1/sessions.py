@@ -18,11 +18,11 @@ async def telemetry(call: Call, data: dict[str, Any]) -> dict[str, Any]:
 ENDPOINTS = (
     v1_route("sessions", "create", unavailable, "Create a browser session (501 for now)",
              request=props(timeout_seconds="integer", start_url="string", viewport="object",
-                           headless="boolean"), statuses=(501,)),
+                           headless="boolean"), statuses=(400, 501)),
     v1_route("sessions", "get", unavailable, "A browser session (501 for now)",
-             statuses=(501,)),
+             statuses=(400, 501)),
     v1_route("sessions", "close", unavailable, "Close a browser session (501 for now)",
-             statuses=(501,)),
+             statuses=(400, 501)),
     v1_route("telemetry", "recordCliEvent", telemetry, "Accepted and ignored",
-             statuses=(200,)),
+             statuses=(200, 400)),
 )

@@ -133,7 +133,7 @@ ENDPOINTS = (
              request=props(workflow="string"), response=props(success="boolean",
                                                               message="string")),
     v1_route("workflows", "build", build, "AI workflow builds (not available: 501)",
-             statuses=(501,)),
+             statuses=(400, 501)),
     v1_route("workflows", "buildStatus", build, "AI workflow builds (not available: 501)",
-             statuses=(501,)),
+             statuses=(400, 501)),
 )

@@ -103,7 +103,9 @@ def test_documented_statuses_are_reachable(client: httpx.Client) -> None:
                     seen.setdefault((path, method), set()).add(r.status_code)
     for path, method, op in _operations(doc):
         missing = {int(s) for s in op["responses"]} - seen.get((path, method), set())
-        assert not missing - {200, 409, 503}, (path, method, missing)
+        # The upload route's limit is limits.upload (50 MiB), out of this test's reach.
+        unreachable = {413} if path == "/v1/deployments/create" else set()
+        assert not missing - {200, 409, 503} - unreachable, (path, method, missing)
 
 
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
