@@ -18,8 +18,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
-
 log = logging.getLogger("partitur.leader")
 
 LEADER_LOCK = 0x7061_7274_6974_0003
@@ -70,6 +68,8 @@ class Leader:
             await asyncio.sleep(self.retry_interval)
 
     async def _contend(self) -> None:
+        import asyncpg  # only a Postgres deployment elects a leader this way
+
         self._conn = await asyncpg.connect(self.url, timeout=self.connect_timeout)
         while True:
             if await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):

@@ -7,29 +7,31 @@ to it (and through it to the orchestrator and the store).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.clock import Clock
 from engine.executor import LocalExecutor
 from engine.leader import Leader
 from engine.leases import LeaseSweeper
 from engine.logs.bus import LiveBus
-from engine.logs.pgstore import PostgresLogStore
 from engine.logs.store import JsonlLogStore, LogStore
 from engine.orchestrator import Orchestrator
-from engine.replicas import ReplicaSync
 from engine.scheduler import Scheduler
 from engine.sources.git import GitSpec
 from engine.sources.poller import SourcePoller
 from engine.store.base import EventStore
 from engine.store.factory import open_store
-from engine.store.postgres import PostgresStore
 from engine.store.work import work_store
 from engine.triggers.events import EventTriggers
 from engine.workqueue import WorkQueue
 from engine.workspaces import WorkspaceRegistry
+
+if TYPE_CHECKING:
+    from engine.replicas import ReplicaSync
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,9 @@ class RuntimeOptions:
     folder_interval: float = 2.0  # how often folder workspaces are checked for changes
     worker_mode: str = "auto"  # local | remote | auto (remote when concurrency is 0)
     lease_timeout: float = 30.0  # recovery.heartbeat_timeout
-
-
     aging: float | None = None  # scheduling.aging: one priority level per this many seconds
+
+
 class Runtime:
     """Everything the engine runs, opened and closed together."""
 
@@ -58,9 +60,14 @@ class Runtime:
                  rand: Callable[[], float] | None = None) -> None:
         self.options = options
         self.store: EventStore = open_store(options.db_url, base_dir=options.base_dir)
-        self.logs: LogStore = (PostgresLogStore(self.store.url)
-                               if isinstance(self.store, PostgresStore)
-                               else JsonlLogStore(options.logs_dir))
+        self.postgres_url: str | None = _postgres_url(self.store)
+        self.logs: LogStore
+        if self.postgres_url is not None:
+            from engine.logs.pgstore import PostgresLogStore
+
+            self.logs = PostgresLogStore(self.postgres_url)
+        else:
+            self.logs = JsonlLogStore(options.logs_dir)
         self.bus = LiveBus()
         sources: dict[str, Path | GitSpec] = {**options.workspaces, **options.git_workspaces}
         self.workspaces = WorkspaceRegistry(
@@ -92,9 +99,8 @@ class Runtime:
                                     on_change=lambda _name: self.scheduler.wake())
         self.sweeper = (LeaseSweeper(self.queue, timeout=options.lease_timeout)
                         if self.queue is not None else None)
-        self.leader = Leader(self.store.url if isinstance(self.store, PostgresStore) else None,
-                             self._lead, self._unlead)
-        self.replicas: ReplicaSync | None = None
+        self.leader = Leader(self.postgres_url, self._lead, self._unlead)
+        self.replicas: ReplicaSync | None = None  # replicas on one Postgres stay in sync
         self._triggers_started = False
         self.on_open: list[Callable[[], Awaitable[None]]] = []
         """Called once the store and workspaces are open, before jobs are recovered."""
@@ -104,12 +110,14 @@ class Runtime:
         self.options.logs_dir.mkdir(parents=True, exist_ok=True)
         self.options.artifacts_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
-        if isinstance(self.logs, PostgresLogStore):
-            await self.logs.open()
+        if self.postgres_url is not None:
+            await self.logs.open()  # type: ignore[attr-defined]
         await self.workspaces.refresh_all()
         for opened in self.on_open:
             await opened()
-        if isinstance(self.store, PostgresStore) and isinstance(self.logs, PostgresLogStore):
+        if self.postgres_url is not None:
+            from engine.replicas import ReplicaSync
+
             self.replicas = ReplicaSync(self.store, self.logs, self.bus, self.orchestrator,
                                         self.queue.waker.wake if self.queue else None)
             await self.replicas.start()
@@ -150,3 +158,16 @@ class Runtime:
         await self.orchestrator.close()
         await self.logs.close()
         await self.store.close()
+
+
+def _postgres_url(store: EventStore) -> str | None:
+    """The URL of a Postgres store, or None for any other backend.
+
+    asyncpg is imported only when a Postgres store was opened: `partitur run` and an
+    embedded server on SQLite start faster without it.
+    """
+    if "engine.store.postgres" not in sys.modules:
+        return None
+    from engine.store.postgres import PostgresStore
+
+    return store.url if isinstance(store, PostgresStore) else None
