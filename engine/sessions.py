@@ -32,8 +32,9 @@ from typing import Any
 
 import httpx
 
+from engine.auth.service import RateLimited
 from engine.clock import new_job_id
-from engine.errors import Issue, LimitExceeded, NotFound, ValidationFailed
+from engine.errors import Issue, NotFound, PartiturError, ValidationFailed
 from engine.recordings import UrlSigner
 from engine.views import iso
 
@@ -47,10 +48,16 @@ LAUNCH_ARGS = ("--headless", "--no-sandbox", "--disable-gpu",
 LIVE_PREFIX = "/live"
 
 
-class SessionLimit(LimitExceeded):
+class SessionLimit(RateLimited):
     """Too many browser sessions are open for this tenant."""
 
     code = "session_limit"
+
+
+class BrowserLaunchFailed(PartiturError):
+    """The session's browser did not start."""
+
+    code = "browser_launch_failed"
 
 
 @dataclass(slots=True)
@@ -166,13 +173,14 @@ class SessionManager:
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:
                 if process.poll() is not None:
-                    raise LimitExceeded(f"the browser exited at start (code {process.returncode})")
+                    raise BrowserLaunchFailed(
+                        f"the browser exited at start (code {process.returncode})")
                 with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
                     answer = await client.get(f"http://127.0.0.1:{port}/json/version")
                     url: str = answer.json()["webSocketDebuggerUrl"]
                     return url
                 if time.monotonic() > deadline:
-                    raise LimitExceeded("the browser did not open its CDP endpoint in time")
+                    raise BrowserLaunchFailed("the browser did not open its CDP endpoint in time")
                 await asyncio.sleep(0.1)
 
     def get(self, tenant: str, session_id: str, *, touch: bool = True) -> Session:
