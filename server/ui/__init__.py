@@ -5,8 +5,10 @@ The server side is deliberately thin: each page is a template that names what it
 else from `/api` and follows jobs live over the WebSocket events stream. There is no
 build step; the files under `static/` are served as written.
 
-`ui_routes()` returns the routes; `mount_ui(app)` appends them to an app. Login and API
-key pages (issue: auth) belong in `PAGES` here, with their templates next to the others.
+`ui_routes()` returns the routes; `mount_ui(app)` appends them to an app. With an `auth`
+section in the server config every page is marked `data-auth="on"`: its scripts then
+send tokens (static/auth.js), and `/login` and the API-keys page exist; without one
+those two redirect to the dashboard and nothing else changes.
 """
 
 from __future__ import annotations
@@ -28,19 +30,38 @@ STATIC_PREFIX = "/ui/static"
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
-# Navigation entries: (path, label, page key). Auth pages (login, keys) go here too.
-NAV: tuple[tuple[str, str, str], ...] = (
+NavEntry = tuple[str, str, str]
+
+# Navigation entries: (path, label, page key).
+NAV: tuple[NavEntry, ...] = (
     ("/", "Dashboard", "dashboard"),
     ("/workspaces", "Workspaces", "workspaces"),
     ("/jobs", "Jobs", "jobs"),
     ("/workers", "Workers", "workers"),
+    ("/schedules", "Schedules", "schedules"),
+    ("/deployments", "Deployments", "deployments"),
+    ("/sessions", "Sessions", "sessions"),
 )
+# Shown only when the server has an `auth` section (the login page has no entry: the
+# account slot in the header links to it, and every page sends you there when needed).
+AUTH_NAV: tuple[NavEntry, ...] = (("/settings/keys", "API keys", "keys"),)
+
+
+def auth_on(request: Request) -> bool:
+    """Whether the server asks for credentials (an `auth` section in its config)."""
+    settings = getattr(request.app.state, "settings", None)
+    return getattr(settings, "auth", None) is not None
+
+
+def nav_for(request: Request) -> tuple[NavEntry, ...]:
+    return NAV + AUTH_NAV if auth_on(request) else NAV
 
 
 def _page(request: Request, page: str, title: str, **context: Any) -> Response:
     return templates.TemplateResponse(
         request, f"{page}.html",
-        {"page": page, "title": title, "nav": NAV, "static": STATIC_PREFIX, **context},
+        {"page": page, "title": title, "nav": nav_for(request), "static": STATIC_PREFIX,
+         "auth": auth_on(request), **context},
         headers={"Cache-Control": "no-store"},
     )
 
@@ -72,6 +93,30 @@ async def workers(request: Request) -> Response:
     return _page(request, "workers", "Workers")
 
 
+async def schedules(request: Request) -> Response:
+    return _page(request, "schedules", "Schedules")
+
+
+async def deployments(request: Request) -> Response:
+    return _page(request, "deployments", "Deployments")
+
+
+async def sessions(request: Request) -> Response:
+    return _page(request, "sessions", "Browser sessions")
+
+
+async def login(request: Request) -> Response:
+    if not auth_on(request):
+        return RedirectResponse("/", status_code=307)
+    return _page(request, "login", "Log in")
+
+
+async def keys(request: Request) -> Response:
+    if not auth_on(request):
+        return RedirectResponse("/", status_code=307)
+    return _page(request, "keys", "API keys")
+
+
 async def ui_root(request: Request) -> Response:
     return RedirectResponse("/", status_code=307)
 
@@ -86,6 +131,11 @@ def ui_routes() -> list[BaseRoute]:
         Route("/jobs", jobs, methods=["GET"], name="ui-jobs"),
         Route("/jobs/{id}", job, methods=["GET"], name="ui-job"),
         Route("/workers", workers, methods=["GET"], name="ui-workers"),
+        Route("/schedules", schedules, methods=["GET"], name="ui-schedules"),
+        Route("/deployments", deployments, methods=["GET"], name="ui-deployments"),
+        Route("/sessions", sessions, methods=["GET"], name="ui-sessions"),
+        Route("/login", login, methods=["GET"], name="ui-login"),
+        Route("/settings/keys", keys, methods=["GET"], name="ui-keys"),
         Mount(STATIC_PREFIX, app=StaticFiles(directory=str(STATIC_DIR)), name="ui-static"),
     ]
 

@@ -5,9 +5,10 @@
 
 import { drawDag } from "./dag.js";
 import { buildForm } from "./form.js";
+import { AUTH_ON, wsURL } from "./auth.js";
 import {
-  badge, clear, el, fmtClock, shortId, fmtDuration, fmtTime, getJSON, postJSON, pretty, showError,
-  span, taskLink, throttle, toast,
+  authedImage, authedLink, badge, clear, el, fmtClock, shortId, fmtDuration, fmtTime, getJSON,
+  postJSON, pretty, showError, span, taskLink, throttle, toast,
 } from "./lib.js";
 
 const root = document.getElementById("job-root");
@@ -79,12 +80,19 @@ function flush() {
 // ---------------------------------------------------------------- live stream
 
 let retry = 0;
-function connect() {
-  const proto = location.protocol === "https:" ? "wss" : "ws";
+async function connect() {
   const q = new URLSearchParams({ format: "events" });
   if (state.cursor) q.set("after", state.cursor);
-  const ws = new WebSocket(`${proto}://${location.host}${api}/logs/stream?${q}`);
   setLive("connecting…");
+  let url;
+  try {
+    url = await wsURL(`${api}/logs/stream?${q}`); // with auth: a fresh single-use ticket
+  } catch {
+    retry = Math.min(retry + 1, 6);
+    setTimeout(connect, 250 * 2 ** retry);
+    return;
+  }
+  const ws = new WebSocket(url);
   ws.addEventListener("open", () => { retry = 0; setLive("● live"); });
   ws.addEventListener("message", (msg) => {
     let frame;
@@ -485,10 +493,11 @@ function renderArtifacts(items) {
     const isImage = a.content_type.startsWith("image/");
     const isTrace = /trace.*\.zip$/i.test(a.name);
     return el("li", null,
-      el("div", null, el("a", { href: a.url, target: "_blank", rel: "noopener" }, a.name),
+      el("div", null, authedLink(a.url, a.name, { target: "_blank", rel: "noopener" }),
         el("span", { class: "muted" }, ` · ${a.step} · ${a.size} B`),
-        isTrace ? el("a", { class: "more", href: `https://trace.playwright.dev/?trace=${encodeURIComponent(absolute)}`, target: "_blank", rel: "noopener" }, " open in trace viewer") : null),
-      isImage ? el("img", { src: a.url, alt: `${a.name} from ${a.step}`, loading: "lazy" }) : null);
+        // The viewer fetches the trace itself and cannot send a token: auth off only.
+        isTrace && !AUTH_ON ? el("a", { class: "more", href: `https://trace.playwright.dev/?trace=${encodeURIComponent(absolute)}`, target: "_blank", rel: "noopener" }, " open in trace viewer") : null),
+      isImage ? authedImage(el("img", { alt: `${a.name} from ${a.step}`, loading: "lazy" }), a.url) : null);
   })));
 }
 

@@ -1,8 +1,10 @@
-// Shared helpers of the UI pages: /api calls, DOM building, formatting.
+// Shared helpers of the UI pages: /api and /v1 calls, DOM building, formatting.
+
+import { AUTH_ON, apiFetch } from "./auth.js";
 
 /** GET a JSON resource; returns {data, total} (total from X-Total-Count when sent). */
 export async function getJSON(path) {
-  const res = await fetch(path, { headers: { Accept: "application/json" } });
+  const res = await apiFetch(path, { headers: { Accept: "application/json" } });
   const data = await res.json().catch(() => null);
   if (!res.ok) throw apiError(res, data);
   const total = res.headers.get("X-Total-Count");
@@ -10,12 +12,20 @@ export async function getJSON(path) {
 }
 
 /** POST a JSON body; resolves to the JSON answer, rejects with an Error carrying `issues`. */
-export async function postJSON(path, body) {
-  const res = await fetch(path, {
-    method: "POST",
+export async function postJSON(path, body, method = "POST") {
+  const res = await apiFetch(path, {
+    method,
     headers: { "Content-Type": "application/json", Accept: "application/json" },
     body: JSON.stringify(body ?? {}),
   });
+  const data = await res.json().catch(() => null);
+  if (!res.ok) throw apiError(res, data);
+  return data;
+}
+
+/** DELETE a resource; resolves to the JSON answer (or null). */
+export async function deleteJSON(path) {
+  const res = await apiFetch(path, { method: "DELETE", headers: { Accept: "application/json" } });
   const data = await res.json().catch(() => null);
   if (!res.ok) throw apiError(res, data);
   return data;
@@ -26,6 +36,60 @@ function apiError(res, data) {
   err.status = res.status;
   err.issues = (data && data.issues) || [];
   return err;
+}
+
+/** Statuses of a /v1 route this server does not have (or has not implemented). */
+export const UNAVAILABLE = new Set([404, 501]);
+
+/** Call the cloud API: POST /v1/<noun>/<verb> with {"json": data}; resolves to the inner
+ * answer, rejects with an Error carrying `status` (the error envelope's message). */
+export async function v1(route, data = {}) {
+  const res = await apiFetch(`/v1/${route}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify({ json: data }),
+  });
+  const body = await res.json().catch(() => null);
+  const inner = body && typeof body === "object" ? body.json : null;
+  if (!res.ok) {
+    const err = new Error((inner && inner.message) || `${res.status} ${res.statusText}`);
+    err.status = res.status;
+    err.issues = (inner && inner.data && inner.data.issues) || [];
+    throw err;
+  }
+  return inner;
+}
+
+/** The box shown when the server answers a /v1 route with 404 or 501. */
+export function unavailableBox(what, err) {
+  return el("div", { class: "card unavailable", role: "status", dataset: { unavailable: "1" } },
+    el("h2", null, `${what} are not available on this server`),
+    el("p", { class: "muted" }, `The cloud API answered ${err.status}: ${err.message}`));
+}
+
+/** Point an <img> at an /api URL: directly when auth is off, else fetched with the token
+ * (an <img> cannot send one) and shown from a blob URL. */
+export function authedImage(img, url) {
+  if (!AUTH_ON) { img.src = url; return img; }
+  apiFetch(url).then((res) => (res.ok ? res.blob() : null)).then((blob) => {
+    if (blob) img.src = URL.createObjectURL(blob);
+  }).catch(() => null);
+  return img;
+}
+
+/** A link to an /api file; with auth on, a click downloads it with the token. */
+export function authedLink(url, text, attrs = {}) {
+  const link = el("a", { href: url, ...attrs }, text);
+  if (AUTH_ON) {
+    link.addEventListener("click", async (event) => {
+      event.preventDefault();
+      const res = await apiFetch(url);
+      if (!res.ok) { toast(`${res.status} ${res.statusText}`, "error"); return; }
+      const blobUrl = URL.createObjectURL(await res.blob());
+      window.open(blobUrl, "_blank", "noopener");
+    });
+  }
+  return link;
 }
 
 /** Build an element: el("a", {href: "/x", class: "y"}, "text", child…). */
