@@ -148,9 +148,9 @@ def compile_action_log(log: str | Iterable[Mapping[str, Any]], *, initial_url: s
                                     **({"selector": action.selector}
                                        if action.selector else {})}})
         else:
-            value, name = value_of("" if action.value is None else action.value)
+            value, param = value_of("" if action.value is None else action.value)
             entry: dict[str, Any] = {"selector": action.selector, "value": value}
-            if name is not None and used[name].get("secret") and action.action == "fill":
+            if param is not None and used[param].get("secret") and action.action == "fill":
                 entry["secret"] = True
             steps.append({action.action: entry})
     return CompiledWorkflow(steps=steps, input=dict(sorted(used.items())), dropped=dropped)
