@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from engine.clock import Clock, SystemClock, new_job_id
 from engine.compiler.inputs import coerce_input, secret_paths
@@ -37,7 +37,9 @@ from engine.logs.redact import Redactor
 from engine.logs.store import LogStore
 from engine.logs.writer import JobLogWriter
 from engine.masking import JobMasker
-from engine.store.base import DuplicateKey, EventStore, JobFilter, Projection
+from engine.opspause import OpsPauses, is_ops_stream
+from engine.store.base import DuplicateKey, EventStore, JobFilter, Outbox, Projection
+from engine.store.work import WorkItem
 from engine.subjobs import MAX_DEPTH, SubJobs
 from engine.taskstate import TaskStates
 from engine.workspaces import WorkspaceRegistry
@@ -45,7 +47,7 @@ from engine.workspaces import WorkspaceRegistry
 log = logging.getLogger("partitur.orchestrator")
 
 MASK = "••••••"
-__all__ = ["MAX_DEPTH", "ActiveJob", "Dispatcher", "Orchestrator"]
+__all__ = ["MAX_DEPTH", "ActiveJob", "Dispatcher", "Orchestrator", "OutboxDispatcher"]
 # After a restart, jobs that ended this long ago or less get their missing hooks/retries.
 CATCH_UP_SECONDS = 24 * 3600
 _ENDS = (ev.JobCompleted, ev.JobFailed, ev.JobCancelled, ev.JobSkipped)
@@ -62,6 +64,18 @@ class Dispatcher(Protocol):
 
     def owns(self, worker_id: str | None) -> bool:
         """Whether a step claimed by `worker_id` ran in this process (lost on restart)."""
+
+
+@runtime_checkable
+class OutboxDispatcher(Dispatcher, Protocol):
+    """A dispatcher whose ready steps are rows written with the events (DESIGN §4 outbox).
+
+    The embedded executor is not one: its steps run in this process and die with it.
+    """
+
+    def outbox_for(self, state: JobState, events: Sequence[ev.Event]) -> Sequence[WorkItem]:
+        """The queue rows of the steps `events` made ready (`state` is after them); they
+        are written in the append's transaction, and `dispatch` still follows."""
 
 
 @dataclass
@@ -101,11 +115,13 @@ class Orchestrator:
         self.clock: Clock = clock or SystemClock()
         self.rand = rand
         self.dispatcher: Dispatcher | None = None
+        self._outbox_source: OutboxDispatcher | None = None
         self._active: dict[str, ActiveJob] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.task_states = TaskStates(store)
         self.concurrency = Concurrency(self)
+        self.ops = OpsPauses(self)
         self.subjobs = SubJobs(self)
         self.hooks = Hooks(self)
         self._listeners: list[Callable[[JobState, Sequence[ev.Event]], None]] = [
@@ -117,6 +133,8 @@ class Orchestrator:
 
     def attach(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
+        self._outbox_source = (dispatcher if isinstance(dispatcher, OutboxDispatcher)
+                               else None)
 
     def on_events(self, listener: Callable[[JobState, Sequence[ev.Event]], None]) -> None:
         """Call `listener(state, events)` after every append (metrics, hooks, triggers)."""
@@ -155,6 +173,7 @@ class Orchestrator:
             await self.subjobs.resume(state)
             await self.hooks.catch_up(await self.get_state(job_id))
         await self.concurrency.release_all()
+        await self.ops.release_all()
         await self._catch_up_ended()
         return len(ids)
 
@@ -203,6 +222,7 @@ class Orchestrator:
         task_attempt: int = 1,
         adhoc: Plan | None = None,
         timeout: float | None = None,
+        when_paused: str = "queue",
     ) -> str:
         """Validate the input, compile the plan and record a new job; returns its id.
 
@@ -211,7 +231,9 @@ class Orchestrator:
         `skip_reason` the job is recorded as `skipped` and runs nothing (a concurrency
         policy chose to skip it). A task with a `concurrency` limit may queue or skip the
         job instead of starting it (`engine.concurrency`). `timeout` (seconds) overrides
-        the task's job timeout. `adhoc` is a plan to run
+        the task's job timeout. While the workspace or task is paused (`engine.opspause`)
+        the job is queued until resumed, or skipped with `when_paused="skip"`. `adhoc` is
+        a plan to run
         instead of the task's (a hook's one-step job); its input is taken as given.
         """
         ws = self.workspaces.get(workspace)
@@ -245,6 +267,9 @@ class Orchestrator:
         group = group_of(workspace, task, limit, job_input) if limit is not None else None
         job_id = job_id or new_job_id()
         task_state = await self.task_states.latest(workspace, task) if spec else None
+        paused = (await self.ops.state(workspace)).reason(task) if spec else None
+        if paused is not None and skip_reason is None and when_paused == "skip":
+            skip_reason = paused
         async with self.concurrency.lock(group) if group else contextlib.nullcontext():
             now = self.clock.now()
             created = ev.JobCreated(
@@ -265,12 +290,15 @@ class Orchestrator:
                                                reused_from=retry_of))
             state = fold(events[1:], state)
             admission = None
-            if skip_reason is None and group is not None and limit is not None:
+            if (skip_reason is None and paused is None and group is not None
+                    and limit is not None):
                 admission = self.concurrency.admit(group, limit)
                 if admission.action == "skip":
                     skip_reason = admission.reason
             if skip_reason is not None:
                 events.append(ev.JobSkipped(ts=now, reason=skip_reason))
+            elif paused is not None:
+                events.append(ev.JobQueued(ts=now, reason=paused))
             elif admission is not None and admission.action == "queue":
                 events.append(ev.JobQueued(ts=now, reason=admission.reason or "queued"))
             else:
@@ -282,6 +310,7 @@ class Orchestrator:
                     job_id, 0, events,
                     projection=self._projection(masker, new_state, None),
                     idempotency=(scope, idempotency_key) if idempotency_key else None,
+                    outbox=self._outbox(new_state, events),
                 )
             except DuplicateKey as exc:
                 return exc.job_id
@@ -353,8 +382,12 @@ class Orchestrator:
         """Fold events another process appended to a job held in memory (HA replicas).
 
         Its timers, waiters and end follow; ready steps are not dispatched again here
-        (the appending process queued them).
+        (the appending process queued them). An operations stream (`ops/<workspace>`)
+        updates the workspace's pauses instead.
         """
+        if is_ops_stream(job_id):
+            await self.ops.refresh(job_id)
+            return
         active = self._active.get(job_id)
         if active is None:
             return
@@ -519,9 +552,18 @@ class Orchestrator:
         await self.store.append(
             state.job_id, state.version, events,
             projection=self._projection(active.masker, new_state, touched),
+            outbox=self._outbox(new_state, events),
         )
         active.state = new_state
         self._after_append(active, events)
+
+    def _outbox(self, state: JobState, events: Sequence[ev.Event]) -> Outbox | None:
+        """The work the dispatcher wants written with these events, if any."""
+        source = self._outbox_source
+        if source is None or self._closing:
+            return None
+        work = source.outbox_for(state, events)
+        return Outbox(work=work) if work else None
 
     def _writer(self, active: ActiveJob) -> JobLogWriter:
         if active.writer is None:

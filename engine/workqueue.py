@@ -1,9 +1,13 @@
 """The remote-worker dispatcher and the engine side of the worker API (DESIGN §6).
 
-`WorkQueue` is the orchestrator's `Dispatcher` when steps run on remote workers: a ready
-step is written to the queue table (approval steps need no worker and suspend here), and
-idle claimers are woken at once — in this process through `Waker`, on other replicas
-through `NOTIFY partitur_work` (see `engine.store.work`).
+`WorkQueue` is the orchestrator's `Dispatcher` when steps run on remote workers. A step
+made ready by a decision is a queue row written in the same transaction as its
+`StepReady` event (`outbox_for`: the store's outbox, DESIGN §4), so a server that dies
+right after the commit loses no ready step; `dispatch` then only wakes idle claimers — in
+this process through `Waker`, on other replicas through `NOTIFY partitur_work` (see
+`engine.store.work`). Steps handed out again (after a load, a resume, or by the lease
+sweeper's safety net) are queued by `dispatch` itself, idempotently. Approval steps need
+no worker and suspend here.
 
 It also carries what the `/worker` routes do, so they stay thin: register, heartbeat,
 claim (long poll), and the calls made under a lease (heartbeat, started, logs, result).
@@ -25,6 +29,7 @@ from typing import Any
 
 from engine.clock import new_token
 from engine.core import commands as cmd
+from engine.core import events as ev
 from engine.core.state import JobState, StepStatus, fold
 from engine.errors import Conflict, NotFound, PartiturError, RenderError
 from engine.orchestrator import Orchestrator
@@ -34,6 +39,9 @@ from engine.store.work import Held, WorkerRow, WorkItem, WorkStore
 log = logging.getLogger("partitur.workqueue")
 
 SERVER_WORKER = "server"
+# How many outbox rows `dispatch` remembers as already written. Forgetting one only costs
+# a redundant (idempotent) enqueue.
+_OUTBOX_MEMORY = 10_000
 
 
 class LeaseRefused(Conflict):
@@ -101,8 +109,29 @@ class WorkQueue:
         self.waker = Waker()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log_next: dict[str, int] = {}
+        self._outboxed: dict[tuple[str, str, int], None] = {}
 
     # --- Dispatcher ------------------------------------------------------------------
+
+    def outbox_for(self, state: JobState, events: Sequence[ev.Event]) -> list[WorkItem]:
+        """Queue rows for the steps `events` made ready (not approvals nor sub-jobs)."""
+        if state.paused or state.cancel_requested:
+            return []
+        items: list[WorkItem] = []
+        for event in events:
+            if not isinstance(event, ev.StepReady):
+                continue
+            current = state.steps.get(event.step)
+            if (current is None or current.status is not StepStatus.READY
+                    or current.attempt != event.attempt
+                    or state.plan_step(event.step).action_type in ("approval", "task")):
+                continue
+            items.append(self._item(state, event.step))
+        for item in items:
+            self._outboxed[(item.job_id, item.step, item.attempt)] = None
+        while len(self._outboxed) > _OUTBOX_MEMORY:
+            del self._outboxed[next(iter(self._outboxed))]
+        return items
 
     def dispatch(self, state: JobState, step: str) -> None:
         plan_step = state.plan_step(step)
@@ -110,9 +139,17 @@ class WorkQueue:
         if plan_step.action_type == "approval":
             self._spawn(self._suspend(state, step, current.attempt))
             return
-        item = WorkItem(state.job_id, step, current.attempt, state.priority,
-                        current.ready_at or self.orchestrator.clock.now(), tuple(plan_step.tags))
-        self._spawn(self._enqueue(item))
+        if (state.job_id, step, current.attempt) in self._outboxed:
+            del self._outboxed[(state.job_id, step, current.attempt)]
+            self.waker.wake()  # the row was committed with the event
+            return
+        self._spawn(self._enqueue(self._item(state, step)))
+
+    def _item(self, state: JobState, step: str) -> WorkItem:
+        current = state.steps[step]
+        return WorkItem(state.job_id, step, current.attempt, state.priority,
+                        current.ready_at or self.orchestrator.clock.now(),
+                        tuple(state.plan_step(step).tags))
 
     def cancel(self, job_id: str, step: str) -> None:
         """Nothing to do here: the worker learns of the cancel from its next heartbeat."""
