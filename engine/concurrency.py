@@ -133,7 +133,10 @@ class Concurrency:
             self.orch.spawn(self.release(*found))
 
     async def release(self, group: Group, spec: ConcurrencySpec) -> None:
-        """Start queued jobs of `group` while there are free slots."""
+        """Start queued jobs of `group` while there are free slots (none while its
+        workspace or task is paused: see `engine.opspause`)."""
+        if (await self.orch.ops.state(group[0])).reason(group[1]) is not None:
+            return
         async with self.lock(group):
             free = spec.limit - len(self.running(group))
             for state in self.queued(group)[: max(0, free)]:

@@ -238,6 +238,29 @@ class ChildJobStarted(StepEvent):
     child_job_id: str
 
 
+# --- operations (stream `ops/<workspace>`, not a job) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScopePaused(Event):
+    """An operator paused a whole workspace (`task` None) or one task of it: no new job
+    of it starts until `ScopeResumed`. Recorded in the workspace's `ops/` stream."""
+
+    workspace: str
+    task: str | None = None
+    by: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScopeResumed(Event):
+    """An operator resumed a paused workspace or task; its queued jobs may start."""
+
+    workspace: str
+    task: str | None = None
+    by: str | None = None
+
+
 # --- registry, encoding, upcasting ---------------------------------------------------
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -248,6 +271,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StepCompleted, StepFailed, StepRetryScheduled, StepSuspended, StepApproved,
         StepRejected, LoopExpanded, StepCancelled, HookFired, CallbackQueued,
         ChildJobStarted, JobQueued, TaskStateLoaded, TaskStateSaved, JobPaused, JobResumed,
+        ScopePaused, ScopeResumed,
     )
 }
 
