@@ -19,6 +19,8 @@ from engine.core.state import JobState, StreamCorrupt, evolve
 from engine.errors import PartiturError
 from engine.store.base import EventStore, Projection
 
+OPS_PREFIX = "ops/"
+
 
 @dataclass(frozen=True, slots=True)
 class RebuildStats:
@@ -85,6 +87,8 @@ def _fold(
 ) -> None:
     for recorded in page:
         stream = recorded.stream_id
+        if stream.startswith(OPS_PREFIX):
+            continue  # an operations stream (engine.opspause), not a job
         try:
             states[stream] = evolve(states.get(stream), recorded.event())
         except PartiturError as exc:
