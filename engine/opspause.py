@@ -81,6 +81,20 @@ class OpsState:
         return f"{what} paused{by}{why}"
 
 
+    def view(self, task: str | None = None) -> dict[str, object]:
+        """The pause fields the API shows for the workspace (or, with `task`, a task)."""
+        if task is None:
+            hold = self.paused
+            return {"paused": hold is not None, "paused_by": None,
+                    **(hold.to_dict() if hold is not None else {}),
+                    "paused_tasks": {n: h.to_dict() for n, h in sorted(self.tasks.items())}}
+        found = self.hold(task)
+        view: dict[str, object] = {"paused": found is not None, "paused_by": None}
+        if found is not None:
+            view.update(found[1].to_dict(), paused_scope=found[0])
+        return view
+
+
 def evolve_ops(state: OpsState, event: ev.Event) -> OpsState:
     """The state after one event of the stream (pure)."""
     version = state.version + 1

@@ -39,6 +39,7 @@ from server.routes import (
     jobs,
     logs,
     ops,
+    scopepause,
     tasks,
     users,
     workers,
@@ -63,6 +64,7 @@ def endpoints() -> tuple[Endpoint, ...]:
     return (*workspaces.ENDPOINTS, *tasks.ENDPOINTS, *jobs.ENDPOINTS, *artifacts.ENDPOINTS,
             *logs.ENDPOINTS, *workers.ENDPOINTS, *users.ENDPOINTS, *auth.ENDPOINTS,
             *ops.ENDPOINTS, *hooks.ENDPOINTS, *debug.ENDPOINTS, *control.ENDPOINTS,
+            *scopepause.ENDPOINTS,
             *V1_ENDPOINTS)
 
 

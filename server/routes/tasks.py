@@ -66,6 +66,8 @@ async def task_detail(request: Request) -> Response:
         "flow": {k: _step_view(s) for k, s in task.flow.items()},
         "triggers": [trigger_view(t_name, t) for t_name, t in spec.triggers.items()
                      if t.task == name],
+        "priority": task.priority,
+        **(await runtime_of(request).orchestrator.ops.state(ws.name)).view(name),
     }
     if task.folder is not None:
         view["folder"] = task.folder
@@ -80,13 +82,17 @@ async def execute_task(request: Request) -> Response:
     require_task(request, ws.name, name, Level.RUN)
     body = await read_json(request)
     raw_input = field_of(body, "input", dict, "an object")
+    priority = field_of(body, "priority", int, "an integer from 1 (highest) to 5")
+    if priority is not None and not 1 <= priority <= 5:
+        raise ValidationFailed(issues=[Issue(
+            message="'priority' must be an integer from 1 (highest) to 5", path="priority")])
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise ValidationFailed(issues=[Issue(
             message=f"must be 1 to {MAX_KEY_LENGTH} characters", path=IDEMPOTENCY_HEADER)])
     job_id = await runtime_of(request).orchestrator.create_job(
         ws.name, name, raw_input or {}, source_type="api", idempotency_key=key or None,
-        by=actor(request),
+        by=actor(request), priority=priority,
     )
     return ORJSONResponse({"job_id": job_id})
 
@@ -108,7 +114,9 @@ ENDPOINTS = (
              response=_DETAIL, tag="tasks"),
     Endpoint("POST", "/api/workspaces/{ws}/tasks/{name}/execute", execute_task,
              "Create a job of a task", (200, 400, 404, 409, 413),
-             body={"type": "object", "properties": {"input": {"type": "object"}}},
+             body={"type": "object", "properties": {
+                 "input": {"type": "object"},
+                 "priority": {"type": "integer", "minimum": 1, "maximum": 5}}},
              response={"type": "object", "properties": {"job_id": {"type": "string"}}},
              headers=(IDEMPOTENCY_HEADER,), tag="tasks"),
 )

@@ -74,7 +74,9 @@ def get_workspace(request: Request) -> Workspace:
 
 
 async def list_workspaces(request: Request) -> Response:
-    items = [workspace_view(ws) for ws in runtime_of(request).workspaces.all()]
+    runtime = runtime_of(request)
+    items = [{**workspace_view(ws), **(await runtime.orchestrator.ops.state(ws.name)).view()}
+             for ws in runtime.workspaces.all()]
     items += [_git_view(name) for name in request.app.state.git_workspaces]
     return listing(items, len(items))
 
