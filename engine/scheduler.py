@@ -1,14 +1,22 @@
 """The scheduler: cron triggers → jobs, each slot exactly once (DESIGN §2, §5).
 
 Every pass (`tick`) looks at the enabled `scheduler` triggers of every workspace's
-current revision and works out which cron slots came due since it last looked. A slot is
-claimed in the store (`claim_slot`, `UNIQUE(trigger, fire_time)`) before its job is
-created, so several servers on one database, or a server restarting, fire it once.
+current revision and works out which cron slots came due since it last looked. A slot
+fires exactly once, across restarts and several servers on one database:
+1. its job is created under the idempotency key `cron:<workspace>/<trigger>:<fire time>`
+   (`slot_key`), so a repeat — another server, or a leader that took over — gets the same
+   job back and creates nothing;
+2. then the slot is recorded in the store (`claim_slot`, `UNIQUE(trigger, fire_time)`).
+A leader that dies between the two leaves a job and an unrecorded slot: the next leader
+(whose pass starts from the latest *recorded* slot) finds the slot due again, gets the
+same job from its key, and records it. A slot whose job could not be created (e.g. the
+trigger's input no longer validates) is not recorded, and is logged.
 
 Lateness: a slot up to `grace` seconds old fires as usual. Older slots were missed
 (the server was down or asleep): with `misfire: run_once` the latest missed slot fires
 once (when nothing fired on time in the same pass), with `misfire: skip` none does.
-Where a trigger starts from after a restart is the latest slot it claimed.
+Where a trigger starts from after a restart, or when this server becomes the leader, is
+the latest slot recorded in the store.
 
 Concurrency, when the trigger's previous job is still pending or running: `allow` starts
 another, `skip` records the new job as `skipped`, `cancel_previous` cancels the running
@@ -26,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from engine.clock import Clock, SystemClock, new_job_id
+from engine.clock import Clock, SystemClock
 from engine.core import commands as cmd
 from engine.cron import fire_times, latest_fire_time, next_fire_time
 from engine.errors import PartiturError
@@ -50,9 +58,15 @@ class ScheduleSource(Protocol):
     def next_due(self, now: float) -> float | None: ...
 
 
+def slot_key(trigger: str, fire_time: float) -> str:
+    """The idempotency key of the job of slot `fire_time` of `trigger` (`<ws>/<name>`)."""
+    return f"cron:{trigger}:{datetime.fromtimestamp(fire_time, UTC).isoformat()}"
+
+
 @dataclass(frozen=True, slots=True)
 class Fired:
-    """One slot this scheduler claimed, and the job it created (None if creating failed)."""
+    """One slot this scheduler recorded and its job, or a slot whose job could not be
+    created (`job_id` None, slot not recorded)."""
 
     trigger: str
     fire_time: float
@@ -135,33 +149,46 @@ class Scheduler:
     async def _fire(self, workspace: str, name: str, spec: TriggerSpec, slot: float,
                     now: float) -> Fired | None:
         key = trigger_key(workspace, name)
-        job_id = new_job_id()
-        if not await self.store.claim_slot(key, slot, job_id, now):
-            return None  # another server (or an earlier run of this one) fired it
-        orch = self.orchestrator
+        idempotency_key = slot_key(key, slot)
         try:
-            running = await active_jobs(self.store, workspace, spec.task, key)
-            skip_reason = None
-            if running and spec.concurrency == "skip":
-                skip_reason = f"trigger {name}: job {running[-1]} is still running"
-            elif running and spec.concurrency == "cancel_previous":
-                for previous in running:
-                    with contextlib.suppress(PartiturError):
-                        await orch.command(previous, cmd.Cancel(
-                            by=f"trigger:{key}", reason=f"a newer run of trigger {name} started"))
-            ws = self.workspaces.get(workspace)
-            task = ws.require().spec.tasks[spec.task]
-            when = datetime.fromtimestamp(slot, UTC).isoformat()
-            raw = trigger_input(spec, task, secrets=ws.secrets, context={
-                "trigger": {"name": name, "workspace": workspace, "fire_time": when}})
-            created = await orch.create_job(
-                workspace, spec.task, raw, source_type="trigger", source_id=key,
-                job_id=job_id, priority=spec.priority, skip_reason=skip_reason,
-            )
-            return Fired(key, slot, created, skipped=skip_reason is not None)
+            existing = await self.store.find_key(f"{workspace}/{spec.task}", idempotency_key)
+            if existing is not None:
+                # Created by a server that stopped before recording the slot.
+                job_id, skipped = existing, False
+            else:
+                job_id, skipped = await self._create(workspace, name, spec, slot,
+                                                     idempotency_key)
         except Exception:
             log.exception("trigger %s: the job of slot %s could not be created", key, slot)
             return Fired(key, slot, None)
+        if not await self.store.claim_slot(key, slot, job_id, now):
+            return None  # another server (or an earlier run of this one) recorded it
+        return Fired(key, slot, job_id, skipped=skipped)
+
+    async def _create(self, workspace: str, name: str, spec: TriggerSpec, slot: float,
+                      idempotency_key: str) -> tuple[str, bool]:
+        """Create the slot's job under its key (applying the concurrency policy)."""
+        key = trigger_key(workspace, name)
+        orch = self.orchestrator
+        running = await active_jobs(self.store, workspace, spec.task, key)
+        skip_reason = None
+        if running and spec.concurrency == "skip":
+            skip_reason = f"trigger {name}: job {running[-1]} is still running"
+        elif running and spec.concurrency == "cancel_previous":
+            for previous in running:
+                with contextlib.suppress(PartiturError):
+                    await orch.command(previous, cmd.Cancel(
+                        by=f"trigger:{key}", reason=f"a newer run of trigger {name} started"))
+        ws = self.workspaces.get(workspace)
+        task = ws.require().spec.tasks[spec.task]
+        when = datetime.fromtimestamp(slot, UTC).isoformat()
+        raw = trigger_input(spec, task, secrets=ws.secrets, context={
+            "trigger": {"name": name, "workspace": workspace, "fire_time": when}})
+        created = await orch.create_job(
+            workspace, spec.task, raw, source_type="trigger", source_id=key,
+            priority=spec.priority, skip_reason=skip_reason, idempotency_key=idempotency_key,
+        )
+        return created, skip_reason is not None
 
     # --- the loop --------------------------------------------------------------------
 
@@ -182,8 +209,10 @@ class Scheduler:
         return min(times) if times else None
 
     def start(self) -> None:
-        """Run the scheduler in the background."""
+        """Run the scheduler in the background (from the slots recorded in the store: a
+        server that becomes the leader re-evaluates what the last one left unrecorded)."""
         if self._task is None:
+            self._cursors.clear()
             self._task = asyncio.ensure_future(self._run())
 
     def wake(self) -> None:
