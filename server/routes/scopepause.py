@@ -69,14 +69,14 @@ _VIEW = {"type": "object", "properties": {
 ENDPOINTS = (
     Endpoint("POST", "/api/workspaces/{ws}/pause", pause_workspace,
              "Pause a workspace: no new job of it starts (new ones queue until resumed)",
-             (200, 400, 403, 404, 409), body=_BODY, response=_VIEW, tag="workspaces"),
+             (200, 400, 404), body=_BODY, response=_VIEW, tag="workspaces"),
     Endpoint("POST", "/api/workspaces/{ws}/resume", resume_workspace,
-             "Resume a paused workspace; its queued jobs start", (200, 400, 403, 404, 409),
+             "Resume a paused workspace; its queued jobs start", (200, 400, 404),
              response=_VIEW, tag="workspaces"),
     Endpoint("POST", "/api/workspaces/{ws}/tasks/{name}/pause", pause_task,
              "Pause a task: no new job of it starts (new ones queue until resumed)",
-             (200, 400, 403, 404, 409), body=_BODY, response=_VIEW, tag="tasks"),
+             (200, 400, 404, 409), body=_BODY, response=_VIEW, tag="tasks"),
     Endpoint("POST", "/api/workspaces/{ws}/tasks/{name}/resume", resume_task,
-             "Resume a paused task; its queued jobs start", (200, 400, 403, 404, 409),
+             "Resume a paused task; its queued jobs start", (200, 400, 404, 409),
              response=_VIEW, tag="tasks"),
 )
