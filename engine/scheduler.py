@@ -187,6 +187,7 @@ class Scheduler:
         created = await orch.create_job(
             workspace, spec.task, raw, source_type="trigger", source_id=key,
             priority=spec.priority, skip_reason=skip_reason, idempotency_key=idempotency_key,
+            when_paused="skip" if spec.concurrency == "skip" else "queue",
         )
         return created, skip_reason is not None
 

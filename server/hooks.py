@@ -66,6 +66,7 @@ async def receive(request: Request) -> Response:
     job_id = await runtime.orchestrator.create_job(
         hook.workspace, hook.spec.task, raw_input, source_type="webhook", source_id=hook.key,
         priority=hook.spec.priority,
+        when_paused="skip" if hook.spec.concurrency == "skip" else "queue",
         idempotency_key=f"hook:{hook.name}:{delivered}" if delivered else None,
     )
     if hook.spec.mode == "sync":

@@ -76,6 +76,7 @@ class EventTriggers:
                 state.workspace, spec.task, raw, source_type="trigger",
                 source_id=trigger_key(state.workspace, name), priority=spec.priority,
                 idempotency_key=f"event:{name}:{state.job_id}",
+                when_paused="skip" if spec.concurrency == "skip" else "queue",
             )
         except Exception:
             log.exception("event trigger %s/%s failed to start a job", state.workspace, name)
