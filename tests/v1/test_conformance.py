@@ -40,6 +40,8 @@ DEPLOYED = {"name": S, "deployment_id": S, "deployment_status": S, "created_at":
 WORKFLOW = {"workflow": S, "deployment_id": S, "deployment_status": S,
             "deployment_created_at": S, "deployment_built_at": (S, N), "created_at": S,
             "updated_at": S, "input_schema": OBJ, "output_schema": OBJ}
+SESSION = {"session_id": S, "status": S, "cdp_url": (S, N), "live_view_url": (S, N),
+           "created_at": S, "expires_at": S, "closed_at": (S, N)}
 STATUSES = {"queued", "starting_browser", "running", "completed", "failed", "cancelled"}
 
 
@@ -128,11 +130,29 @@ def test_every_route_and_field(v1: httpx.Client) -> None:
     # recordings/get: null when the run has none.
     rec = call(v1, "recordings/get", {"job_id": made["job_id"]})
     check("recordings/get", rec, {"recording_url": (S, N), "recording_url_expires_at": (S, N)})
-    # sessions: a clear 501 in the error envelope; telemetry needs no answer body.
-    r = v1.post("/v1/sessions/create", json={"json": {}})
-    assert r.status_code == 501 and r.json()["json"]["message"]
+    # sessions: an unknown session is a 404 in the error envelope; telemetry needs no body.
+    r = v1.post("/v1/sessions/get", json={"json": {"session_id": "nope"}})
+    assert r.status_code == 404 and r.json()["json"]["message"]
+    r = v1.post("/v1/recordings/get", json={"json": {"session_id": "nope"}})
+    assert r.status_code == 404 and r.json()["json"]["message"]
     assert v1.post("/v1/telemetry/recordCliEvent", json={"json": {}}).status_code in (200, 204,
                                                                                       404)
+
+
+def test_sessions_create_get_close(v1: httpx.Client, chromium_path: str) -> None:
+    made = call(v1, "sessions/create", {"timeout_seconds": 60})
+    check("sessions/create", made, SESSION)
+    assert made["status"] == "running" and made["cdp_url"].startswith("ws://")
+    try:
+        got = call(v1, "sessions/get", {"session_id": made["session_id"]})
+        check("sessions/get", got, SESSION)
+        assert got["session_id"] == made["session_id"]
+        rec = call(v1, "recordings/get", {"session_id": made["session_id"]})
+        assert rec == {"recording_url": None, "recording_url_expires_at": None}
+    finally:
+        closed = call(v1, "sessions/close", {"session_id": made["session_id"]})
+    check("sessions/close", closed, SESSION)
+    assert closed["status"] != "running" and closed["closed_at"]
 
 
 def test_error_envelope_for_every_layer(v1: httpx.Client) -> None:
