@@ -7,9 +7,12 @@ Set PARTITUR_UI_SCREENSHOTS=1 to refresh the screenshots in docs/images/.
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import re
 import shutil
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,6 +289,75 @@ def test_lists_dashboard_and_workers(
     guard.check()
 
 
+def v1_call(server: ServerProcess, route: str, body: dict[str, Any]) -> Any:
+    response = httpx.post(f"{server.url}/v1/{route}", json={"json": body}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["json"]
+
+
+def workspace_tarball() -> str:
+    """The fixture workspace as the base64 gzip tarball `/v1/deployments/create` takes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(FIXTURE_WS / ".workflows", arcname="./.workflows")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_no_login_or_keys_pages_without_auth(
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    for path in ("/login", "/settings/keys"):
+        page.goto(f"{ui_server.url}{path}")
+        expect(page).to_have_url(f"{ui_server.url}/")
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link", name="Schedules")).to_be_visible()
+    expect(nav.get_by_role("link", name="API keys")).to_have_count(0)
+    expect(page.locator("#account")).to_be_empty()
+    expect(page.locator("#recent")).not_to_be_empty()
+    guard.check()
+
+
+def test_deployments_and_schedules_of_the_cloud_api(
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    created = v1_call(ui_server, "deployments/create",
+                      {"source": workspace_tarball(), "description": "ui fixture"})
+    dep_id = created["deployment_id"]
+    deadline = time.monotonic() + 20
+    while (dep := v1_call(ui_server, "deployments/sync", {"id": dep_id}))["status"] == "building":
+        assert time.monotonic() < deadline, dep
+        time.sleep(0.1)
+    assert dep["status"] == "ready", dep
+    page.goto(f"{ui_server.url}/deployments")
+    row = page.locator(f'#deployments tr[data-id="{dep_id}"]')
+    expect(row).to_contain_text("ui fixture")
+    expect(row.locator(".badge")).to_have_text("ready")
+    expect(row).to_contain_text("deploy")
+
+    workflow = dep["workflows"][0]
+    v1_call(ui_server, "schedules/create", {"workflow": workflow, "cron_expr": "0 3 * * *"})
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Schedules").click()
+    expect(page.locator("#triggers")).to_contain_text("nightly-deploy")
+    cloud = page.locator("#cloud-schedules")
+    expect(cloud).to_contain_text(workflow)
+    expect(cloud).to_contain_text("0 3 * * *")
+    expect(cloud.locator("tbody time").first).to_have_attribute("datetime", re.compile(r"T03:00"))
+    guard.check()
+
+
+def test_a_missing_cloud_route_shows_not_available(
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    # This server has no /v1/sessions/list: the page says so instead of failing.
+    answer = httpx.post(f"{ui_server.url}/v1/sessions/list", json={"json": {}}, timeout=10)
+    assert answer.status_code == 404
+    guard.expect_failed_request("/v1/sessions/list", 404)
+    page.goto(f"{ui_server.url}/sessions")
+    box = page.locator("#sessions [data-unavailable]")
+    expect(box).to_contain_text("Session lists are not available on this server")
+    expect(box).to_contain_text("404")
+    # Nothing keeps asking: the list is not polled again.
+    page.wait_for_timeout(300)
+    guard.check()
+
+
 def test_phone_width_and_dark_mode(
         ui_server: ServerProcess, browser: Browser, tmp_path: Path) -> None:
     job_id = execute(ui_server, "deploy")
@@ -294,7 +366,9 @@ def test_phone_width_and_dark_mode(
     try:
         pg = context.new_page()
         guard.attach(pg)
-        for path in ("/", "/workspaces/ui/tasks/deploy", f"/jobs/{job_id}", "/jobs"):
+        guard.expect_failed_request("/v1/sessions/list", 404)
+        for path in ("/", "/workspaces/ui/tasks/deploy", f"/jobs/{job_id}", "/jobs",
+                     "/schedules", "/deployments", "/sessions"):
             pg.goto(f"{ui_server.url}{path}")
             pg.wait_for_load_state("networkidle")
             # Nothing wider than the screen: content wraps or scrolls inside its box.

@@ -1,7 +1,7 @@
-// Browser sessions of the cloud API (/v1/sessions/list) with a live view of the one
-// selected (/v1/sessions/get, polled every 2 s: its signed live-view page in a frame, or
-// its latest screenshot). A server without these routes (404) or without their
-// implementation (501) gets a "not available" box.
+// Browser sessions of the cloud API: the list (/v1/sessions/list) and a live view of the
+// session selected or opened by id (/v1/sessions/get, polled every 2 s; its signed
+// live-view page in a frame). Whatever the server answers with 404 (no such route) or
+// 501 (not implemented) gets a "not available" box instead.
 
 import { UNAVAILABLE, badge, clear, el, fmtAgo, fmtTime, poll, table, unavailableBox, v1 } from "./lib.js";
 
@@ -12,50 +12,37 @@ let stopList = null;
 let stopLive = null;
 let selected = null;
 
-function unavailable(err) {
-  if (stopList) stopList();
-  if (stopLive) stopLive();
-  clear(box, unavailableBox("Browser sessions", err));
-  clear(view, el("p", { class: "muted" }, "No live view without sessions."));
-  box.removeAttribute("aria-busy");
-}
-
-function idOf(s) {
-  return s.session_id || s.id;
-}
-
-function liveURL(s) {
-  return s.live_view_url || null;
-}
+const idOf = (s) => s.session_id || s.id;
 
 function renderLive(s) {
   liveStatus.replaceChildren(badge(s.status));
-  const url = liveURL(s);
+  const url = s.live_view_url;
   if (url) {
     const frame = view.querySelector("iframe");
     if (!frame || frame.dataset.src !== url) {
       clear(view, el("iframe", { src: url, title: `Live view of session ${idOf(s)}`, dataset: { src: url } }));
     }
-  } else if (s.screenshot) {
-    const src = s.screenshot.startsWith("data:") ? s.screenshot : `data:image/png;base64,${s.screenshot}`;
-    clear(view, el("img", { src, alt: `Latest screen of session ${idOf(s)}` }));
   } else {
-    clear(view, el("p", { class: "muted" }, s.current_url ? `At ${s.current_url}` : "This session has no live view."));
+    clear(view, el("p", { class: "muted" }, s.closed_at
+      ? `Session ${idOf(s)} closed ${fmtAgo(s.closed_at)}${s.close_reason ? ` (${s.close_reason})` : ""}.`
+      : `Session ${idOf(s)} has no live view.`));
   }
 }
 
-function watch(s) {
-  selected = idOf(s);
+function watch(id) {
+  selected = id;
   if (stopLive) stopLive();
-  for (const row of box.querySelectorAll("tr[data-id]")) row.classList.toggle("selected", row.dataset.id === selected);
-  renderLive(s);
+  for (const row of box.querySelectorAll("tr[data-id]")) row.classList.toggle("selected", row.dataset.id === id);
+  clear(view, el("p", { class: "muted" }, `Opening session ${id}…`));
   stopLive = poll(async () => {
     try {
-      const answer = await v1("sessions/get", { id: idOf(s) });
-      renderLive(answer.session || answer);
+      renderLive(await v1("sessions/get", { session_id: id }));
     } catch (err) {
-      if (UNAVAILABLE.has(err.status)) { unavailable(err); return; }
-      throw err;
+      if (stopLive) stopLive();
+      liveStatus.replaceChildren();
+      clear(view, err.status === 501
+        ? unavailableBox("Browser sessions", err)
+        : el("p", { class: "error-box" }, err.message));
     }
   }, 2000);
 }
@@ -65,18 +52,26 @@ async function load() {
   try {
     answer = await v1("sessions/list");
   } catch (err) {
-    if (UNAVAILABLE.has(err.status)) { unavailable(err); return; }
-    throw err;
+    if (!UNAVAILABLE.has(err.status)) throw err;
+    if (stopList) stopList();
+    clear(box, unavailableBox("Session lists", err));
+    box.removeAttribute("aria-busy");
+    return;
   }
-  const sessions = answer.sessions || [];
   clear(box, table([
-    { label: "Session", cell: (s) => el("button", { type: "button", class: "link mono", onclick: () => watch(s), "aria-label": `Watch session ${idOf(s)}` }, idOf(s)) },
+    { label: "Session", cell: (s) => el("button", { type: "button", class: "link mono", onclick: () => watch(idOf(s)), "aria-label": `Watch session ${idOf(s)}` }, idOf(s)) },
     { label: "Status", cell: (s) => badge(s.status) },
     { label: "Started", cell: (s) => fmtAgo(s.created_at) },
     { label: "Ends", cell: (s) => (s.closed_at ? `closed ${fmtAgo(s.closed_at)}` : fmtTime(s.expires_at)) },
-  ], sessions, { empty: "No browser sessions.", caption: "Browser sessions",
+  ], answer.sessions || [], { empty: "No browser sessions.", caption: "Browser sessions",
     rowAttrs: (s) => ({ dataset: { id: idOf(s) }, class: idOf(s) === selected ? "selected" : null }) }));
   box.removeAttribute("aria-busy");
 }
+
+document.getElementById("open-session").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const id = event.target.elements.session_id.value.trim();
+  if (id) watch(id);
+});
 
 stopList = poll(load, 5000);
