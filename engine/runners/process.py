@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,33 +114,135 @@ class _LineSplitter:
             self._buffer = b""
 
 
-class _StepProtocol(asyncio.SubprocessProtocol):
-    """Hands each line to its splitter as data arrives; tracks exit and pipe closes.
+class _PipeReader(asyncio.Protocol):
+    """Feeds one output pipe to its splitter; resolves `closed` at end of file."""
 
-    `process_exited` fires when the program exits even if children it left behind still
-    hold the pipes open (which `Process.wait()` would wait for).
+    def __init__(self, splitter: _LineSplitter, closed: asyncio.Future[None]) -> None:
+        self.splitter = splitter
+        self.closed = closed
+
+    def data_received(self, data: bytes) -> None:
+        self.splitter.feed(data)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.splitter.finish()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+# Spawning (fork + exec) costs 0.5–3 ms of the calling thread; done on the event loop it
+# stalls every other step's bookkeeping, so it runs here instead.
+_SPAWNER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="partitur-spawn")
+
+
+class _Child:
+    """A started process: its pipes attached to the loop, its exit watched by a pidfd.
+
+    `exited` resolves when the program exits even if children it left behind still hold
+    the pipes open; `pipes_closed` when each output pipe reaches end of file.
     """
 
-    def __init__(self, splitters: dict[int, _LineSplitter]) -> None:
-        loop = asyncio.get_running_loop()
-        self.splitters = splitters
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.pipes_closed: dict[int, asyncio.Future[None]] = {
-            fd: loop.create_future() for fd in splitters
-        }
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[None] = self.loop.create_future()
+        self.pipes_closed: dict[int, asyncio.Future[None]] = {}
+        self.transports: list[asyncio.BaseTransport] = []
+        self._pidfd: int | None = None
 
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        self.splitters[fd].feed(data.encode() if isinstance(data, str) else data)
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd in self.splitters:
-            self.splitters[fd].finish()
-            if not self.pipes_closed[fd].done():
-                self.pipes_closed[fd].set_result(None)
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
 
-    def process_exited(self) -> None:
+    async def attach(self, splitters: dict[int, _LineSplitter], stdin: bytes | None) -> None:
+        loop = self.loop
+        self._watch_exit()  # first: cleanup awaits `exited` even if attaching fails
+        for fd, pipe in ((1, self.proc.stdout), (2, self.proc.stderr)):
+            assert pipe is not None
+            closed = self.pipes_closed[fd] = loop.create_future()
+            transport, _ = await loop.connect_read_pipe(
+                functools.partial(_PipeReader, splitters[fd], closed), pipe)
+            self.transports.append(transport)
+        if stdin is not None:
+            assert self.proc.stdin is not None
+            # Buffered by the transport; a program that exits unread just drops it.
+            writer, _ = await loop.connect_write_pipe(asyncio.Protocol, self.proc.stdin)
+            self.transports.append(writer)
+            writer.write(stdin)
+            writer.close()
+
+    def _watch_exit(self) -> None:
+        try:
+            self._pidfd = os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):
+            # No pidfd (old kernel, not Linux): a thread waits, as asyncio's watcher does.
+            threading.Thread(target=self._wait_thread, daemon=True,
+                             name=f"partitur-wait-{self.proc.pid}").start()
+            return
+        self.loop.add_reader(self._pidfd, self._reap)
+
+    def _wait_thread(self) -> None:
+        self.proc.wait()
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            self.loop.call_soon_threadsafe(self._set_exited)
+
+    def _reap(self) -> None:
+        if self.proc.poll() is not None:
+            self._stop_watching()
+            self._set_exited()
+
+    def _set_exited(self) -> None:
         if not self.exited.done():
             self.exited.set_result(None)
+
+    def _stop_watching(self) -> None:
+        if self._pidfd is not None:
+            self.loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def close(self) -> None:
+        self._stop_watching()
+        for transport in self.transports:
+            transport.close()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+
+def _spawn(
+    argv: Sequence[str], cwd: Path, env: dict[str, str], with_stdin: bool
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def _kill_orphan(spawn: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    """The caller was cancelled while its process was being started: end that process."""
+    if spawn.cancelled() or spawn.exception() is not None:
+        return
+    proc = spawn.result()
+    with contextlib.suppress(ValueError):
+        kill_process_group(proc.pid, signal.SIGKILL)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    _SPAWNER.submit(proc.wait)  # reap it (killed: a moment)
 
 
 async def run_process(
@@ -172,56 +277,49 @@ async def run_process(
 
     splitters = {1: _LineSplitter(out, max_line), 2: _LineSplitter(err, max_line)}
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.subprocess_exec(
-        lambda: _StepProtocol(splitters),
-        *argv,
-        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=dict(env),
-        start_new_session=True,
-    )
-    pgid = transport.get_pid()
-    if stdin is not None:
-        # Buffered by the transport; a program that exits unread just drops it.
-        pipe = transport.get_pipe_transport(0)
-        assert isinstance(pipe, asyncio.WriteTransport)
-        pipe.write(stdin)
-        pipe.close()
+    spawn = loop.run_in_executor(_SPAWNER, _spawn, argv, cwd, dict(env), stdin is not None)
+    try:
+        proc = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        spawn.add_done_callback(_kill_orphan)
+        raise
+    child = _Child(proc)
+    pgid = proc.pid
     timed_out = False
     try:
         on_start(pgid)
+        await child.attach(splitters, stdin)
         try:
             async with asyncio.timeout(timeout):
-                await protocol.exited
+                # Shielded: a timeout or cancellation must not cancel `exited` itself,
+                # which the cleanup waits on.
+                await asyncio.shield(child.exited)
                 # Children left in the background may still hold the pipes open.
-                await asyncio.wait(protocol.pipes_closed.values(), timeout=_DRAIN_AFTER_EXIT)
+                await asyncio.wait(child.pipes_closed.values(), timeout=_DRAIN_AFTER_EXIT)
         except TimeoutError:
             timed_out = True
     finally:
         # Runs on exit, timeout and cancellation alike; shielded so that a second
         # cancellation cannot leave the group half-killed.
-        await asyncio.shield(_cleanup(pgid, transport, protocol, grace))
+        await asyncio.shield(_cleanup(pgid, child, grace))
     return ProcessResult(
-        returncode=None if timed_out else transport.get_returncode(),
+        returncode=None if timed_out else child.returncode,
         timed_out=timed_out,
         stderr_tail=list(stderr_tail),
     )
 
 
-async def _cleanup(
-    pgid: int, transport: asyncio.SubprocessTransport, protocol: _StepProtocol, grace: float
-) -> None:
+async def _cleanup(pgid: int, child: _Child, grace: float) -> None:
     try:
-        if not protocol.exited.done():
+        if not child.exited.done():
             kill_process_group(pgid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(protocol.exited), grace)
+                await asyncio.wait_for(asyncio.shield(child.exited), grace)
         kill_process_group(pgid, signal.SIGKILL)
-        if not protocol.exited.done():
-            await protocol.exited
+        if not child.exited.done():
+            await child.exited
         # With the group dead the pipes close; take what is left in them.
-        await asyncio.wait(protocol.pipes_closed.values(), timeout=_DRAIN_AFTER_EXIT)
+        if child.pipes_closed:
+            await asyncio.wait(child.pipes_closed.values(), timeout=_DRAIN_AFTER_EXIT)
     finally:
-        transport.close()
+        child.close()
