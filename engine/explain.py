@@ -34,7 +34,8 @@ class ExplainContext:
     embedded executor, which runs every step); `job_slot_held_by`: the jobs holding the
     concurrency slots a queued job waits for; `step_slot_held_by`: per ready step, the
     jobs holding the slot it waits for; `rate_limited_until`: per ready step, when its
-    rate limit lets it run.
+    rate limit lets it run; `scope_paused`: why a queued job's workspace or task holds
+    it (an operator paused it).
     """
 
     now: float | None = None
@@ -42,6 +43,7 @@ class ExplainContext:
     job_slot_held_by: Sequence[str] = ()
     step_slot_held_by: Mapping[str, Sequence[str]] = field(default_factory=dict)
     rate_limited_until: Mapping[str, float] = field(default_factory=dict)
+    scope_paused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,8 @@ def _job_reason(state: JobState, ctx: ExplainContext) -> str | None:
     if state.cancel_requested:
         return "job is being cancelled"
     if state.queued:
+        if ctx.scope_paused:
+            return ctx.scope_paused
         if ctx.job_slot_held_by:
             return "concurrency slot held by job " + ", ".join(ctx.job_slot_held_by)
         return "waiting for a concurrency slot of its task"

@@ -33,6 +33,7 @@ from engine.core import events as ev
 from engine.core.state import JobState, StepStatus, fold
 from engine.errors import Conflict, NotFound, PartiturError, RenderError
 from engine.orchestrator import Orchestrator
+from engine.ratelimit import Limit, RateLimiter, limit_of
 from engine.stepprep import prepare
 from engine.store.work import Held, WorkerRow, WorkItem, WorkStore
 
@@ -107,6 +108,7 @@ class WorkQueue:
         self.work = work
         self.lease_timeout = lease_timeout
         self.waker = Waker()
+        self.rates = RateLimiter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log_next: dict[str, int] = {}
         self._outboxed: dict[tuple[str, str, int], None] = {}
@@ -126,6 +128,8 @@ class WorkQueue:
                     or current.attempt != event.attempt
                     or state.plan_step(event.step).action_type in ("approval", "task")):
                 continue
+            if limit_of(self.orchestrator.workspaces, state, event.step) is not None:
+                continue  # rate-limited: `dispatch` queues it when its window allows
             items.append(self._item(state, event.step))
         for item in items:
             self._outboxed[(item.job_id, item.step, item.attempt)] = None
@@ -143,7 +147,24 @@ class WorkQueue:
             del self._outboxed[(state.job_id, step, current.attempt)]
             self.waker.wake()  # the row was committed with the event
             return
+        limit = limit_of(self.orchestrator.workspaces, state, step)
+        if limit is not None:
+            self._spawn(self._enqueue_limited(self._item(state, step), limit))
+            return
         self._spawn(self._enqueue(self._item(state, step)))
+
+    async def _enqueue_limited(self, item: WorkItem, limit: Limit) -> None:
+        """Queue a rate-limited step once its window allows (the start is counted when
+        the step is queued, not when a worker claims it)."""
+        key = (item.job_id, item.step)
+        clock = self.orchestrator.clock
+        try:
+            while (until := self.rates.reserve(limit, clock.now())) is not None:
+                self.rates.waiting[key] = until
+                await asyncio.sleep(max(0.0, until - clock.now()))
+        finally:
+            self.rates.waiting.pop(key, None)
+        await self._enqueue(item)
 
     def _item(self, state: JobState, step: str) -> WorkItem:
         current = state.steps[step]

@@ -52,7 +52,22 @@ async def explain_context(runtime: Runtime, state: JobState) -> ExplainContext:
         rows, _ = await runtime.queue.work.workers(1000, 0)
         cutoff = now - runtime.options.lease_timeout
         workers = [frozenset(w.tags) for w in rows if w.last_heartbeat >= cutoff]
-    return ExplainContext(now=now, workers_online=workers, job_slot_held_by=holders)
+    scope_paused = runtime.orchestrator.ops.reason(state.workspace, state.task)
+    step_holders: dict[str, list[str]] = {}
+    rate_limited: dict[str, float] = {}
+    executor = runtime.executor
+    if executor is not None:
+        rate_limited = executor.rates.until(state.job_id)
+        waiting = [step for job, step in executor.slot_waiting if job == state.job_id]
+        if waiting:
+            held = list(dict.fromkeys(
+                job for job in executor.slot_holders() if job != state.job_id))
+            step_holders = {step: held for step in waiting if held}
+    elif runtime.queue is not None:
+        rate_limited = runtime.queue.rates.until(state.job_id)
+    return ExplainContext(now=now, workers_online=workers, job_slot_held_by=holders,
+                          step_slot_held_by=step_holders, rate_limited_until=rate_limited,
+                          scope_paused=scope_paused if state.queued else None)
 
 
 async def explain_job(request: Request) -> Response:
