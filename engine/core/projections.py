@@ -120,16 +120,17 @@ def step_rows(state: JobState, only: set[str] | None = None) -> list[StepRow]:
             for name in sorted(only, key=positions.__getitem__) if name in state.steps]
 
 
-# job id → (step count, {step: position}); positions only change when a loop expands.
-_POSITIONS: dict[str, tuple[int, dict[str, int]]] = {}
+# job id → (plan, step count, {step: position}); positions change only when a loop
+# expands, and a job folded again (another plan object) gets its positions anew.
+_POSITIONS: dict[str, tuple[object, int, dict[str, int]]] = {}
 
 
 def _positions(state: JobState) -> dict[str, int]:
     cached = _POSITIONS.get(state.job_id)
-    if cached is not None and cached[0] == len(state.steps):
-        return cached[1]
+    if cached is not None and cached[0] is state.plan and cached[1] == len(state.steps):
+        return cached[2]
     positions = {name: i for i, name in enumerate(state.steps)}
     if len(_POSITIONS) > 4096:
         _POSITIONS.clear()
-    _POSITIONS[state.job_id] = (len(state.steps), positions)
+    _POSITIONS[state.job_id] = (state.plan, len(state.steps), positions)
     return positions

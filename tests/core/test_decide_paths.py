@@ -64,9 +64,17 @@ def test_the_positions_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     from engine.core import projections
 
     job = Job(step("a"), step("b"))
-    monkeypatch.setattr(projections, "_POSITIONS", {str(i): (0, {}) for i in range(4097)})
+    monkeypatch.setattr(projections, "_POSITIONS",
+                        {str(i): (None, 0, {}) for i in range(4097)})
     rows = step_rows(job.state, {"b"})
     assert [(r.step_name, r.position) for r in rows] == [("b", 1)]
     assert list(projections._POSITIONS) == [job.state.job_id]
     # A second call with the same steps is served from the cache.
     assert step_rows(job.state, {"a"})[0].position == 0
+
+
+def test_positions_are_not_shared_by_two_plans_of_one_job_id() -> None:
+    first = Job(step("x"), step("y"))
+    assert step_rows(first.state, {"y"})[0].position == 1
+    second = Job(step("y"), step("x"))  # the same job id, another plan
+    assert step_rows(second.state, {"y"})[0].position == 0
