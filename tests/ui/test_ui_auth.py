@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +30,7 @@ expect.set_options(timeout=15_000)
 FIXTURE_WS = REPO_ROOT / "tests" / "fixtures" / "ui_ws"
 EMAIL, PASSWORD = "admin@example.com", "change-me-please"
 STORE_KEY = "partitur.session"
+SCREENSHOTS_ENV = "PARTITUR_UI_SCREENSHOTS"
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +91,15 @@ def log_in(page: Page, server: ServerProcess, path: str = "/") -> None:
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{server.url}{path}")
     expect(page.locator("#account")).to_contain_text(EMAIL)
+
+
+def save_screenshot(page: Page, name: str, tmp_path: Path) -> None:
+    """Screenshot the page; with PARTITUR_UI_SCREENSHOTS=1 also into docs/images/."""
+    target = tmp_path / name
+    page.screenshot(path=str(target), full_page=False)
+    assert target.stat().st_size > 10_000
+    if os.environ.get(SCREENSHOTS_ENV) == "1":
+        shutil.copyfile(target, REPO_ROOT / "docs" / "images" / name)
 
 
 def stored(page: Page) -> dict[str, Any]:
@@ -242,4 +255,45 @@ def test_cloud_api_pages_send_the_token(
     page.goto(f"{auth_server.url}/schedules")
     expect(page.locator("#triggers")).to_contain_text("nightly-deploy")
     expect(page.locator("#cloud-schedules")).to_contain_text("No cloud schedules.")
+    guard.check()
+
+
+def test_login_and_keys_pages_at_phone_width_in_dark_mode(
+        auth_server: ServerProcess, browser: Browser, tmp_path: Path) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    guard = ConsoleGuard()
+    try:
+        pg = context.new_page()
+        guard.attach(pg)
+        log_in(pg, auth_server, "/settings/keys")
+        pg.get_by_label("Name").fill("phone")
+        pg.get_by_role("button", name="Create key").click()
+        expect(pg.get_by_role("region", name="New API key")).to_be_visible()
+        for path in ("/settings/keys", "/login"):
+            if path != "/settings/keys":
+                pg.goto(f"{auth_server.url}{path}")
+            pg.wait_for_load_state("networkidle")
+            overflow = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{path} overflows by {overflow}px"
+        assert pg.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(18, 21, 28)"
+    finally:
+        context.close()
+    guard.check()
+
+
+def test_screenshots_of_login_and_keys(
+        auth_server: ServerProcess, page: Page, guard: ConsoleGuard, tmp_path: Path) -> None:
+    page.goto(f"{auth_server.url}/login")
+    page.get_by_label("Email").fill(EMAIL)
+    save_screenshot(page, "login.png", tmp_path)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{auth_server.url}/")
+    page.goto(f"{auth_server.url}/settings/keys")
+    for name in ("deploy-bot", "nightly-report"):
+        page.get_by_label("Name").fill(name)
+        page.get_by_role("button", name="Create key").click()
+        expect(page.locator("#keys")).to_contain_text(name)
+    expect(page.get_by_role("region", name="New API key")).to_be_visible()
+    save_screenshot(page, "keys.png", tmp_path)
     guard.check()

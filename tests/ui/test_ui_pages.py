@@ -317,7 +317,7 @@ def test_no_login_or_keys_pages_without_auth(
 
 
 def test_deployments_and_schedules_of_the_cloud_api(
-        ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard, tmp_path: Path) -> None:
     created = v1_call(ui_server, "deployments/create",
                       {"source": workspace_tarball(), "description": "ui fixture"})
     dep_id = created["deployment_id"]
@@ -331,6 +331,7 @@ def test_deployments_and_schedules_of_the_cloud_api(
     expect(row).to_contain_text("ui fixture")
     expect(row.locator(".badge")).to_have_text("ready")
     expect(row).to_contain_text("deploy")
+    _save(page, "deployments.png", tmp_path)
 
     workflow = dep["workflows"][0]
     v1_call(ui_server, "schedules/create", {"workflow": workflow, "cron_expr": "0 3 * * *"})
@@ -340,6 +341,7 @@ def test_deployments_and_schedules_of_the_cloud_api(
     expect(cloud).to_contain_text(workflow)
     expect(cloud).to_contain_text("0 3 * * *")
     expect(cloud.locator("tbody time").first).to_have_attribute("datetime", re.compile(r"T03:00"))
+    _save(page, "schedules.png", tmp_path)
     guard.check()
 
 
