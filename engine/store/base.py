@@ -2,8 +2,9 @@
 
 A store keeps the append-only event log (one stream per job), the `jobs`/`steps`
 projections written in the same transaction as the events, idempotency keys, and the
-outbox: outgoing work an append creates (ready steps for remote workers), written in the
-append's transaction so it exists exactly when the events do (DESIGN §4).
+outbox: outgoing work an append creates (ready steps for remote workers, callbacks of
+ending jobs), written in the append's transaction so it exists exactly when the events do
+(DESIGN §4).
 Backends wrap their driver errors into `engine.errors` (`VersionConflict`,
 `StoreUnavailable`); the contract suite in `tests/contract/` holds every backend to the
 same behaviour.
@@ -12,9 +13,9 @@ same behaviour.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.core.events import Event, RecordedEvent
 from engine.core.projections import JobRow, StepRow
@@ -49,15 +50,32 @@ class Projection:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxObject:
+    """A stored object (table `cloud_objects`, `engine.store.cloud`) an append creates."""
+
+    kind: str
+    id: str
+    tenant: str
+    created_at: float
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Outbox:
     """Outgoing work to write in the same transaction as an append (DESIGN §4).
 
     `work`: ready step attempts for the remote-worker queue (`engine.store.work`); an
     attempt already queued is left alone. On PostgreSQL, queuing a row also sends
     `NOTIFY partitur_work`, delivered on commit.
+    `objects`: stored objects to insert (the callbacks due for an ending cloud job,
+    `engine.callbacks`); an object whose `(kind, id)` exists is left alone.
     """
 
     work: Sequence[WorkItem] = ()
+    objects: Sequence[OutboxObject] = ()
+
+    def __add__(self, other: Outbox) -> Outbox:
+        return Outbox(work=[*self.work, *other.work], objects=[*self.objects, *other.objects])
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +133,7 @@ class EventStore(ABC):
         last `global_seq`. With `idempotency=(scope, key)` the key is recorded for this
         stream in the same transaction; if it exists, `DuplicateKey` (naming the first
         stream) is raised and nothing is written. With `outbox`, its work-queue rows are
-        written in the same transaction: a refused append queues nothing.
+        and objects are written in the same transaction: a refused append queues nothing.
         """
 
     @abstractmethod

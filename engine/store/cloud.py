@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import orjson
 
 from engine.errors import Conflict
-from engine.store.base import EventStore
+from engine.store.base import EventStore, OutboxObject
 
 T = TypeVar("T")
 
@@ -36,6 +36,9 @@ SQLITE_LIST = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = ? AND tenant =
 SQLITE_LIST_ALL = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = ? AND id < ? "
                    "ORDER BY id DESC LIMIT ?")
 SQLITE_DELETE = "DELETE FROM cloud_objects WHERE kind = ? AND id = ?"
+# An append's outbox objects (`Outbox.objects`): one already stored is left alone.
+SQLITE_OUTBOX = (f"INSERT INTO cloud_objects ({COLUMNS}) VALUES (?, ?, ?, NULL, ?, ?, ?) "
+                 "ON CONFLICT (kind, id) DO NOTHING")
 
 PG_INSERT = f"INSERT INTO cloud_objects ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
 PG_UPDATE = ("UPDATE cloud_objects SET name = $1, updated_at = $2, data = $3 "
@@ -48,6 +51,8 @@ PG_LIST = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = $1 AND tenant = $2
 PG_LIST_ALL = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = $1 AND id < $2 "
                "ORDER BY id DESC LIMIT $3")
 PG_DELETE = "DELETE FROM cloud_objects WHERE kind = $1 AND id = $2"
+PG_OUTBOX = (f"INSERT INTO cloud_objects ({COLUMNS}) VALUES ($1, $2, $3, NULL, $4, $5, $6) "
+             "ON CONFLICT (kind, id) DO NOTHING")
 
 TOP = "\uffff"  # sorts after every id: "id < TOP" is the first page
 
@@ -77,6 +82,16 @@ def _row(r: Any) -> CloudObject:
 def _params(o: CloudObject) -> tuple[Any, ...]:
     return (o.kind, o.id, o.tenant, o.name, o.created_at, o.updated_at,
             orjson.dumps(o.data).decode())
+
+
+def outbox_params(o: OutboxObject) -> tuple[Any, ...]:
+    """The parameters of `SQLITE_OUTBOX`/`PG_OUTBOX` for one outbox object."""
+    return (o.kind, o.id, o.tenant, o.created_at, o.created_at,
+            orjson.dumps(dict(o.data)).decode())
+
+
+def from_outbox(o: OutboxObject) -> CloudObject:
+    return CloudObject(o.kind, o.id, o.tenant, o.created_at, o.created_at, dict(o.data))
 
 
 class CloudRepository(ABC):
@@ -126,11 +141,23 @@ class CloudRepository(ABC):
 
 
 class MemoryCloudRepository(CloudRepository):
-    """Cloud objects in a dict (tests, `partitur run`)."""
+    """Cloud objects in a dict (tests, `partitur run`).
 
-    def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], CloudObject] = {}
+    `outbox` is the memory store's dict of the objects its appends wrote
+    (`MemoryStore.objects`); they are taken over before every operation.
+    """
+
+    def __init__(self, outbox: dict[tuple[str, str], OutboxObject] | None = None) -> None:
+        self._rows_: dict[tuple[str, str], CloudObject] = {}
+        self._outbox = outbox if outbox is not None else {}
         self._lock = asyncio.Lock()
+
+    @property
+    def _rows(self) -> dict[tuple[str, str], CloudObject]:
+        while self._outbox:
+            key, obj = self._outbox.popitem()
+            self._rows_.setdefault(key, from_outbox(obj))
+        return self._rows_
 
     def _name_taken(self, obj: CloudObject) -> bool:
         return obj.name is not None and any(
@@ -297,5 +324,5 @@ def cloud_repository_for(store: EventStore) -> CloudRepository:
     if isinstance(store, PostgresStore):
         return PostgresCloudRepository(store)
     if isinstance(store, MemoryStore):
-        return MemoryCloudRepository()
+        return MemoryCloudRepository(store.objects)
     raise TypeError(f"no cloud repository for {type(store).__name__}")

@@ -21,6 +21,7 @@ from engine.store.base import (
     EventStore,
     JobFilter,
     Outbox,
+    OutboxObject,
     Projection,
 )
 from engine.store.codec import through_json
@@ -42,6 +43,8 @@ class MemoryStore(EventStore):
         self._steps: dict[str, dict[str, StepRow]] = {}
         self._slots: dict[tuple[str, float], str] = {}
         self._work: dict[tuple[str, str, int], WorkItem] = {}
+        # Outbox objects not yet taken over by the memory cloud repository.
+        self.objects: dict[tuple[str, str], OutboxObject] = {}
 
     def _check(self) -> None:
         if not self._open:
@@ -91,6 +94,8 @@ class MemoryStore(EventStore):
                 self._keys[idempotency] = stream_id
             for item in outbox.work if outbox is not None else ():
                 self._work.setdefault((item.job_id, item.step, item.attempt), item)
+            for obj in outbox.objects if outbox is not None else ():
+                self.objects.setdefault((obj.kind, obj.id), obj)
             return AppendResult(recorded)
 
     def _write(self, projection: Projection, last_seq: int) -> None:

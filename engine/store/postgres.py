@@ -51,6 +51,7 @@ from engine.store.base import (
     Outbox,
     Projection,
 )
+from engine.store.cloud import PG_OUTBOX, outbox_params
 from engine.store.codec import dumps, loads, through_json
 from engine.store.migrations import load_migrations, pending
 from engine.store.pgnotify import Listener
@@ -419,6 +420,7 @@ class PostgresStore(EventStore):
         if not events:
             raise ValueError("append needs at least one event")
         work = [pg_item_params(i) for i in outbox.work] if outbox is not None else []
+        objects = [outbox_params(o) for o in outbox.objects] if outbox is not None else []
         encoded = [(encode(e), e.ts) for e in events]
         types = [t for (t, _, _), _ in encoded]
         schema_versions = [sv for (_, sv, _), _ in encoded]
@@ -452,6 +454,8 @@ class PostgresStore(EventStore):
             if work:
                 await conn.executemany(PG_ENQUEUE_ONE, work)
                 await conn.execute(PG_NOTIFY)
+            if objects:
+                await conn.executemany(PG_OUTBOX, objects)
             await conn.execute(NOTIFY, EVENTS_CHANNEL, str(seqs[-1]))
             return seqs[0]
 

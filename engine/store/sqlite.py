@@ -34,6 +34,7 @@ from engine.store.base import (
     Outbox,
     Projection,
 )
+from engine.store.cloud import SQLITE_OUTBOX, outbox_params
 from engine.store.codec import dumps
 from engine.store.migrations import Migration, load_migrations, pending
 from engine.store.work import SQ_ENQUEUE, SQ_QUEUED, WorkItem, sq_item, sq_item_params
@@ -356,6 +357,7 @@ class SqliteStore(EventStore):
                          event.ts))
         params = [(s, v, t, sv, dumps(d), ts) for s, v, t, sv, d, ts in rows]
         work = [sq_item_params(i) for i in outbox.work] if outbox is not None else []
+        objects = [outbox_params(o) for o in outbox.objects] if outbox is not None else []
 
         def write(conn: sqlite3.Connection) -> int:
             if idempotency is not None:
@@ -377,6 +379,8 @@ class SqliteStore(EventStore):
                 conn.execute(INSERT_KEY, (*idempotency, stream_id))
             if work:
                 conn.executemany(SQ_ENQUEUE, work)
+            if objects:
+                conn.executemany(SQLITE_OUTBOX, objects)
             return last
 
         try:

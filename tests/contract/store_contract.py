@@ -20,7 +20,8 @@ from engine.core import events as ev
 from engine.core.projections import JobRow, StepRow, job_row, step_rows
 from engine.core.state import JobState, StreamCorrupt
 from engine.errors import StoreUnavailable, VersionConflict
-from engine.store.base import DuplicateKey, EventStore, JobFilter, Outbox
+from engine.store.base import DuplicateKey, EventStore, JobFilter, Outbox, OutboxObject
+from engine.store.cloud import cloud_repository_for
 from engine.store.rebuild import rebuild
 from engine.store.work import WorkItem
 
@@ -133,6 +134,24 @@ class EventStoreContract(ABC):
         await store.append("job-1", 3, [output("x", 1)], outbox=Outbox(work=again))
         assert await store.queued_work("job-1") == [rows[0], again[1], rows[1]]
         assert await store.queued_work("job-2") == []
+
+    async def test_outbox_objects_are_written_with_the_append_or_not_at_all(
+        self, store: EventStore
+    ) -> None:
+        repo = cloud_repository_for(store)
+        due = OutboxObject("job_end", "job-1", "t1", 5.0, {"event": "job.failed"})
+        await store.append("job-1", 0, [output("x", 0)])
+        with pytest.raises(VersionConflict):
+            await store.append("job-1", 0, [output("x", 1)], outbox=Outbox(objects=[due]))
+        assert await repo.get("job_end", "job-1") is None
+        await store.append("job-1", 1, [output("x", 1)], outbox=Outbox(objects=[due]))
+        found = await repo.get("job_end", "job-1")
+        assert found is not None
+        assert (found.tenant, found.created_at, found.data) == ("t1", 5.0, {"event": "job.failed"})
+        # One already stored is left alone (an append never fails on it).
+        other = OutboxObject("job_end", "job-1", "t2", 6.0, {"event": "job.completed"})
+        await store.append("job-1", 2, [output("x", 2)], outbox=Outbox(objects=[other]))
+        assert await repo.get("job_end", "job-1") == found
 
     async def test_empty_append_is_refused(self, store: EventStore) -> None:
         with pytest.raises(ValueError):
