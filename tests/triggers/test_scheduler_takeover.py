@@ -35,7 +35,8 @@ async def test_a_slot_left_unrecorded_by_a_dead_leader_fires_once(tmp_path: Path
     ws = write_workspace(tmp_path / "ws", WORKSPACE)
     db = f"sqlite:///{tmp_path / 'p.db'}"
     clock = FakeClock(START + 5)
-    rt = make_runtime(tmp_path, ws, clock, db_url=db)
+    # No embedded workers: the jobs stay running (queued for workers), no process runs.
+    rt = make_runtime(tmp_path, ws, clock, db_url=db, concurrency=0)
     await rt.open()
     await rt.scheduler.tick()
     clock.advance(60)
@@ -54,7 +55,7 @@ async def test_a_slot_left_unrecorded_by_a_dead_leader_fires_once(tmp_path: Path
 
     # The next leader, a few seconds later, finds the slot due and records the same jobs.
     clock.advance(3)
-    rt = make_runtime(tmp_path, ws, clock, db_url=db)
+    rt = make_runtime(tmp_path, ws, clock, db_url=db, concurrency=0)
     await rt.open()
     try:
         fired = {f.trigger: f for f in await rt.scheduler.tick()}
@@ -64,9 +65,10 @@ async def test_a_slot_left_unrecorded_by_a_dead_leader_fires_once(tmp_path: Path
         rows, _ = await rt.store.list_jobs(JobFilter(limit=100))
         per_trigger = {t: [r for r in rows if r.source_id == f"ws/{t}"] for t in left}
         assert len(per_trigger["every-minute"]) == 2  # 00:01 and 00:02, nothing more
+        assert len(per_trigger["busy"]) == 2
         # `cancel_previous` did not cancel the slot's own job when it was found again.
         busy = await rt.orchestrator.get_state(left["busy"])
-        assert busy.status.value != "cancelled" and busy.cancel_requested is False
+        assert busy.status.value == "running" and busy.cancel_requested is False
         assert await rt.scheduler.tick() == []
     finally:
         await rt.close()
