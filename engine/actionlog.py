@@ -2,7 +2,9 @@
 
 An action log is JSONL, one user action a line: `{"action", "selector", "value", "url"}`
 with `action` one of `goto`/`navigate`, `click`, `fill`/`type`/`input`, `select`,
-`press`. `compile_action_log` turns it into the `steps:` of a `browser` action:
+`press`, or `extract` (a value the user read: `selector`, `as` — the output name —, and
+optionally `attribute` and `all`). `compile_action_log` turns it into the `steps:` of a
+`browser` action:
 
 - it starts with `goto: <initial_url>` (or the first URL of the log);
 - it deduplicates: repeated identical actions collapse, successive typing into one field
@@ -27,7 +29,8 @@ import yaml
 from engine.errors import Issue, ValidationFailed
 
 _ALIASES = {"navigate": "goto", "goto": "goto", "click": "click", "fill": "fill",
-            "type": "fill", "input": "fill", "select": "select", "press": "press"}
+            "type": "fill", "input": "fill", "select": "select", "press": "press",
+            "extract": "extract"}
 _SECRET = re.compile(r"pass(word)?|secret|token|pin\b", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -40,6 +43,7 @@ class Action:
     selector: str | None = None
     value: Any = None
     url: str | None = None
+    extract: tuple[tuple[str, Any], ...] = ()  # `as`, `attribute`, `all` of an extract
 
 
 @dataclass(slots=True)
@@ -77,12 +81,21 @@ def parse_action_log(log: str | Iterable[Mapping[str, Any]]) -> list[Action]:
                 message=f"action_log line {number}: unknown action {entry.get('action')!r}",
                 path="action_log")])
         selector = entry.get("selector")
-        if kind in ("click", "fill", "select") and not selector:
+        if kind in ("click", "fill", "select", "extract") and not selector:
             raise ValidationFailed(issues=[Issue(
                 message=f"action_log line {number}: {kind} needs a selector",
                 path="action_log")])
+        extract: tuple[tuple[str, Any], ...] = ()
+        if kind == "extract":
+            name = entry.get("as") or entry.get("value") or f"value_{number}"
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ValidationFailed(issues=[Issue(
+                    message=f"action_log line {number}: extract 'as' must be a name",
+                    path="action_log")])
+            extract = (("as", name), *((k, entry[k]) for k in ("attribute", "all")
+                                       if entry.get(k) is not None))
         actions.append(Action(kind, selector or None, entry.get("value"),
-                              entry.get("url") or None))
+                              entry.get("url") or None, extract))
     return actions
 
 
@@ -143,6 +156,8 @@ def compile_action_log(log: str | Iterable[Mapping[str, Any]], *, initial_url: s
             steps.append({"goto": str(action.url)})
         elif action.action == "click":
             steps.append({"click": action.selector})
+        elif action.action == "extract":
+            steps.append({"extract": {"selector": action.selector, **dict(action.extract)}})
         elif action.action == "press":
             steps.append({"press": {"key": str(action.value or "Enter"),
                                     **({"selector": action.selector}
