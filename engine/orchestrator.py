@@ -116,6 +116,7 @@ class Orchestrator:
         self.rand = rand
         self.dispatcher: Dispatcher | None = None
         self._outbox_source: OutboxDispatcher | None = None
+        self._outbox_sources: list[Callable[[JobState, Sequence[ev.Event]], Outbox | None]] = []
         self._active: dict[str, ActiveJob] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -139,6 +140,12 @@ class Orchestrator:
     def on_events(self, listener: Callable[[JobState, Sequence[ev.Event]], None]) -> None:
         """Call `listener(state, events)` after every append (metrics, hooks, triggers)."""
         self._listeners.append(listener)
+
+    def add_outbox(self, source: Callable[[JobState, Sequence[ev.Event]], Outbox | None]
+                   ) -> None:
+        """Ask `source(state, events)` (`state` after them, before they are appended) for
+        outbox rows to write in the append's transaction (callbacks of ending jobs)."""
+        self._outbox_sources.append(source)
 
     async def recover(self) -> int:
         """Load every non-terminal job after a start; steps this process ran are lost.
@@ -558,12 +565,16 @@ class Orchestrator:
         self._after_append(active, events)
 
     def _outbox(self, state: JobState, events: Sequence[ev.Event]) -> Outbox | None:
-        """The work the dispatcher wants written with these events, if any."""
+        """What the dispatcher and the outbox sources want written with these events."""
+        outbox = Outbox()
         source = self._outbox_source
-        if source is None or self._closing:
-            return None
-        work = source.outbox_for(state, events)
-        return Outbox(work=work) if work else None
+        if source is not None and not self._closing:
+            outbox += Outbox(work=source.outbox_for(state, events))
+        for extra in self._outbox_sources:
+            more = extra(state, events)
+            if more is not None:
+                outbox += more
+        return outbox if outbox.work or outbox.objects else None
 
     def _writer(self, active: ActiveJob) -> JobLogWriter:
         if active.writer is None:
