@@ -3,7 +3,8 @@
 `Cloud` owns the cloud repository and the services the `/v1` routes call: deployments,
 credentials, jobs, schedules and callbacks. `attach()` hooks it into the runtime before
 it opens: ready deployments are registered before jobs are recovered, job ends feed the
-callbacks and the schedules' bookkeeping, and stored schedules fire with the scheduler.
+callbacks, the schedules' bookkeeping and auto-repair, and stored schedules fire with
+the scheduler. `builds` runs `workflows/build` (engine.builds).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.autorepair import AutoRepair
+from engine.builds import Builds, LlmEndpoint
 from engine.callbacks import CallbackPolicy, Callbacks
 from engine.cloudjobs import CloudJobs
 from engine.cloudschedules import CloudSchedules
@@ -34,6 +37,8 @@ class CloudOptions:
     secrets_key: str | None = None
     upload_limit: int = 50 * 1024 * 1024
     callbacks: CallbackPolicy = field(default_factory=CallbackPolicy)
+    repair_task: str | None = None  # `workspace/task` (debug.repair_task)
+    llm: LlmEndpoint | None = None  # debug.llm
 
 
 def _generated_key(folder: Path) -> str:
@@ -68,15 +73,25 @@ class Cloud:
         self.credentials = Credentials(self.repo, self.cipher)
         self.jobs = CloudJobs(self.repo, runtime.orchestrator, self.deployments,
                               self.credentials, self.cipher)
-        self.schedules = CloudSchedules(self.repo, self.jobs, self.cipher)
-        self.callbacks = Callbacks(self.repo, self.jobs, self.cipher, options.callbacks)
+        clock = runtime.orchestrator.clock
+        self.schedules = CloudSchedules(self.repo, self.jobs, self.cipher, clock=clock)
+        self.callbacks = Callbacks(self.repo, self.jobs, self.cipher, options.callbacks,
+                                   clock=clock)
+        self.repair = AutoRepair(self.repo, runtime.orchestrator, self.deployments,
+                                 options.repair_task, runtime.options.artifacts_dir)
+        self.builds = Builds(self.repo, runtime.orchestrator, self.deployments,
+                             data_dir / "builds", runtime.options.artifacts_dir, llm=options.llm)
 
     def attach(self) -> None:
         """Hook into the runtime (call before `runtime.open()`)."""
         self.runtime.on_open.append(self._opened)
+        self.runtime.orchestrator.add_outbox(self.callbacks.outbox_for)
         self.runtime.orchestrator.on_events(self.callbacks.listener)
         self.runtime.orchestrator.on_events(self.schedules.listener)
+        self.runtime.orchestrator.on_events(self.repair.listener)
         self.runtime.scheduler.add_source(self.schedules)
+        self.runtime.on_lead.append(self.callbacks.lead)
+        self.runtime.on_unlead.append(self.callbacks.unlead)
 
     async def _opened(self) -> None:
         count = await self.deployments.open()
@@ -84,10 +99,11 @@ class Cloud:
             log.info("registered %d ready deployments", count)
 
     async def start(self) -> None:
-        """After the runtime opened: queue missed callbacks, start delivering."""
-        await self.callbacks.catch_up()
-        self.callbacks.start()
+        """After the runtime opened (callbacks start with leadership: `attach`)."""
+        await self.repair.catch_up()
 
     async def close(self) -> None:
         await self.callbacks.stop()
+        await self.builds.close()
+        await self.repair.close()
         await self.deployments.close()

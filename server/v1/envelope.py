@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.builds import LlmEndpoint
 from engine.callbacks import CallbackPolicy
 from engine.cloud import DEFAULT_TENANT, Cloud, CloudOptions
 from engine.errors import Issue, PartiturError, ValidationFailed
@@ -288,5 +289,10 @@ def cloud_options(settings: Any) -> CloudOptions:
         retry_for=float(getattr(cb, "retry_for", 3600.0)),
         max_attempts=int(getattr(cb, "max_attempts", 12)),
         timeout=float(getattr(cb, "timeout", 10.0)))
+    debug = getattr(settings, "debug", None)
+    llm = getattr(debug, "llm", None)
     return CloudOptions(secrets_key=getattr(settings, "secrets_key", None),
-                        upload_limit=int(settings.limits.upload), callbacks=policy)
+                        upload_limit=int(settings.limits.upload), callbacks=policy,
+                        repair_task=getattr(debug, "repair_task", None),
+                        llm=LlmEndpoint(llm.endpoint, llm.model, llm.api_key)
+                        if llm is not None else None)
