@@ -1,7 +1,8 @@
 """`/api/jobs/{id}/debug-report`: the rule-based debug report of a failed job.
 
-Thin: the job row, its steps and its artifacts folder go to `engine.debugreport`. Links
-in the report are absolute (`?base=relative` keeps them as paths).
+Thin: the job row, its steps and its artifacts folder go to `engine.debugreport`; the
+failure email's `email_sent_at` and the `autofix_*` fields (engine.autorepair) are added.
+Links in the report are absolute (`?base=relative` keeps them as paths).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine.debugreport import build_report
+from engine.notify_email import sent_at
 from server.errors import ORJSONResponse
 from server.openapi import Endpoint, Param
 from server.routes import runtime_of
@@ -24,13 +26,18 @@ async def debug_report(request: Request) -> Response:
         else str(request.base_url).rstrip("/")
     report = build_report(row, steps, runtime.options.artifacts_dir / row.job_id, base_url=base,
                           step=request.query_params.get("step") or None)
+    cloud = request.app.state.cloud
+    report["email_sent_at"] = await sent_at(cloud.repo, row.job_id)
+    report.update(await cloud.repair.report_fields(row.job_id))
     return ORJSONResponse(report)
 
 
 _REPORT = {"type": "object", "properties": {
     name: {"type": ["string", "null"]} for name in (
         "job_id", "debug_agent_status", "debug_agent_mode", "error", "tldr", "handoff_prompt",
-        "screenshot_url", "dom_snapshot_url", "recording_url", "job_error", "job_workflow")}}
+        "screenshot_url", "dom_snapshot_url", "recording_url", "job_error", "job_workflow",
+        "email_sent_at", "autofix_status", "autofix_summary", "autofix_deployment_id",
+        "autofix_approval_job_id")}}
 
 ENDPOINTS = (
     Endpoint("GET", "/api/jobs/{id}/debug-report", debug_report,

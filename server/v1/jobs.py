@@ -7,6 +7,7 @@ from typing import Any
 from engine.cloudjobs import DEFAULT_TIMEOUT, MAX_TIMEOUT, STATUSES, JobRequest
 from engine.debugreport import build_report
 from engine.errors import InputInvalid, Issue, ValidationFailed
+from engine.notify_email import sent_at
 from server.v1.envelope import (
     Call,
     opt_bool,
@@ -88,6 +89,8 @@ async def debug_report(call: Call, data: dict[str, Any]) -> dict[str, Any]:
         "job_mapped_stack": report.get("job_mapped_stack") or detail["mapped_stack"],
         "job_params": detail["params"], "job_workflow": detail["workflow"],
         "failed_step_logs": lines, "analysis": report.get("analysis"),
+        "email_sent_at": await sent_at(call.cloud.repo, row.job_id),
+        **await call.cloud.repair.report_fields(row.job_id),
     })
     if report.get("handoff_prompt") and lines:
         report["handoff_prompt"] += "\n\nLast log lines of the failing step:\n" + "\n".join(
@@ -123,5 +126,8 @@ ENDPOINTS = (
              request=props(id="string"), response=props(
                  job_id="string", debug_agent_status="string", debug_agent_mode="string",
                  error=["string", "null"], tldr=["string", "null"],
-                 handoff_prompt=["string", "null"])),
+                 handoff_prompt=["string", "null"], email_sent_at=["string", "null"],
+                 autofix_status=["string", "null"], autofix_summary=["string", "null"],
+                 autofix_deployment_id=["string", "null"],
+                 autofix_approval_job_id=["string", "null"])),
 )

@@ -1,15 +1,20 @@
-"""`/v1/workflows/*`: the tenant's workflows (tasks of its ready deployments)."""
+"""`/v1/workflows/*`: the tenant's workflows (tasks of its ready deployments) and builds
+from recorded action logs (`build`, `buildStatus`: engine.builds)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from engine import builds
+from engine.actionlog import compile_action_log
+from engine.builds import BuildRequest
 from engine.compiler.validate import LoadedWorkspace
 from engine.deployments import BUILDING, READY
+from engine.errors import Issue, ValidationFailed
 from engine.model import InputField
 from engine.views import iso
-from server.v1.envelope import Call, NotImplementedYet, props, required_str, v1_route
+from server.v1.envelope import Call, opt_obj, opt_str, props, required_str, v1_route
 
 _TYPES = {"string": {"type": "string"}, "text": {"type": "string"},
           "integer": {"type": "integer"}, "number": {"type": "number"},
@@ -86,6 +91,11 @@ async def list_workflows(call: Call, data: dict[str, Any]) -> dict[str, Any]:
                  "summary": d.data.get("description"), "error": None,
                  "created_at": iso(d.created_at), "updated_at": iso(d.updated_at)}
                 for d in deps if d.data.get("status") == BUILDING]
+    building += [{"build_id": b.id, "status": b.data["status"],
+                  "workflow_name": b.data.get("workflow_name"),
+                  "summary": b.data.get("summary"), "error": b.data.get("error"),
+                  "created_at": iso(b.created_at), "updated_at": iso(b.updated_at)}
+                 for b in await call.cloud.builds.in_progress(call.tenant)]
     return {"deployed_workflows": deployed, "in_progress_builds": building}
 
 
@@ -116,8 +126,32 @@ async def delete(call: Call, data: dict[str, Any]) -> dict[str, Any]:
 
 
 async def build(call: Call, data: dict[str, Any]) -> dict[str, Any]:
-    raise NotImplementedYet("AI workflow builds are not available on Partitur; deploy a "
-                            "workspace with deployments/create")
+    descriptions = data.get("descriptions")
+    if isinstance(descriptions, str):
+        descriptions = [descriptions]
+    if not isinstance(descriptions, list) or not descriptions or not all(
+            isinstance(d, str) and d for d in descriptions):
+        raise ValidationFailed(issues=[Issue(
+            message="'descriptions' is required (one or more strings)", path="descriptions")])
+    action_log = data.get("action_log")
+    if action_log is not None and not isinstance(action_log, str | list):
+        raise ValidationFailed(issues=[Issue(
+            message="'action_log' must be JSONL text or a list of actions", path="action_log")])
+    req = BuildRequest(descriptions=tuple(descriptions),
+                       initial_url=opt_str(data, "initial_url"),
+                       params=opt_obj(data, "params") or {}, action_log=action_log or None,
+                       network_log=data.get("network_log"),
+                       name=opt_str(data, "workflow_name"))
+    if req.action_log is not None:
+        # A log that does not compile is the caller's mistake: answer 400 now.
+        compile_action_log(req.action_log, initial_url=req.initial_url, params=req.params)
+    started = await call.cloud.builds.start(call.tenant, req)
+    return {"build_id": started.id, "status": started.data["status"]}
+
+
+async def build_status(call: Call, data: dict[str, Any]) -> dict[str, Any]:
+    return builds.view(await call.cloud.builds.get(call.tenant, required_str(data,
+                                                                              "build_id")))
 
 
 ENDPOINTS = (
@@ -132,8 +166,17 @@ ENDPOINTS = (
     v1_route("workflows", "delete", delete, "Remove a workflow name from the tenant",
              request=props(workflow="string"), response=props(success="boolean",
                                                               message="string")),
-    v1_route("workflows", "build", build, "AI workflow builds (not available: 501)",
-             statuses=(400, 501)),
-    v1_route("workflows", "buildStatus", build, "AI workflow builds (not available: 501)",
-             statuses=(400, 501)),
+    v1_route("workflows", "build", build,
+             "Build a workflow from a recorded action log: compile, replay, deploy",
+             request=props(descriptions={"type": "array", "items": {"type": "string"}},
+                           initial_url="string", params="object",
+                           action_log=["string", "array"], network_log=["string", "array"],
+                           workflow_name="string"),
+             response=props(build_id="string", status="string"), statuses=(200, 400)),
+    v1_route("workflows", "buildStatus", build_status, "A workflow build's status",
+             request=props(build_id="string"), response=props(
+                 build_id="string", status="string", deployment_id=["string", "null"],
+                 workflow_name=["string", "null"], summary=["string", "null"],
+                 error=["string", "null"], details="object", attempted_steps="array",
+                 created_at="string", updated_at="string"), statuses=(200, 400)),
 )

@@ -6,6 +6,7 @@ present with the right JSON type: the list a reviewer would tick.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -42,6 +43,9 @@ WORKFLOW = {"workflow": S, "deployment_id": S, "deployment_status": S,
             "updated_at": S, "input_schema": OBJ, "output_schema": OBJ}
 SESSION = {"session_id": S, "status": S, "cdp_url": (S, N), "live_view_url": (S, N),
            "created_at": S, "expires_at": S, "closed_at": (S, N)}
+BUILD = {"build_id": S, "status": S, "deployment_id": (S, N), "workflow_name": (S, N),
+         "summary": (S, N), "error": (S, N), "details": OBJ, "attempted_steps": A,
+         "created_at": S, "updated_at": S}
 STATUSES = {"queued", "starting_browser", "running", "completed", "failed", "cancelled"}
 
 
@@ -87,6 +91,19 @@ def test_every_route_and_field(v1: httpx.Client) -> None:
     check("jobs/cancel", call(v1, "jobs/cancel", {"id": made["job_id"]}),
           {"success": B, "message": S})
     check("jobs/debugReport", call(v1, "jobs/debugReport", {"id": made["job_id"]}), DEBUG)
+    # workflows/build without an action log, and no LLM configured: a build that fails
+    # and says why.
+    built = call(v1, "workflows/build", {"descriptions": ["Sign in and read the orders"],
+                                          "initial_url": "http://127.0.0.1:9/"})
+    check("workflows/build", built, {"build_id": S, "status": S})
+    assert built["status"] in ("pending", "agent_running")
+    for _ in range(100):
+        status = call(v1, "workflows/buildStatus", {"build_id": built["build_id"]})
+        if status["status"] == "failed":
+            break
+        time.sleep(0.05)
+    check("workflows/buildStatus", status, BUILD)
+    assert status["status"] == "failed" and "debug.llm" in status["error"]
     # logs/list
     logs = call(v1, "logs/list", {"jobId": made["job_id"], "limit": 2})
     check("logs/list", logs, {"logs": A, "nextPageToken": (S, N)})
