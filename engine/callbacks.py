@@ -1,11 +1,15 @@
 """Signed outgoing webhooks of the cloud API: job callbacks and tenant webhook endpoints.
 
-When a cloud job ends (`job.completed`, `job.failed`, `job.cancelled`), its deliveries are
-queued: to the job's own callback only, when it has one; otherwise to every active
-webhook endpoint of the tenant; to none with `skip_callbacks`. Every cloud job's record
-is written before the job exists and says `callbacks: pending` until its deliveries are
-queued, so a job that ended while the server was down gets them at the next start
-(the record is the outbox entry; queueing is idempotent per job and target).
+When a cloud job ends (`job.completed`, `job.failed`, `job.cancelled`), a `job_end` row is
+written in the same transaction as its end event (`outbox_for`, an outbox source of the
+orchestrator: DESIGN §4). The deliverer turns it into deliveries: to the job's own
+callback only, when it has one; otherwise to every active webhook endpoint of the
+tenant; to none with `skip_callbacks`. As a safety net, every cloud job's record says
+`callbacks: pending` until its deliveries are queued, and the deliverer queues those of
+ended jobs when it starts (queueing is idempotent per job and target).
+
+The deliverer runs on the leader only (`lead`/`unlead`, under `engine.leader`), so
+several servers on one database never send a delivery twice.
 
 A delivery is a POST of the JSON payload with `x-event-type`, `x-webhook-signature`
 (hex HMAC-SHA256 of the body) and the Standard Webhooks headers `webhook-id` (the same on
@@ -42,7 +46,8 @@ from engine.cloudjobs import JOB, CloudJobs
 from engine.core import events as ev
 from engine.core.state import JobState
 from engine.credentials import Cipher
-from engine.errors import Issue, NotFound, PartiturError, ValidationFailed
+from engine.errors import Conflict, Issue, NotFound, PartiturError, ValidationFailed
+from engine.store.base import Outbox, OutboxObject
 from engine.store.cloud import CloudObject, CloudRepository
 from engine.views import iso
 
@@ -51,6 +56,8 @@ log = logging.getLogger("partitur.callbacks")
 WEBHOOK = "webhook"
 DELIVERY = "delivery"
 OUTBOX = "outbox"
+JOB_END = "job_end"  # id: the job; written with its end event, no tenant (the record has it)
+_ENDS = (ev.JobCompleted, ev.JobFailed, ev.JobCancelled, ev.JobSkipped)
 EVENTS = {"completed": "job.completed", "failed": "job.failed", "cancelled": "job.cancelled",
           "skipped": "job.cancelled"}
 
@@ -122,20 +129,25 @@ class Callbacks:
         self.rand = rand
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._pending: set[asyncio.Task[Any]] = set()
 
     # --- queueing --------------------------------------------------------------------
 
-    def listener(self, state: JobState, events: Sequence[ev.Event]) -> None:
-        """`Orchestrator.on_events`: queue the deliveries of a cloud job that ended."""
+    def outbox_for(self, state: JobState, events: Sequence[ev.Event]) -> Outbox | None:
+        """`Orchestrator.add_outbox`: the `job_end` row of a cloud job that these events
+        end, written in the same transaction as its end event."""
         if state.source_type != "cloud" or not state.terminal:
-            return
-        if not any(isinstance(e, ev.JobCompleted | ev.JobFailed | ev.JobCancelled | ev.JobSkipped)
-                   for e in events):
-            return
-        task = asyncio.ensure_future(self.queue_job(state.job_id))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+            return None
+        end = next((e for e in events if isinstance(e, _ENDS)), None)
+        if end is None:
+            return None
+        return Outbox(objects=[OutboxObject(JOB_END, state.job_id, "", end.ts,
+                                            {"status": state.status.value})])
+
+    def listener(self, state: JobState, events: Sequence[ev.Event]) -> None:
+        """`Orchestrator.on_events`: a cloud job ended, deliver without waiting."""
+        if state.source_type == "cloud" and state.terminal and any(
+                isinstance(e, _ENDS) for e in events):
+            self._wake.set()
 
     async def catch_up(self) -> int:
         """Queue the deliveries of cloud jobs that ended while nobody queued them."""
@@ -144,75 +156,107 @@ class Callbacks:
             if obj.data.get("callbacks") == "pending":
                 row = await self.jobs.store.get_job(obj.id)
                 if row is not None and row.status in EVENTS:
-                    await self.queue_job(obj.id)
+                    try:
+                        await self.queue_job(obj.id)
+                    except Exception:
+                        log.exception("job %s: cannot queue its callbacks", obj.id)
+                        continue
                     count += 1
         return count
 
+    async def queue_ended(self) -> int:
+        """Turn every `job_end` row into deliveries; how many rows were done."""
+        done = 0
+        for entry in await self.repo.all(JOB_END, None):
+            try:
+                await self.queue_job(entry.id)
+            except Exception:
+                log.exception("job %s: cannot queue its callbacks", entry.id)
+                continue
+            await self.repo.delete(JOB_END, entry.id)
+            done += 1
+        return done
+
     async def queue_job(self, job_id: str) -> list[CloudObject]:
         """Queue the deliveries of an ended cloud job (once; later calls queue nothing)."""
-        try:
-            obj = await self.repo.get(JOB, job_id)
-            if obj is None or obj.data.get("callbacks") != "pending":
-                return []
-            row = await self.jobs.store.get_job(job_id)
-            if row is None or row.status not in EVENTS:
-                return []
-            targets: list[tuple[str, str, str | None]] = []  # url, encrypted secret, endpoint
-            if not obj.data.get("skip_callbacks"):
-                if obj.data.get("callback_url"):
-                    targets.append((obj.data["callback_url"], obj.data["callback_secret"], None))
-                else:
-                    for hook in await self.repo.all(WEBHOOK, obj.tenant):
-                        if hook.data.get("active", True):
-                            targets.append((hook.data["url"], hook.data["secret"], hook.id))
-            detail = await self.jobs.detail(obj, row)
-            event = EVENTS[row.status]
-            payload = {"event": event, "job_id": job_id, "nonce": obj.data.get("nonce"),
-                       "workflow": obj.data["workflow"],
-                       "deployment_id": obj.data["deployment_id"],
-                       "status": detail["status"], "result": detail["result"],
-                       "error": detail["error"], "mapped_stack": detail["mapped_stack"]}
-            body = orjson.dumps(payload).decode()
-            queued: list[CloudObject] = []
-            now = self.clock.now()
-            for url, secret, endpoint in targets:
-                delivery = CloudObject(DELIVERY, new_job_id(), obj.tenant, now, now, {
-                    "msg_id": f"msg_{new_job_id().replace('-', '')}", "job_id": job_id,
-                    "event": event, "url": url, "secret": secret, "webhook_id": endpoint,
-                    "body": body, "status": "pending", "attempts": [],
-                    "next_attempt_at": now, "first_attempt_at": None},
-                    name=f"{job_id}\n{endpoint or 'callback'}")
-                try:
-                    await self.repo.insert(delivery)
-                except PartiturError:
-                    continue  # queued before (a catch-up raced the listener)
-                await self.repo.insert(CloudObject(OUTBOX, delivery.id, obj.tenant, now, now))
-                queued.append(delivery)
-            await self.repo.update(obj.changed(now, callbacks="queued"))
-            self._wake.set()
-            return queued
-        except Exception:
-            log.exception("job %s: cannot queue its callbacks", job_id)
+        obj = await self.repo.get(JOB, job_id)
+        if obj is None or obj.data.get("callbacks") != "pending":
             return []
+        row = await self.jobs.store.get_job(job_id)
+        if row is None or row.status not in EVENTS:
+            return []
+        targets: list[tuple[str, str, str | None]] = []  # url, encrypted secret, endpoint
+        if not obj.data.get("skip_callbacks"):
+            if obj.data.get("callback_url"):
+                targets.append((obj.data["callback_url"], obj.data["callback_secret"], None))
+            else:
+                for hook in await self.repo.all(WEBHOOK, obj.tenant):
+                    if hook.data.get("active", True):
+                        targets.append((hook.data["url"], hook.data["secret"], hook.id))
+        detail = await self.jobs.detail(obj, row)
+        event = EVENTS[row.status]
+        payload = {"event": event, "job_id": job_id, "nonce": obj.data.get("nonce"),
+                   "workflow": obj.data["workflow"],
+                   "deployment_id": obj.data["deployment_id"],
+                   "status": detail["status"], "result": detail["result"],
+                   "error": detail["error"], "mapped_stack": detail["mapped_stack"]}
+        body = orjson.dumps(payload).decode()
+        queued: list[CloudObject] = []
+        now = self.clock.now()
+        for url, secret, endpoint in targets:
+            name = f"{job_id}\n{endpoint or 'callback'}"
+            delivery = CloudObject(DELIVERY, new_job_id(), obj.tenant, now, now, {
+                "msg_id": f"msg_{new_job_id().replace('-', '')}", "job_id": job_id,
+                "event": event, "url": url, "secret": secret, "webhook_id": endpoint,
+                "body": body, "status": "pending", "attempts": [],
+                "next_attempt_at": now, "first_attempt_at": None}, name=name)
+            try:
+                await self.repo.insert(delivery)
+            except Conflict:
+                # Queued before, by a pass that stopped before it was done.
+                found = await self.repo.by_name(DELIVERY, obj.tenant, name)
+                if found is None or found.data["status"] != "pending":
+                    continue
+                delivery = found
+            with contextlib.suppress(Conflict):
+                await self.repo.insert(CloudObject(OUTBOX, delivery.id, obj.tenant, now, now))
+            queued.append(delivery)
+        await self.repo.update(obj.changed(now, callbacks="queued"))
+        self._wake.set()
+        return queued
 
     # --- delivering ------------------------------------------------------------------
 
+    async def lead(self) -> None:
+        """This server became the leader: deliver (`Runtime.on_lead`)."""
+        self.start()
+
+    async def unlead(self) -> None:
+        """This server no longer leads: stop delivering (`Runtime.on_unlead`)."""
+        await self.stop()
+
     def start(self) -> None:
+        """Run the deliverer: catch up on missed jobs, then deliver what is due."""
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        for pending in list(self._pending):
-            pending.cancel()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def _run(self) -> None:
+        try:
+            count = await self.catch_up()
+            if count:
+                log.info("queued the callbacks of %d jobs that ended unqueued", count)
+        except Exception:
+            log.exception("callback catch-up failed")
         while True:
             try:
+                await self.queue_ended()
                 await self.deliver_due()
             except Exception:
                 log.exception("callback delivery pass failed")

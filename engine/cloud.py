@@ -2,9 +2,10 @@
 
 `Cloud` owns the cloud repository and the services the `/v1` routes call: deployments,
 credentials, jobs, schedules and callbacks. `attach()` hooks it into the runtime before
-it opens: ready deployments are registered before jobs are recovered, job ends feed the
-callbacks, the schedules' bookkeeping and auto-repair, and stored schedules fire with
-the scheduler. `builds` runs `workflows/build` (engine.builds).
+it opens: ready deployments are registered before jobs are recovered, a cloud job's end
+writes its callbacks' outbox row in the same transaction as its end event, job ends feed
+the schedules' bookkeeping and auto-repair, stored schedules fire with the scheduler, and
+the leader alone delivers callbacks. `builds` runs `workflows/build` (engine.builds).
 """
 
 from __future__ import annotations

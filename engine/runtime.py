@@ -104,6 +104,10 @@ class Runtime:
         self._triggers_started = False
         self.on_open: list[Callable[[], Awaitable[None]]] = []
         """Called once the store and workspaces are open, before jobs are recovered."""
+        self.on_lead: list[Callable[[], Awaitable[None]]] = []
+        """More duties of the leader, started after the scheduler (the callback deliverer)."""
+        self.on_unlead: list[Callable[[], Awaitable[None]]] = []
+        """Stop them when this process no longer leads."""
 
     async def open(self) -> None:
         """Open the store (migrations), load workspaces, recover unfinished jobs."""
@@ -133,15 +137,20 @@ class Runtime:
         self.sources.start()
 
     async def _lead(self) -> None:
-        """This process became the leader: run the scheduler and the lease sweeper."""
+        """This process became the leader: run the scheduler, the lease sweeper and the
+        duties of `on_lead`."""
         self.scheduler.start()
         if self.sweeper is not None:
             self.sweeper.start()
+        for duty in self.on_lead:
+            await duty()
 
     async def _unlead(self) -> None:
         await self.scheduler.stop()
         if self.sweeper is not None:
             await self.sweeper.stop()
+        for duty in self.on_unlead:
+            await duty()
 
     async def close(self, grace: float = 0.0) -> None:
         """Stop executing (running steps get `grace` seconds), then close everything."""
