@@ -32,8 +32,12 @@ tasks:
     concurrency: {limit: 1, key: "<< input.env >>", policy: queue}
     input:
       env: {type: string, required: true}
+      seconds: {type: number, default: 0.4}
     flow:
-      nap: {type: shell, script: sleep 0.4}
+      nap:
+        type: shell
+        input: {seconds: "<< input.seconds >>"}
+        script: sleep << input.seconds >>
   retried:
     retry: {max_attempts: 3}
     flow:
@@ -142,10 +146,15 @@ async def test_a_queued_job_survives_a_restart_and_starts(tmp_path: Path) -> Non
         await rt.orchestrator.command(a, cmd.Cancel(by="test"))
         await rt.orchestrator.wait(a, 10)
         await rt.orchestrator.command(b, cmd.Cancel(by="test"))
-        c = await rt.orchestrator.create_job("ws", "per-key", {"env": "y"})
+        # `c` naps long enough to be running for sure when the server stops.
+        c = await rt.orchestrator.create_job("ws", "per-key", {"env": "y", "seconds": 60})
         d = await rt.orchestrator.create_job("ws", "per-key", {"env": "y"})
         assert (await rt.orchestrator.get_state(d)).queued
-        # Stop while `d` waits for `c`: `c` is lost with the server.
+        for _ in range(200):  # a step that never started would simply run again
+            if (await rt.orchestrator.get_state(c)).steps["nap"].status is StepStatus.RUNNING:
+                break
+            await asyncio.sleep(0.02)
+        # Stop while `d` waits for `c`: `c`'s running step is lost with the server.
     async with runtime(tmp_path, ws, db_url=db) as rt:
         assert (await rt.orchestrator.wait(c, 10)).status is JobStatus.FAILED
         assert (await rt.orchestrator.wait(d, 10)).status is JobStatus.COMPLETED
