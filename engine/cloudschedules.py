@@ -2,8 +2,9 @@
 
 `CloudSchedules` is a source of the `Scheduler` (`Scheduler.add_source`): each pass it
 fires the due slots of every enabled schedule, claiming each slot in the store first
-(`claim_slot("v1:<schedule id>", fire_time)`) so several servers fire it once. Cron is
-evaluated in the schedule's timezone (DST-correct, `engine.cron`). After each fire
+(`claim_slot("v1:<schedule id>", fire_time)`) so several servers fire it once. Cron has 5
+fields, or 6 with seconds first (as in YAML triggers), and is evaluated in the
+schedule's timezone (DST-correct, `engine.cron`). After each fire
 `last_fire_at`, `last_job_id`, `last_error` and `consecutive_failures` are updated; with
 `disable_after_failures: N` a schedule whose jobs failed (or could not start) N times in
 a row is disabled. `overlap`: `allow` (default) starts another job while the previous one
@@ -58,8 +59,9 @@ class CloudSchedules:
 
     def _validate(self, data: Mapping[str, Any]) -> None:
         issues: list[Issue] = []
-        if len(str(data["cron_expr"]).split()) != 5:
-            issues.append(Issue(message="'cron_expr' must have 5 fields", path="cron_expr"))
+        if len(str(data["cron_expr"]).split()) not in (5, 6):
+            issues.append(Issue(message="'cron_expr' must have 5 fields, or 6 with seconds "
+                                        "first", path="cron_expr"))
         else:
             try:
                 validate_cron(data["cron_expr"], data["timezone"])
@@ -197,8 +199,7 @@ class CloudSchedules:
             for slot in slots[-1:]:  # missed slots fire once
                 if await self._fire(s, key, slot, now):
                     fired += 1
-        self._cache = None
-        return fired
+        return fired  # the cache stays for `next_due`; the next pass reloads it
 
     async def _fire(self, s: CloudObject, key: str, slot: float, now: float) -> bool:
         job_id_hint = new_job_id()
