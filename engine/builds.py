@@ -79,7 +79,7 @@ def workflow_name(req: BuildRequest) -> str:
     if req.name:
         return req.name
     first = req.descriptions[0] if req.descriptions else ""
-    slug = _SLUG.sub("-", first.lower()).strip("-")[:40].strip("-")
+    slug = _SLUG.sub("-", first.lower()).strip("-")[:60].strip("-")
     return slug or "recorded-workflow"
 
 
