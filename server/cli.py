@@ -21,6 +21,8 @@ import orjson
 
 from server.cli_client import add_client_parsers, cmd_cancel, cmd_jobs, cmd_logs
 from server.cli_control import add_explain_parser, cmd_explain, dry_run_local
+from server.cli_ops import HANDLERS as OPS_HANDLERS
+from server.cli_ops import add_ops_parsers
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_explain_parser(sub)
     add_client_parsers(sub)
+    add_ops_parsers(sub)
 
     validate = sub.add_parser("validate", help="validate a workspace")
     validate.add_argument("path", nargs="?", type=Path, default=Path.cwd())
@@ -93,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     handler = {"serve": cmd_serve, "run": cmd_run, "validate": cmd_validate,
                "rebuild": cmd_rebuild, "migrate": cmd_migrate,
                "worker": cmd_worker, "explain": cmd_explain,
-               "jobs": cmd_jobs, "logs": cmd_logs, "cancel": cmd_cancel}[args.command]
+               "jobs": cmd_jobs, "logs": cmd_logs, "cancel": cmd_cancel,
+               **OPS_HANDLERS}[args.command]
     raise SystemExit(handler(args))
 
 

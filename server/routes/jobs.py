@@ -196,7 +196,16 @@ async def rerun_job(request: Request) -> Response:
     body = await read_json(request)
     from_step = field_of(body, "from_step", str, "a string")
     raw_input = field_of(body, "input", dict, "an object")
-    new_id = await runtime_of(request).orchestrator.rerun(
+    changes = field_of(body, "input_changes", dict, "an object")
+    orch = runtime_of(request).orchestrator
+    if changes is not None:
+        if raw_input is not None:
+            raise ValidationFailed(issues=[Issue(
+                message="give 'input' (the whole input) or 'input_changes', not both",
+                path="input_changes")])
+        # Over the original's own values, so a secret input keeps its unmasked value.
+        raw_input = {**(await orch.get_state(row.job_id)).input, **changes}
+    new_id = await orch.rerun(
         row.job_id, from_step=from_step, raw_input=raw_input, by=actor(request))
     return ORJSONResponse({"job_id": new_id})
 
@@ -256,6 +265,7 @@ ENDPOINTS = (
              "Run the job's task again, optionally resuming from a step",
              (200, 400, 404, 409, 413),
              body={"type": "object", "properties": {
-                 "from_step": {"type": "string"}, "input": {"type": "object"}}},
+                 "from_step": {"type": "string"}, "input": {"type": "object"},
+                 "input_changes": {"type": "object"}}},
              response=_JOB_ID, tag="jobs"),
 )
