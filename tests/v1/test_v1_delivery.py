@@ -1,0 +1,253 @@
+"""Callback delivery: the address policy, the `job.cancelled` event, schedules' own
+callbacks (over HTTP), and the retry schedule — exponential backoff with bounded jitter,
+ending after `retry_for` or `max_attempts` — driven by a fake clock in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from harness import ServerProcess
+from receiver import Receiver, close
+from v1_helpers import call, deploy, wait_job, workspace
+
+from engine.callbacks import CallbackPolicy, Callbacks
+from engine.cloud import Cloud, CloudOptions
+from engine.cloudjobs import JobRequest
+from engine.runtime import Runtime, RuntimeOptions
+from engine.testing import FakeClock
+
+
+def _wait(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _job_ids(rx: Receiver) -> list[str]:
+    return [orjson.loads(r["body"])["job_id"] for r in list(rx.requests)]
+
+
+# --- over HTTP ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A server with the default address policy (`callbacks.allow_private` unset)."""
+    server = ServerProcess(tmp_path_factory.mktemp("strict"),
+                           settings={"secrets_key": "strict-key"}).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=15.0) as client:
+            yield client
+    finally:
+        server.close()
+
+
+def test_private_and_loopback_addresses_are_refused_by_default(strict: httpx.Client) -> None:
+    deploy(strict)
+    rx = Receiver()
+    try:
+        hooks = [call(strict, "webhooks/create", {"url": url})["webhook"]["id"]
+                 for url in ("http://10.1.2.3:9/private", "http://169.254.169.254/meta",
+                             rx.url + "/loopback")]
+        job_id = call(strict, "jobs/create", {"workflow": "greet",
+                                              "params": {"name": "x"}})["job_id"]
+        wait_job(strict, job_id)
+
+        def attempted() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = call(strict, "webhooks/deliveries",
+                                               {"job_id": job_id})["deliveries"]
+            return found if len(found) == 3 and all(d["attempts"] for d in found) else []
+
+        _wait(lambda: bool(attempted()))
+        for delivery in attempted():
+            first = delivery["attempts"][0]
+            assert first["status_code"] is None
+            assert first["error"].startswith("refused:") and "non-public" in first["error"]
+            assert delivery["status"] in ("pending", "failed")
+        assert sorted(d["webhook_id"] for d in attempted()) == sorted(hooks)
+        assert rx.requests == []  # the loopback receiver was never called
+        # A job's own callback to a loopback address is refused the same way.
+        own = call(strict, "jobs/create", {"workflow": "greet", "params": {"name": "y"},
+                                           "callback_url": rx.url + "/own",
+                                           "callback_secret": "s"})["job_id"]
+        wait_job(strict, own)
+        _wait(lambda: any(d["attempts"] for d in call(
+            strict, "webhooks/deliveries", {"job_id": own})["deliveries"]))
+        log = call(strict, "webhooks/deliveries", {"job_id": own})["deliveries"]
+        assert len(log) == 1 and log[0]["attempts"][0]["error"].startswith("refused:")
+        assert rx.requests == []
+    finally:
+        close(rx)
+
+
+def test_cancelled_jobs_send_job_cancelled(v1: httpx.Client) -> None:
+    deploy(v1)
+    rx = Receiver()
+    try:
+        job_id = call(v1, "jobs/create", {"workflow": "slow", "params": {},
+                                          "callback_url": rx.url + "/c",
+                                          "callback_secret": "s"})["job_id"]
+        wait_job(v1, job_id, until={"running"})
+        assert call(v1, "jobs/cancel", {"id": job_id})["success"] is True
+        wait_job(v1, job_id)
+        _wait(lambda: job_id in _job_ids(rx))
+        got = rx.requests[0]
+        payload = orjson.loads(got["body"])
+        assert got["headers"]["x-event-type"] == "job.cancelled"
+        assert payload["event"] == "job.cancelled" and payload["status"] == "cancelled"
+        assert payload["result"] is None and payload["error"]
+        assert set(payload) == {"event", "job_id", "nonce", "workflow", "deployment_id",
+                                "status", "result", "error", "mapped_stack"}
+    finally:
+        close(rx)
+
+
+def test_schedules_carry_their_own_callback_and_skip_callbacks(v1: httpx.Client) -> None:
+    deploy(v1)
+    own, tenant = Receiver(), Receiver()
+    hook = call(v1, "webhooks/create", {"url": tenant.url + "/tenant"})["webhook"]["id"]
+    schedules: list[str] = []
+    try:
+        # A schedule with its own callback: its jobs go there only.
+        with_cb = call(v1, "schedules/create", {
+            "workflow": "greet", "params": {"name": "sched"}, "cron_expr": "* * * * * *",
+            "callback_url": own.url + "/own", "callback_secret": "sched-secret"})["schedule"]
+        schedules.append(with_cb["id"])
+        _wait(lambda: len(own.requests) >= 1, timeout=30)
+        call(v1, "schedules/update", {"id": with_cb["id"], "enabled": False})
+        sched_jobs = set(_job_ids(own))
+        # A schedule with skip_callbacks: its jobs reach nobody.
+        skipping = call(v1, "schedules/create", {
+            "workflow": "greet", "params": {"name": "quiet"}, "cron_expr": "* * * * * *",
+            "skip_callbacks": True})["schedule"]
+        schedules.append(skipping["id"])
+
+        def quiet_job() -> str | None:
+            s = call(v1, "schedules/get", {"id": skipping["id"]})["schedule"]
+            return s["last_job_id"]  # type: ignore[no-any-return]
+
+        _wait(lambda: quiet_job() is not None, timeout=30)
+        call(v1, "schedules/update", {"id": skipping["id"], "enabled": False})
+        quiet = quiet_job()
+        assert quiet is not None
+        wait_job(v1, quiet)
+        # A later job without a callback reaches the tenant endpoint; by then the ends of
+        # the scheduled jobs were handled.
+        marker = call(v1, "jobs/create", {"workflow": "greet",
+                                          "params": {"name": "m"}})["job_id"]
+        wait_job(v1, marker)
+        _wait(lambda: marker in _job_ids(tenant))
+        assert sched_jobs and not set(_job_ids(own)) & set(_job_ids(tenant))
+        assert quiet not in _job_ids(tenant) and quiet not in _job_ids(own)
+        assert call(v1, "webhooks/deliveries", {"job_id": quiet})["deliveries"] == []
+        payload = orjson.loads(own.requests[0]["body"])
+        assert payload["workflow"] == "greet" and payload["event"] == "job.completed"
+    finally:
+        for sid in schedules:
+            call(v1, "schedules/delete", {"id": sid})
+        call(v1, "webhooks/delete", {"id": hook})
+        close(own)
+        close(tenant)
+
+
+# --- the retry schedule, in-process with a fake clock ------------------------------------
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[tuple[Cloud, FakeClock]]:
+    """A real runtime and cloud (not attached: no deliverer runs on its own)."""
+    clock = FakeClock()
+    runtime = Runtime(RuntimeOptions(
+        db_url=f"sqlite:///{tmp_path / 'p.db'}", logs_dir=tmp_path / "logs",
+        artifacts_dir=tmp_path / "artifacts", concurrency=2), clock=clock)
+    cloud = Cloud(runtime, CloudOptions(secrets_key="retry-key"))
+    await runtime.open()
+    try:
+        dep = await cloud.deployments.create("default", workspace())
+        await cloud.deployments.wait_built(dep.id)
+        yield cloud, clock
+    finally:
+        await cloud.close()
+        await runtime.close()
+
+
+async def _ended_job(cloud: Cloud, url: str) -> str:
+    job_id, _ = await cloud.jobs.create("default", JobRequest(
+        workflow="greet", params={"name": "r"}, callback_url=url, callback_secret="s"))
+    for _ in range(400):
+        row = await cloud.jobs.store.get_job(job_id)
+        if row is not None and row.status == "completed":
+            return job_id
+        await asyncio.sleep(0.05)
+    raise AssertionError("the job did not complete")
+
+
+async def test_backoff_doubles_with_bounded_jitter_until_retry_for(
+        cloud: tuple[Cloud, FakeClock]) -> None:
+    c, clock = cloud
+    rx = Receiver(fail=1000)
+    jitter = iter([0.0, 0.999, 0.5, 0.25, 0.75, 0.1, 0.9, 0.3, 0.6, 0.2])
+    policy = CallbackPolicy(allow_private=True, retry_for=40.0, max_attempts=50,
+                            base_delay=1.0, max_delay=8.0)
+    callbacks = Callbacks(c.repo, c.jobs, c.cipher, policy, clock=clock,
+                          rand=lambda: next(jitter))
+    try:
+        job_id = await _ended_job(c, rx.url + "/fail")
+        (delivery,) = await callbacks.queue_job(job_id)
+        assert await callbacks.queue_job(job_id) == []  # queued once
+        start = clock.now()
+        delays: list[float] = []
+        while delivery.data["status"] == "pending":
+            delivery = await callbacks.attempt(delivery)
+            if delivery.data["status"] == "pending":
+                delays.append(delivery.data["next_attempt_at"] - clock.now())
+                clock.set(delivery.data["next_attempt_at"])
+        # Each delay is the doubled base (capped at max_delay) times 1 + jitter in [0, 1).
+        bases = [min(8.0, 2.0 ** n) for n in range(len(delays))]
+        assert delays == pytest.approx([b * (1 + j) for b, j in zip(
+            bases, [0.0, 0.999, 0.5, 0.25, 0.75, 0.1, 0.9, 0.3, 0.6, 0.2], strict=False)])
+        assert all(b <= d < 2 * b for b, d in zip(bases, delays, strict=True))
+        # It gives up at the first attempt at or past retry_for after the first attempt.
+        assert delivery.data["status"] == "failed"
+        attempts = delivery.data["attempts"]
+        assert len(attempts) == len(delays) + 1 and clock.now() - start >= 40.0
+        assert clock.now() - start - delays[-1] < 40.0
+        assert [a["status_code"] for a in attempts] == [500] * len(attempts)
+        ids = {r["headers"]["webhook-id"] for r in rx.requests}
+        assert len(rx.requests) == len(attempts) and len(ids) == 1
+    finally:
+        close(rx)
+
+
+async def test_max_attempts_ends_retries(cloud: tuple[Cloud, FakeClock]) -> None:
+    c, clock = cloud
+    rx = Receiver(fail=1000)
+    policy = CallbackPolicy(allow_private=True, retry_for=3600.0, max_attempts=3)
+    callbacks = Callbacks(c.repo, c.jobs, c.cipher, policy, clock=clock)
+    try:
+        job_id = await _ended_job(c, rx.url + "/fail")
+        (delivery,) = await callbacks.queue_job(job_id)
+        for _ in range(3):
+            assert delivery.data["status"] == "pending"
+            delivery = await callbacks.attempt(delivery)
+            if delivery.data["status"] == "pending":
+                delay = delivery.data["next_attempt_at"] - clock.now()
+                n = len(delivery.data["attempts"])
+                assert 2 ** (n - 1) <= delay < 2 ** n  # default jitter is bounded too
+                clock.set(delivery.data["next_attempt_at"])
+        assert delivery.data["status"] == "failed" and len(delivery.data["attempts"]) == 3
+        assert len(rx.requests) == 3
+        # Nothing is due any more.
+        clock.advance(10_000)
+        assert await callbacks.deliver_due() == 0 and len(rx.requests) == 3
+    finally:
+        close(rx)
