@@ -255,6 +255,9 @@ def test_rerun_with_edited_input_then_diff(server: Server) -> None:
     assert step(third, "say")["output"]["said"] == "two"
     bad = server.partitur("rerun", first, "-i", "count=many")
     assert bad.returncode == 1 and "400" in bad.stderr and "count" in bad.stderr
+    both = server.client.post(f"/api/jobs/{first}/rerun", json={
+        "input": {"msg": "x"}, "input_changes": {"msg": "y"}})
+    assert both.status_code == 400 and "input_changes" in both.text
     usage = server.partitur("rerun", first, "-i", "nokey")
     assert usage.returncode == 2
     missing = server.partitur("diff", first, "0190c0de-0000-7000-8000-000000000000")
