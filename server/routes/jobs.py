@@ -12,9 +12,10 @@ from engine.auth.acl import Level
 from engine.core import commands as cmd
 from engine.core.events import RecordedEvent
 from engine.core.projections import JobRow
-from engine.core.state import JobStatus, StepStatus
+from engine.core.state import JobStatus, StepStatus, fold
 from engine.errors import Conflict, InputInvalid, Issue, NotFound, ValidationFailed
 from engine.logs.store import check_job_id
+from engine.masking import JobMasker
 from engine.model import InputField
 from engine.store.base import JobFilter
 from engine.stuck import stuck_ids
@@ -125,9 +126,14 @@ async def get_job(request: Request) -> Response:
 
 
 async def job_events(request: Request) -> Response:
+    """The stored events, with the job's secrets masked: `JobCreated.input` and rendered
+    step inputs hold the real values of input fields marked `secret`."""
     row = await get_row(request)
-    records = await runtime_of(request).store.read(row.job_id)
-    items = [{**r.to_dict(), "time": iso(r.ts)} for r in records]
+    runtime = runtime_of(request)
+    records = await runtime.store.read(row.job_id)
+    state = fold(r.event() for r in records)
+    masker = JobMasker(runtime.orchestrator.redactor(state), state.secret_paths)
+    items = [{**masker.event(r.to_dict()), "time": iso(r.ts)} for r in records]
     return listing(items, len(items))
 
 

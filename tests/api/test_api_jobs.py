@@ -41,6 +41,27 @@ def test_execute_then_detail_and_logs(client: httpx.Client) -> None:
     assert notes[0].startswith("job created") and notes[-1] == "job completed"
 
 
+def test_server_notes_name_every_step_transition(client: httpx.Client) -> None:
+    job_id = execute(client, "notes")
+    assert wait_job(client, job_id)["status"] == "failed"
+    logs = client.get(f"/api/jobs/{job_id}/steps/_server/logs").json()["logs"]
+    notes = [orjson.loads(x)["line"] for x in logs.splitlines()]
+
+    def index(prefix: str) -> int:
+        return next(i for i, note in enumerate(notes) if note.startswith(prefix))
+
+    assert notes[0] == "job created: task notes (source api)"
+    assert notes[-1].startswith("job failed")
+    # flaky: ready, started, failed, a retry scheduled, ready again, started, completed.
+    order = [index("step flaky ready (attempt 1)"), index("step flaky started on "),
+             index("step flaky failed (error): exit code 4"),
+             index("step flaky: attempt 2 scheduled in "), index("step flaky ready (attempt 2)"),
+             index("step flaky completed")]
+    assert order == sorted(order)
+    assert "step never skipped: when was false (rendered: False)" in notes
+    assert index("step last failed (error): exit code 5") > order[-1]
+
+
 def test_unknown_job_and_step_are_404(client: httpx.Client) -> None:
     job_id = execute(client, "hello")
     wait_job(client, job_id)
@@ -213,6 +234,20 @@ def test_events_history(client: httpx.Client) -> None:
     assert events[0]["type"] == "JobCreated" and events[-1]["type"] == "JobCompleted"
     assert [e["version"] for e in events] == list(range(1, len(events) + 1))
     assert all(e["stream_id"] == job_id and e["time"].endswith("Z") for e in events)
+
+
+def test_events_mask_secret_inputs(client: httpx.Client) -> None:
+    job_id = execute(client, "secret-input", {"password": "pw-given-9876"})
+    job = wait_job(client, job_id)
+    assert job["status"] == "completed" and job["input"]["password"] == "••••••"
+    r = client.get(f"/api/jobs/{job_id}/events")
+    assert r.status_code == 200 and "pw-given-9876" not in r.text
+    events = r.json()
+    assert events[0]["type"] == "JobCreated"
+    assert events[0]["data"]["input"] == {"password": "••••••"}
+    ready = next(e for e in events if e["type"] == "StepReady")
+    assert ready["data"]["input"] == {"password": "••••••"}
+    assert "got ••••••" in client.get(f"/api/jobs/{job_id}/logs").json()["logs"]
 
 
 def test_artifacts_list_download_and_safety(client: httpx.Client) -> None:

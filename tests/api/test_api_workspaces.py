@@ -15,9 +15,10 @@ def test_workspaces_list_counts_and_load_errors(client: httpx.Client) -> None:
     items = {w["name"]: w for w in r.json()}
     assert r.headers["X-Total-Count"] == str(len(items)) == "3"
     main = items["main"]
-    assert main["tasks_count"] == 7 and main["actions_count"] == 2
+    assert main["tasks_count"] == 9 and main["actions_count"] == 2
     assert main["triggers_count"] == 3 and main["revision"] and main["load_error"] is None
     assert "unknown action 'does-not-exist'" in items["broken"]["load_error"]
+    assert ".workflows/bad.yaml:5:17" in items["broken"]["load_error"]  # file:line:column
     assert "git" in items["remote"]["load_error"]
 
 
