@@ -22,6 +22,7 @@ tasks:
   deploy:
     input:
       body: { type: object }
+      headers: { type: object }
       method: { type: string }
       query: { type: object }
       env: { type: string, default: staging }
@@ -33,6 +34,9 @@ tasks:
         script: |
           echo << input.env >>
           echo 'OUTPUT: {"deployed": true}'
+  nap:
+    flow:
+      sleep: { type: shell, interpreter: sh, script: "sleep 3" }
 triggers:
   gh:
     type: webhook
@@ -54,6 +58,11 @@ triggers:
     type: webhook
     task: deploy
     enabled: false
+  slow-sync:
+    type: webhook
+    task: nap
+    mode: sync
+    timeout_secs: 1
 """
 
 
@@ -142,6 +151,34 @@ def test_sync_mode_answers_with_the_output(client: httpx.Client) -> None:
     assert r.status_code == 200
     data = r.json()
     assert data["status"] == "completed" and data["output"] == {"run": {"deployed": True}}
+
+
+def test_sync_mode_answers_202_with_the_job_when_the_wait_runs_out(
+        client: httpx.Client) -> None:
+    r = client.post("/hooks/slow-sync", content=b"{}")
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] in ("pending", "running") and "output" not in body
+    polled = client.get(f"/hooks/slow-sync/jobs/{body['job_id']}",
+                        params={"wait": "true", "timeout": "30"})
+    assert polled.status_code == 200 and polled.json()["status"] == "completed"
+
+
+def test_bearer_secret_idempotency_key_and_headers_in_the_input(client: httpx.Client) -> None:
+    headers = {"Authorization": f"Bearer {SECRET}", "Idempotency-Key": "idem-1",
+               "X-Custom": "yes"}
+    first = client.post("/hooks/github", content=b"{}", headers=headers)
+    assert first.status_code == 202, first.text
+    job_id = first.json()["job_id"]
+    again = client.post("/hooks/github", content=b"{}", headers=headers)
+    assert again.status_code == 202 and again.json()["job_id"] == job_id
+    other = client.post("/hooks/github", content=b"{}",
+                        headers={**headers, "Idempotency-Key": "idem-2"})
+    assert other.status_code == 202 and other.json()["job_id"] != job_id
+    assert _job(client, job_id)["status"] == "completed"
+    seen = client.get(f"/api/jobs/{job_id}").json()["input"]["headers"]
+    assert seen["x-custom"] == "yes" and seen["idempotency-key"] == "idem-1"
+    assert "authorization" not in seen  # credentials never reach the job
 
 
 def test_unknown_and_disabled_hooks_are_404_and_big_bodies_413(client: httpx.Client) -> None:
