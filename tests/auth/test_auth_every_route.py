@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -134,3 +135,15 @@ def test_openapi_documents_401(server: ServerProcess) -> None:
     assert "401" in doc["paths"]["/api/jobs"]["get"]["responses"]
     assert "429" in doc["paths"]["/api/auth/login"]["post"]["responses"]
     assert "401" not in doc["paths"]["/healthz"]["get"]["responses"]
+
+
+def test_metrics_public_opens_metrics_and_nothing_else(tmp_path: Path) -> None:
+    proc = auth_server(tmp_path, metrics={"public": True}, workers={"local": {"concurrency": 1}})
+    try:
+        with httpx.Client(base_url=proc.url, timeout=10) as client:
+            r = client.get("/metrics")
+            assert r.status_code == 200 and "partitur_http_requests_total" in r.text
+            assert client.get("/api/jobs").status_code == 401
+            assert client.get("/openapi.json").status_code == 401
+    finally:
+        proc.close()
