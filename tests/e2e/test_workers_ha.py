@@ -3,7 +3,9 @@
 - a job executed on replica A runs on a worker attached to replica B, and B serves its
   logs and stream;
 - kill -9 the leader (the replica that started first) while a worker dies mid-step: the
-  other replica takes over the lease sweeper and fails the step as lost.
+  other replica takes over the lease sweeper and fails the step as lost;
+- a claim waiting on replica B is woken by a step queued through replica A, and a
+  WebSocket on A streams, live, the lines shipped through B while the step still runs.
 Both end with the invariant checker.
 """
 
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -20,14 +24,23 @@ import pytest
 import websockets
 from harness import ServerProcess, run_sync
 from invariants import check_invariants
-from worker_procs import FIXTURE, WorkerProcess, lines, remote_settings, step, wait_for, wait_job
+from worker_procs import (
+    FIXTURE,
+    TOKEN,
+    WorkerProcess,
+    lines,
+    remote_settings,
+    step,
+    wait_for,
+    wait_job,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 
-def _replicas(make_server: Callable[..., ServerProcess], pg_url: str
+def _replicas(make_server: Callable[..., ServerProcess], pg_url: str, timeout: float = 1.5
               ) -> tuple[ServerProcess, ServerProcess]:
-    settings = remote_settings(timeout=1.5, db={"url": pg_url})
+    settings = remote_settings(timeout=timeout, db={"url": pg_url})
     a = make_server(workspaces={"w": FIXTURE}, settings=settings)
     b = make_server(workspaces={"w": FIXTURE}, settings=settings)
     return a, b
@@ -86,3 +99,78 @@ def test_leader_killed_the_other_replica_sweeps_lost_leases(
     finally:
         worker.close()
     run_sync(check_invariants(pg_url, acknowledged_jobs=[job_id], unique_lines=r"^tick \d+$"))
+
+
+async def _next_log(ws: Any, until: str) -> list[dict[str, Any]]:
+    """Frames read from `ws` up to the log line `until`."""
+    frames: list[dict[str, Any]] = []
+    while True:
+        frame = orjson.loads(await ws.recv())
+        frames.append(frame)
+        assert frame["type"] != "end", frames
+        if frame["type"] == "log" and frame["line"] == until:
+            return frames
+
+
+def test_replica_a_wakes_claims_and_streams_lines_shipped_through_b(
+        make_server: Callable[..., ServerProcess], pg_url: str) -> None:
+    a, b = _replicas(make_server, pg_url, timeout=60.0)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def scenario() -> str:
+        async with httpx.AsyncClient(base_url=a.url, timeout=90) as ca, \
+                httpx.AsyncClient(base_url=b.url, timeout=90, headers=auth) as cb:
+            worker_id = (await cb.post("/worker/register", json={
+                "name": "manual", "concurrency": 1})).json()["worker_id"]
+            # A claim long-polls on B (up to a minute) before anything is queued...
+            claim = asyncio.ensure_future(cb.post("/worker/claim", json={
+                "worker_id": worker_id, "timeout": 60}))
+            await asyncio.sleep(0.5)
+            assert not claim.done()
+            # ...and a step queued through A wakes it (NOTIFY partitur_work), long before
+            # its own timeout would have ended it.
+            queued_at = time.monotonic()
+            job_id: str = (await ca.post("/api/workspaces/w/tasks/slow/execute",
+                                         json={})).json()["job_id"]
+            r = await asyncio.wait_for(claim, 90)
+            assert r.status_code == 200, r.text
+            assert time.monotonic() - queued_at < 20
+            held = r.json()
+            assert held["job_id"] == job_id
+            prefix = f"/worker/leases/{held['lease']}"
+
+            async def ship(offset: int, *texts: str) -> None:
+                r = await cb.post(f"{prefix}/logs", json={"offset": offset, "lines": [
+                    {"ts": time.time(), "stream": "stdout", "line": t} for t in texts]})
+                assert r.status_code == 200, r.text
+
+            await ship(0, "one", "two")
+            url = f"{a.ws_url}/api/jobs/{job_id}/logs/stream?format=events"
+            async with websockets.connect(url) as ws:
+                await asyncio.wait_for(_next_log(ws, "two"), 30)  # the backfill
+                # Lines shipped through B while the step still runs reach A's stream
+                # live: nothing else makes A read the log before the job ends.
+                await ship(2, "three")
+                live = await asyncio.wait_for(_next_log(ws, "three"), 30)
+                assert [f["line"] for f in live if f["type"] == "log"
+                        and f["step"] == "tick"] == ["three"]
+                detail = (await ca.get(f"/api/jobs/{job_id}")).json()
+                assert step(detail, "tick")["status"] == "running"
+                await ship(3, "four")
+                await asyncio.wait_for(_next_log(ws, "four"), 30)
+                r = await cb.post(f"{prefix}/result", json={"status": "completed"})
+                assert r.status_code == 200, r.text
+                rest = []
+                async for message in ws:
+                    rest.append(orjson.loads(message))
+                assert rest[-1]["type"] == "end" and rest[-1]["status"] == "completed", rest
+                assert not [f for f in rest if f["type"] == "log" and f["step"] == "tick"]
+            return job_id
+
+    job_id = asyncio.run(asyncio.wait_for(scenario(), 150))
+    with httpx.Client(base_url=a.url, timeout=10) as ca:
+        stored = [(n, x["line"]) for n, x in enumerate(lines(ca, job_id), 1)
+                  if x["step"] == "tick"]
+    assert [text for _, text in stored] == ["one", "two", "three", "four"]
+    run_sync(check_invariants(pg_url, acknowledged_jobs=[job_id],
+                              acknowledged_lines={job_id: stored}))
