@@ -1,6 +1,6 @@
 """Secret redaction that holds: every encoding of a secret is masked (property test), a
 secret written in pieces on one line is masked, and outputs, errors and log lines of a
-real run never show a secret."""
+real run (the CLI, and a server's API) never show a secret."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ import base64
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+import httpx
 import orjson
+from harness import ServerProcess
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -116,3 +120,26 @@ def test_a_real_run_shows_no_secret_in_logs_outputs_or_errors() -> None:
     b64 = base64.b64encode(SECRET.encode()).decode()
     for text in (streamed.stdout, streamed.stderr, as_json.stdout, as_json.stderr):
         assert SECRET not in text and b64 not in text and SECRET[:9] + SECRET[9:] not in text
+
+
+def test_through_a_server_no_secret_in_logs_outputs_or_errors(
+        make_server: Callable[..., ServerProcess]) -> None:
+    server = make_server(workspaces={"main": WS})
+    b64 = base64.b64encode(SECRET.encode()).decode()
+    with httpx.Client(base_url=server.url, timeout=15.0) as client:
+        job_id = client.post("/api/workspaces/main/tasks/leaky/execute",
+                             json={}).json()["job_id"]
+        deadline = time.monotonic() + 30
+        while (job := client.get(f"/api/jobs/{job_id}").json())["status"] != "failed":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.05)
+        logs = client.get(f"/api/jobs/{job_id}/logs").json()["logs"]
+        lines = [orjson.loads(line)["line"] for line in logs.splitlines() if line.strip()]
+        assert f"split: {MASK} end" in lines  # the secret came in two writes
+        assert f"b64: {MASK}" in lines
+        steps = {s["step_name"]: s for s in job["steps"]}
+        assert steps["leak"]["output"] == {"token": MASK, "b64": MASK}
+        assert f"failing with {MASK}" in steps["fail"]["error_message"]
+        events = client.get(f"/api/jobs/{job_id}/events").text
+        for text in (logs, orjson.dumps(job).decode(), events):
+            assert SECRET not in text and b64 not in text
