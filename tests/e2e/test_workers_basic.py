@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from harness import ServerProcess, run_sync
 from invariants import check_invariants
@@ -107,3 +110,93 @@ def test_idle_worker_starts_new_work_within_milliseconds(
         thread.join(15)
         assert got["status"] == 200
         assert got["at"] - sent < 0.5, got["at"] - t0
+
+
+def test_revision_tarball_is_cached_by_etag(
+        make_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    server = make_server(workspaces={"w": FIXTURE}, settings=remote_settings())
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    worker = WorkerProcess(tmp_path / "w", server.url, tags="gpu,linux", concurrency=1)
+    revisions = tmp_path / "w" / "cache" / "revisions"
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            first = client.post("/api/workspaces/w/tasks/hello/execute", json={}).json()["job_id"]
+            assert wait_job(client, first)["status"] == "completed"
+            revision = client.get(f"/api/jobs/{first}").json()["revision"]
+            path = f"/worker/revisions/w/{revision}"
+            assert client.get(path).status_code == 401
+            r = client.get(path, headers=auth)
+            assert r.status_code == 200 and r.headers["content-type"] == "application/gzip"
+            etag = r.headers["etag"]
+            with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz") as tar:
+                names = set(tar.getnames())
+            assert {"data/message.txt", ".workflows"} <= names
+            again = client.get(path, headers={**auth, "If-None-Match": etag})
+            assert again.status_code == 304 and again.content == b""
+            assert again.headers["etag"] == etag
+            assert client.get(path, headers={**auth, "If-None-Match": '"other"'}
+                              ).status_code == 200
+            assert client.get("/worker/revisions/w/nope", headers=auth).status_code == 404
+            # The worker kept the revision and its ETag; a second job of the same revision
+            # revalidates it (304) instead of unpacking it again.
+            (unpacked,) = [p for p in revisions.iterdir() if p.is_dir()]
+            assert (revisions / f"{unpacked.name}.etag").read_text() == etag
+            inode = unpacked.stat().st_ino
+            second = client.post("/api/workspaces/w/tasks/hello/execute",
+                                 json={}).json()["job_id"]
+            assert wait_job(client, second)["status"] == "completed"
+            assert "message from the workspace" in [x["line"] for x in lines(client, second)]
+            assert unpacked.stat().st_ino == inode
+    finally:
+        worker.close()
+
+
+MANY_STEPS = 55
+
+
+def test_workers_list_and_detail_page_with_limit_and_offset(
+        make_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".workflows").mkdir(parents=True)
+    flow = {f"s{i:02}": {"type": "shell", "interpreter": "sh", "script": "true"}
+            for i in range(MANY_STEPS)}
+    (ws / ".workflows" / "many.yaml").write_text(
+        orjson.dumps({"tasks": {"many": {"flow": flow}}}).decode(), "utf-8")
+    server = make_server(workspaces={"w": ws}, settings=remote_settings(timeout=30.0))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        ids = [client.post("/worker/register", json={"name": f"n{i}", "tags": [f"t{i}"],
+                                                     "concurrency": 1},
+                           headers=auth).json()["worker_id"] for i in range(3)]
+        r = client.get("/api/workers")
+        assert r.headers["X-Total-Count"] == "3"
+        listed = r.json()
+        assert {w["worker_id"] for w in listed} == set(ids)
+        page = client.get("/api/workers", params={"limit": 2, "offset": 1})
+        assert page.headers["X-Total-Count"] == "3"
+        assert [w["worker_id"] for w in page.json()] == [w["worker_id"] for w in listed[1:3]]
+        assert client.get("/api/workers", params={"limit": 2, "offset": 3}).json() == []
+        # One worker runs every step of a job (claimed and completed through the API).
+        wid = ids[0]
+        job_id = client.post("/api/workspaces/w/tasks/many/execute", json={}).json()["job_id"]
+        for _ in range(MANY_STEPS):
+            held = client.post("/worker/claim", json={"worker_id": wid, "timeout": 20},
+                               headers=auth).json()
+            r = client.post(f"/worker/leases/{held['lease']}/result",
+                            json={"status": "completed"}, headers=auth)
+            assert r.status_code == 200
+        assert wait_job(client, job_id)["status"] == "completed"
+        detail = client.get(f"/api/workers/{wid}").json()
+        assert detail["status"] == "active" and detail["tags"] == ["t0"]
+        assert detail["last_heartbeat"].endswith("Z")
+        steps = detail["steps"]
+        assert len(steps) == 50  # the recent steps, newest first, at most 50
+        assert all(s["job_id"] == job_id and s["outcome"] == "completed" for s in steps)
+        assert len({s["step"] for s in steps}) == 50
+        assert len(client.get(f"/api/workers/{wid}", params={"limit": 500}).json()["steps"]) \
+            == 50
+        window = client.get(f"/api/workers/{wid}", params={"limit": 10, "offset": 5}).json()
+        assert window["steps"] == steps[5:15]
+        other = client.get(f"/api/workers/{ids[1]}").json()
+        assert other["steps"] == [] and other["tags"] == ["t1"]
+        assert client.get("/api/workers/nope").status_code == 404
