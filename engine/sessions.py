@@ -192,6 +192,15 @@ class SessionManager:
             session.last_activity = self._now()
         return session
 
+    def of_tenant(self, tenant: str, status: str | None = None) -> list[Session]:
+        """The tenant's sessions, newest first (closed ones are kept for an hour).
+
+        Listing is not activity: it does not keep a session from closing when idle.
+        """
+        found = [s for s in self._sessions.values()
+                 if s.tenant == tenant and (status is None or s.status == status)]
+        return sorted(found, key=lambda s: (s.created_at, s.id), reverse=True)
+
     def running(self, session_id: str) -> Session | None:
         """A running session by id, whatever its tenant (the live view checks a signature)."""
         session = self._sessions.get(session_id)

@@ -1,7 +1,8 @@
 """Handlers of `/v1/sessions/*` over engine.sessions, for server/v1/sessions.py to route.
 
-`create`, `get` and `close` take `(call, data)` like every `/v1` handler; `ENDPOINTS`
-is the drop-in replacement of the 501 stubs.
+`create`, `get`, `close` and `list` (a Partitur addition: the reference has no session
+list) take `(call, data)` like every `/v1` handler; `ENDPOINTS` is the drop-in
+replacement of the 501 stubs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ from typing import Any
 
 from engine.errors import Issue, ValidationFailed
 from engine.recordings import find_recording, recording_link
-from engine.sessions import MAX_TIMEOUT, Session, SessionManager, live_view_path
+from engine.sessions import (
+    CLOSED,
+    MAX_TIMEOUT,
+    RUNNING,
+    Session,
+    SessionManager,
+    live_view_path,
+)
 from server.v1.envelope import (
     Call,
     opt_bool,
@@ -52,6 +60,15 @@ async def close(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     return {**_view(call, session), "success": True}
 
 
+async def list_sessions(call: Call, data: dict[str, Any]) -> dict[str, Any]:
+    """`sessions/list`: the tenant's sessions, newest first, optionally by `status`."""
+    status = opt_str(data, "status")
+    if status not in (None, RUNNING, CLOSED):
+        raise ValidationFailed(issues=[Issue(message=f"'status' must be {RUNNING!r} or "
+                                                     f"{CLOSED!r}", path="status")])
+    return {"sessions": [_view(call, s) for s in _manager(call).of_tenant(call.tenant, status)]}
+
+
 async def recording(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     """`recordings/get`: a signed, expiring trace viewer link for a job (or null).
 
@@ -89,15 +106,19 @@ ENDPOINTS = (
              request=props(timeout_seconds="integer", start_url="string", viewport="object",
                            headless="boolean"), response=_SESSION, statuses=(200, 400, 429)),
     v1_route("sessions", "get", get, "A browser session", request=props(session_id="string"),
-             response=_SESSION, statuses=(200, 400, 404)),
+             response=_SESSION, statuses=(200, 400)),
     v1_route("sessions", "close", close, "Close a browser session and kill its browser",
-             request=props(session_id="string"), response=_SESSION,
-             statuses=(200, 400, 404)),
+             request=props(session_id="string"), response=_SESSION, statuses=(200, 400)),
+    v1_route("sessions", "list", list_sessions,
+             "The caller's browser sessions, newest first (closed ones for an hour)",
+             request=props(status={"enum": [RUNNING, CLOSED]}),
+             response=props(sessions={"type": "array", "items": _SESSION}),
+             statuses=(200, 400)),
     v1_route("recordings", "get", recording, "A signed, expiring link to a job's recording",
              request=props(job_id="string", session_id="string"),
              response=props(recording_url=["string", "null"],
                             recording_url_expires_at=["string", "null"]),
-             statuses=(200, 400, 404)),
+             statuses=(200, 400)),
     v1_route("telemetry", "recordCliEvent", telemetry, "Accepted and ignored",
-             statuses=(200,)),
+             statuses=(200, 400)),
 )

@@ -101,6 +101,9 @@ async def test_session_live_view_shows_the_screen_and_takes_clicks_and_keys(site
         await site.manager.create("acme")
     with pytest.raises(NotFound):
         site.manager.get("other", session.id)
+    assert [s.id for s in site.manager.of_tenant("acme")] == [session.id]
+    assert site.manager.of_tenant("other") == []
+    assert site.manager.of_tenant("acme", "closed") == []
 
     # The live view page needs the signed link.
     signed = live_view_path(site.signer, session)
@@ -136,6 +139,7 @@ async def test_session_live_view_shows_the_screen_and_takes_clicks_and_keys(site
 
     closed = await site.manager.close("acme", session.id)
     assert closed.status == CLOSED and closed.close_reason == "closed"
+    assert [s.id for s in site.manager.of_tenant("acme", CLOSED)] == [session.id]
     assert _gone(session.pid)
     assert not session.profile_dir.exists()
     async with httpx.AsyncClient(base_url=site.url) as client:

@@ -345,18 +345,44 @@ def test_deployments_and_schedules_of_the_cloud_api(
     guard.check()
 
 
-def test_a_missing_cloud_route_shows_not_available(
-        ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
-    # This server has no /v1/sessions/list: the page says so instead of failing.
-    answer = httpx.post(f"{ui_server.url}/v1/sessions/list", json={"json": {}}, timeout=10)
-    assert answer.status_code == 404
-    guard.expect_failed_request("/v1/sessions/list", 404)
-    page.goto(f"{ui_server.url}/sessions")
-    box = page.locator("#sessions [data-unavailable]")
-    expect(box).to_contain_text("Session lists are not available on this server")
-    expect(box).to_contain_text("404")
-    # Nothing keeps asking: the list is not polled again.
-    page.wait_for_timeout(300)
+def test_browser_sessions_listed_with_a_live_view(
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard, tmp_path: Path) -> None:
+    made = v1_call(ui_server, "sessions/create",
+                   {"timeout_seconds": 600, "start_url": f"{ui_server.url}/workers"})
+    sid = made["session_id"]
+    try:
+        page.goto(f"{ui_server.url}/sessions")
+        mark_document(page)
+        row = page.locator(f'#sessions tr[data-id="{sid}"]')
+        expect(row.locator(".badge")).to_have_text("running")
+        expect(row.locator("time").first).to_have_attribute("datetime", made["created_at"])
+        expect(row.locator("time").nth(1)).to_have_attribute("datetime", made["expires_at"])
+        link = row.get_by_role("link", name=f"Live view of session {sid} in a new tab")
+        expect(link).to_have_attribute("href", made["live_view_url"])
+        # Watching it shows the live screen in a frame.
+        row.get_by_role("button", name=f"Watch session {sid}").click()
+        expect(row).to_have_class(re.compile(r"\bselected\b"))
+        expect(page.locator("#live-status .badge")).to_have_text("running")
+        live = page.frame_locator("#live-view iframe")
+        expect(live.locator("#state")).to_have_text("live")
+        expect(live.get_by_role("img", name="live screen of the browser session")) \
+            .to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))
+        _save(page, "sessions.png", tmp_path)
+    finally:
+        closed = v1_call(ui_server, "sessions/close", {"session_id": sid})
+    assert closed["status"] == "closed"
+    # The list and the live view follow the close without a reload.
+    expect(row.locator(".badge")).to_have_text("closed")
+    expect(row).to_contain_text("(closed)")
+    expect(row.get_by_role("link")).to_have_count(0)
+    expect(page.locator("#live-view")).to_contain_text(f"Session {sid} closed")
+    expect(page.locator("#live-view iframe")).to_have_count(0)
+    assert_same_document(page)
+    # An unknown id opened by hand says so.
+    guard.expect_failed_request("/v1/sessions/get", 404)
+    page.get_by_label("Session id").fill("no-such-session")
+    page.get_by_role("button", name="Watch", exact=True).click()
+    expect(page.locator("#live-view .error-box")).to_contain_text("not found")
     guard.check()
 
 
@@ -368,7 +394,6 @@ def test_phone_width_and_dark_mode(
     try:
         pg = context.new_page()
         guard.attach(pg)
-        guard.expect_failed_request("/v1/sessions/list", 404)
         for path in ("/", "/workspaces/ui/tasks/deploy", f"/jobs/{job_id}", "/jobs",
                      "/schedules", "/deployments", "/sessions"):
             pg.goto(f"{ui_server.url}{path}")

@@ -166,10 +166,26 @@ def test_sessions_create_get_close(v1: httpx.Client, chromium_path: str) -> None
         assert got["session_id"] == made["session_id"]
         rec = call(v1, "recordings/get", {"session_id": made["session_id"]})
         assert rec == {"recording_url": None, "recording_url_expires_at": None}
+        # sessions/list (a Partitur addition): the caller's sessions, newest first.
+        listed = call(v1, "sessions/list")["sessions"]
+        for s in listed:
+            check("sessions/list[]", s, SESSION)
+        assert listed[0]["session_id"] == made["session_id"]
+        assert listed[0]["live_view_url"] and listed[0]["status"] == "running"
+        running = call(v1, "sessions/list", {"status": "running"})["sessions"]
+        assert made["session_id"] in [s["session_id"] for s in running]
+        r = v1.post("/v1/sessions/list", json={"json": {"status": "sleeping"}})
+        assert r.status_code == 400 and r.json()["json"]["data"]["issues"][0]["path"] == [
+            "status"]
     finally:
         closed = call(v1, "sessions/close", {"session_id": made["session_id"]})
     check("sessions/close", closed, SESSION)
     assert closed["status"] != "running" and closed["closed_at"]
+    by_status = {status: [s["session_id"] for s in call(v1, "sessions/list",
+                                                          {"status": status})["sessions"]]
+                 for status in ("running", "closed")}
+    assert made["session_id"] in by_status["closed"]
+    assert made["session_id"] not in by_status["running"]
 
 
 def test_error_envelope_for_every_layer(v1: httpx.Client) -> None:

@@ -1,7 +1,8 @@
-// Browser sessions of the cloud API: the list (/v1/sessions/list) and a live view of the
-// session selected or opened by id (/v1/sessions/get, polled every 2 s; its signed
-// live-view page in a frame). Whatever the server answers with 404 (no such route) or
-// 501 (not implemented) gets a "not available" box instead.
+// Browser sessions of the cloud API: the caller's sessions (/v1/sessions/list, polled
+// every 5 s: status, start, end, a link to the live view) and a live view of the session
+// selected or opened by id (/v1/sessions/get, polled every 2 s; its signed live-view page
+// in a frame). Whatever the server answers with 404 (no such route) or 501 (not
+// implemented) gets a "not available" box instead.
 
 import { UNAVAILABLE, badge, clear, el, fmtAgo, fmtTime, poll, table, unavailableBox, v1 } from "./lib.js";
 
@@ -58,11 +59,17 @@ async function load() {
     box.removeAttribute("aria-busy");
     return;
   }
+  const time = (iso, text) => el("time", { datetime: iso, title: iso }, text);
   clear(box, table([
     { label: "Session", cell: (s) => el("button", { type: "button", class: "link mono", onclick: () => watch(idOf(s)), "aria-label": `Watch session ${idOf(s)}` }, idOf(s)) },
     { label: "Status", cell: (s) => badge(s.status) },
-    { label: "Started", cell: (s) => fmtAgo(s.created_at) },
-    { label: "Ends", cell: (s) => (s.closed_at ? `closed ${fmtAgo(s.closed_at)}` : fmtTime(s.expires_at)) },
+    { label: "Started", cell: (s) => time(s.created_at, fmtAgo(s.created_at)) },
+    { label: "Ends", cell: (s) => (s.closed_at
+      ? el("span", null, "closed ", time(s.closed_at, fmtAgo(s.closed_at)), s.close_reason ? ` (${s.close_reason})` : "")
+      : time(s.expires_at, fmtTime(s.expires_at))) },
+    { label: "Live view", cell: (s) => (s.live_view_url
+      ? el("a", { href: s.live_view_url, target: "_blank", rel: "noopener", "aria-label": `Live view of session ${idOf(s)} in a new tab` }, "open")
+      : "—") },
   ], answer.sessions || [], { empty: "No browser sessions.", caption: "Browser sessions",
     rowAttrs: (s) => ({ dataset: { id: idOf(s) }, class: idOf(s) === selected ? "selected" : null }) }));
   box.removeAttribute("aria-busy");
