@@ -41,6 +41,17 @@ tasks:
     concurrency: { key: "<< input.customer >>", limit: 1, policy: skip }
     flow:
       run: { type: shell, interpreter: sh, script: sleep 0.6 }
+  per-customer-cancel:
+    input:
+      customer: { type: string, required: true }
+      pause: { type: number, default: 0.2 }
+    concurrency: { key: "<< input.customer >>", limit: 1, policy: cancel_previous }
+    flow:
+      run:
+        type: shell
+        interpreter: sh
+        input: { pause: "<< input.pause >>" }
+        script: sleep << input.pause >>
 """
 TERMINAL = {"completed", "failed", "cancelled", "skipped"}
 
@@ -170,3 +181,20 @@ def test_concurrency_skip_policy_per_key(aged: httpx.Client) -> None:
     assert wait_job(aged, second)["status"] == "skipped"
     assert wait_job(aged, first)["status"] == "completed"
     assert wait_job(aged, other)["status"] == "completed"
+
+
+def test_concurrency_cancel_previous_policy_per_key(aged: httpx.Client) -> None:
+    first = execute(aged, "per-customer-cancel", {"input": {"customer": "acme", "pause": 60}})
+    deadline = time.monotonic() + 30
+    while aged.get(f"/api/jobs/{first}").json()["steps"][0]["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    other = execute(aged, "per-customer-cancel", {"input": {"customer": "initech"}})
+    second = execute(aged, "per-customer-cancel", {"input": {"customer": "acme"}})
+    # The newer job of the key cancels the running one; another key is not touched.
+    assert wait_job(aged, first)["status"] == "cancelled"
+    assert wait_job(aged, second)["status"] == "completed"
+    assert wait_job(aged, other)["status"] == "completed"
+    events = aged.get(f"/api/jobs/{first}/events").json()
+    cancel = next(e for e in events if e["type"] == "JobCancelRequested")
+    assert second in cancel["data"]["reason"], cancel
