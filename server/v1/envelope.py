@@ -221,9 +221,16 @@ def props(**fields: str | list[str] | Mapping[str, Any]) -> dict[str, Any]:
 # --- errors from the layers around the routes ------------------------------------------
 
 
+TELEMETRY = "/v1/telemetry/recordCliEvent"
+
+
 class V1ErrorMiddleware:
     """Rewrites `{"error": …}` answers under `/v1/` (401, 404, 405, 413, 500) into the
-    error envelope, keeping the status and headers."""
+    error envelope, keeping the status and headers.
+
+    `telemetry/recordCliEvent` records nothing; clients send it without a key, so a
+    request that auth refuses answers 204 (no content) instead of 401.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -235,9 +242,14 @@ class V1ErrorMiddleware:
         start: Message | None = None
         chunks: list[bytes] = []
 
+        telemetry = scope["path"] == TELEMETRY
+
         async def capture(message: Message) -> None:
             nonlocal start
             if message["type"] == "http.response.start":
+                if telemetry and message["status"] == 401:
+                    start = {**message, "status": 204}
+                    return
                 if message["status"] < 400:
                     start = None
                     await send(message)
@@ -248,8 +260,13 @@ class V1ErrorMiddleware:
                 await send(message)
                 return
             chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                await self._rewrite(start, b"".join(chunks), send)
+            if message.get("more_body", False):
+                return
+            if start["status"] == 204:
+                await send({**start, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await self._rewrite(start, b"".join(chunks), send)
 
         try:
             await self.app(scope, receive, capture)

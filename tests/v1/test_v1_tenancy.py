@@ -191,6 +191,24 @@ def test_every_noun_is_scoped_to_its_tenant(tenants: dict[str, Any]) -> None:
         close(rx_g)
 
 
+def test_keys_are_required_except_for_telemetry(tenants: dict[str, Any]) -> None:
+    c: httpx.Client = tenants["client"]
+    for headers in ({}, {"x-api-key": "pk_wrong"}):
+        r = c.post("/v1/jobs/list", json={"json": {}}, headers=headers)
+        assert r.status_code == 401
+        err = r.json()["json"]
+        assert err["code"] == "UNAUTHORIZED" and err["status"] == 401 and err["message"]
+    # Clients send CLI telemetry without a key: nothing is recorded, nothing is refused.
+    r = c.post("/v1/telemetry/recordCliEvent", json={"json": {"event": "deploy"}})
+    assert r.status_code == 204 and r.content == b""
+    with_key = c.post("/v1/telemetry/recordCliEvent", json={"json": {}},
+                      headers=tenants["keys"]["acme"])
+    assert with_key.status_code == 200
+    # Bearer works as well as x-api-key.
+    key = tenants["keys"]["acme"]["x-api-key"]
+    assert call(c, "jobs/list", headers={"Authorization": f"Bearer {key}"})["jobs"] is not None
+
+
 def test_sessions_are_scoped_to_their_tenant(tenants: dict[str, Any],
                                               chromium_path: str) -> None:
     c: httpx.Client = tenants["client"]
