@@ -19,7 +19,7 @@ from typing import Any
 from engine.core.projections import JobRow, StepRow
 from engine.logs.redact import MASK, Redactor
 
-__all__ = ["MASK", "JobMasker", "mask_input", "mask_value"]
+__all__ = ["MASK", "JobMasker", "mask_input", "mask_value", "secret_input_values"]
 
 
 def mask_value(value: Any, redactor: Redactor) -> Any:
@@ -33,6 +33,18 @@ def mask_value(value: Any, redactor: Redactor) -> Any:
     if isinstance(value, list | tuple):
         return [mask_value(v, redactor) for v in value]
     return value
+
+
+def secret_input_values(value: Mapping[str, Any], secret_paths: Iterable[str]) -> list[str]:
+    """The values of a job input's fields marked `secret` (a connection's values too)."""
+    found: list[str] = []
+    for name in secret_paths:
+        item = value.get(name)
+        if isinstance(item, Mapping):
+            found.extend(str(v) for v in item.values() if v not in (None, ""))
+        elif item not in (None, ""):
+            found.append(str(item))
+    return found
 
 
 def mask_input(value: Mapping[str, Any], secret_paths: Iterable[str]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ The projections are emptied, then every event is read in global order in large p
 folded into its job's state with `engine.core.state.evolve`, and the rows of changed
 jobs are written in large batches. The states of all streams stay in memory while the
 log streams past; decoding uses the plain dataclass events, no validation layer.
+Secret-marked job inputs are masked in the rows, as in the incremental projections.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from engine.core.events import RecordedEvent
 from engine.core.projections import job_row, step_rows
 from engine.core.state import JobState, StreamCorrupt, evolve
 from engine.errors import PartiturError
+from engine.logs.redact import Redactor
+from engine.masking import JobMasker, secret_input_values
 from engine.store.base import EventStore, Projection
 
 OPS_PREFIX = "ops/"
@@ -105,9 +108,18 @@ def _rows(
     states: dict[str, JobState], last_seqs: dict[str, int], dirty: dict[str, None]
 ) -> list[Projection]:
     """The rows of the dirty jobs (and the dirty set emptied)."""
-    rows = [
-        Projection(job_row(states[s]), step_rows(states[s]), last_seq=last_seqs[s])
-        for s in dirty
-    ]
+    rows = [_projection(states[s], last_seqs[s]) for s in dirty]
     dirty.clear()
     return rows
+
+
+def _projection(state: JobState, last_seq: int) -> Projection:
+    """A job's rows, masked as the orchestrator masks them. The events already hold the
+    workspace's secrets masked; the values of input fields marked `secret` are kept as
+    given, so those are masked here."""
+    if not state.secret_paths:
+        return Projection(job_row(state), step_rows(state), last_seq=last_seq)
+    masker = JobMasker(Redactor(secret_input_values(state.input, state.secret_paths)),
+                       state.secret_paths)
+    return Projection(masker.job_row(job_row(state)),
+                      [masker.step_row(r) for r in step_rows(state)], last_seq=last_seq)
