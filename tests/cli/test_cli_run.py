@@ -116,3 +116,14 @@ def test_ctrl_c_cancels_the_job_and_kills_its_processes(tmp_path: Path) -> None:
             break
         assert time.monotonic() < deadline, "the step's child process survived the cancel"
         time.sleep(0.05)
+
+
+def test_steps_get_the_env_vars_of_the_design() -> None:
+    result = partitur("run", "env", "--workspace", str(WS), "--json")
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    (step,) = job["steps"]
+    env = step["output"]
+    assert env["job"] == job["job_id"] and env["step"] == "show-env" and env["attempt"] == "1"
+    assert env["key"] == f"{job['job_id']}:show-env"  # stable across attempts
+    assert env["artifacts"].endswith(f"{job['job_id']}/show-env")
