@@ -88,8 +88,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     total = response.headers.get("x-total-count", str(len(jobs)))
     for job in jobs:
         task = f"{job['workspace']}/{job['task_name']}"
+        stuck = "  stuck" if job.get("stuck") else ""
         sys.stdout.write(f"{job['job_id']}  {job['status']:<10} {task:<32} "
-                         f"{job['created_at']}\n")
+                         f"{job['created_at']}{stuck}\n")
     sys.stdout.write(f"({len(jobs)} of {total})\n")
     return 0
 

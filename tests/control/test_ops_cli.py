@@ -1,6 +1,6 @@
 """`partitur pause|resume|rerun|diff|approve|reject` as real subprocesses against a real
 `partitur serve` with auth on, so the events say who did it (an API key via `--token`
-and via `$PARTITUR_TOKEN`)."""
+and via `$PARTITUR_TOKEN`); `jobs` marks a stuck job."""
 
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (ws / ".workflows").mkdir(parents=True)
     (ws / ".workflows" / "main.yaml").write_text(WORKFLOW)
     proc = ServerProcess(tmp, workspaces={"main": ws}, settings={
-        "auth": {"initial_user": ADMIN}, "workers": {"local": {"concurrency": 2}}})
+        "auth": {"initial_user": ADMIN}, "workers": {"local": {"concurrency": 2}},
+        "stuck_after": "1s"})
     proc.start()
     try:
         with httpx.Client(base_url=proc.url, timeout=15.0) as c:
@@ -177,6 +178,23 @@ def test_pause_and_resume_a_job(server: Server) -> None:
     assert again.returncode == 1 and "409" in again.stderr
     anonymous = server.partitur("pause", job_id, token=False)
     assert anonymous.returncode == 1 and "401" in anonymous.stderr
+
+
+def test_jobs_marks_a_stuck_job(server: Server) -> None:
+    job_id = execute(server, "chain", {"delay": 30})
+    deadline = time.monotonic() + 30
+    while True:
+        listed = server.partitur("jobs", "--workspace", "main", "--task", "chain")
+        line = next(x for x in listed.stdout.splitlines() if x.startswith(job_id))
+        if line.endswith("  stuck"):
+            break
+        assert time.monotonic() < deadline, listed.stdout
+        time.sleep(0.3)
+    assert server.partitur("cancel", job_id).returncode == 0
+    assert wait_job(server, job_id)["status"] == "cancelled"
+    listed = server.partitur("jobs", "--workspace", "main", "--task", "chain")
+    line = next(x for x in listed.stdout.splitlines() if x.startswith(job_id))
+    assert "cancelled" in line and "stuck" not in line
 
 
 def test_pause_and_resume_a_task_and_a_workspace(server: Server) -> None:
