@@ -1,7 +1,9 @@
 """Conformance with the reference pages (shared/reference/libretto-*.md, cloud-api-notes.md).
 
 Walks every route the pages name and checks that each response field they list is
-present with the right JSON type: the list a reviewer would tick.
+present with the right JSON type, that every request field they list is accepted and
+honoured (with the extra fields clients send ignored), and the page-size bounds: the
+list a reviewer would tick.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import httpx
 from receiver import Receiver, close
-from v1_helpers import call, deploy, wait_job
+from v1_helpers import call, deploy, tarball, wait_job
 
 S, N, B, INT, OBJ, A = "string", "null", "boolean", "integer", "object", "array"
 TYPES: dict[str, type | tuple[type, ...]] = {S: str, B: bool, INT: int, OBJ: dict, A: list,
@@ -199,6 +201,166 @@ def test_error_envelope_for_every_layer(v1: httpx.Client) -> None:
         check(f"error {status}", err, {"defined": B, "code": S, "status": INT, "message": S,
                                        "data": OBJ})
         assert err["status"] == status and err["message"]
+
+
+CREDENTIAL = {"id": S, "name": S, "description": (S, N), "created_at": S, "updated_at": S}
+HOOK = {"id": S, "url": S, "description": (S, N), "active": B, "created_at": S,
+        "updated_at": S}
+DELIVERY = {"id": S, "webhook_id": (S, N), "job_id": S, "event": S, "url": S, "status": S,
+            "message_id": S, "attempts": A, "next_attempt_at": (S, N), "created_at": S,
+            "updated_at": S}
+ATTEMPT = {"attempt": INT, "at": S, "status_code": (INT, N), "latency_ms": (INT, "float"),
+           "error": (S, N)}
+IN_PROGRESS = {"build_id": S, "status": S, "workflow_name": (S, N), "summary": (S, N),
+               "error": (S, N), "created_at": S, "updated_at": S}
+TYPES["float"] = float
+# What clients send besides the listed fields (cloud-api-notes.md): ignored.
+CLIENT_EXTRAS = {"credential_id": "c", "headless": True, "start_url": "https://example.com",
+                 "gpu": False, "viewport": {"width": 1280, "height": 720},
+                 "residential_proxy": False, "disable_default_proxy": True}
+
+
+def test_every_request_field_is_honoured(v1: httpx.Client) -> None:
+    # deployments/create: description, source, entry_point, auto_repair
+    made = call(v1, "deployments/create", {"source": _source(), "description": "all fields",
+                                           "entry_point": "main.ts", "auto_repair": True})
+    dep = _synced(v1, made["deployment_id"])
+    assert dep["description"] == "all fields" and dep["entry_point"] == "main.ts"
+    # jobs/create: workflow, params, nonce, timeout_seconds, callback_url, callback_secret,
+    # skip_callbacks (+ the fields clients add)
+    rx = Receiver()
+    try:
+        body = {"workflow": "greet", "params": {"name": "all"}, "nonce": "all-fields",
+                "timeout_seconds": 120, "callback_url": rx.url + "/all",
+                "callback_secret": "sec", "skip_callbacks": False, **CLIENT_EXTRAS}
+        made = call(v1, "jobs/create", body)
+        assert made["success"] is True and made["status"] == "running" and made["message"]
+        job = wait_job(v1, made["job_id"])
+        assert job["params"] == {"name": "all"} and job["timeout_seconds"] == 120
+        assert job["nonce"] == "all-fields" and job["status"] == "completed"
+        for _ in range(300):
+            found = call(v1, "webhooks/deliveries", {"job_id": made["job_id"]})["deliveries"]
+            if found and found[0]["status"] == "delivered":
+                break
+            time.sleep(0.05)
+        check("webhooks/deliveries[]", found[0], DELIVERY)
+        for attempt in found[0]["attempts"]:
+            check("webhooks/deliveries[].attempts[]", attempt, ATTEMPT)
+        again = call(v1, "webhooks/redeliver", {"id": found[0]["id"]})
+        check("webhooks/redeliver", again, {"success": B, "delivery": OBJ})
+        check("webhooks/redeliver.delivery", again["delivery"], DELIVERY)
+    finally:
+        close(rx)
+    # jobs/list: status, limit, cursor
+    page = call(v1, "jobs/list", {"status": "completed", "limit": 1})
+    assert len(page["jobs"]) == 1 and page["jobs"][0]["status"] == "completed"
+    if page["next_cursor"]:
+        nxt = call(v1, "jobs/list", {"status": "completed", "limit": 1,
+                                     "cursor": page["next_cursor"]})
+        assert nxt["jobs"][0]["job_id"] != page["jobs"][0]["job_id"]
+    # logs/list: jobId, workflow, level, pageToken, limit
+    logs = call(v1, "logs/list", {"jobId": made["job_id"], "workflow": "greet",
+                                  "level": "info", "limit": 1})
+    assert len(logs["logs"]) == 1 and logs["nextPageToken"]
+    more = call(v1, "logs/list", {"pageToken": logs["nextPageToken"], "limit": 1})
+    assert more["logs"] and more["logs"][0]["jobId"] == made["job_id"]
+    # schedules/create with every field, update of every field, list filters
+    created = call(v1, "schedules/create", {
+        "workflow": "greet", "params": {"name": "s"}, "cron_expr": "15 4 * * 1",
+        "timezone": "America/New_York", "timeout_seconds": 300,
+        "callback_url": "https://example.com/cb", "callback_secret": "x",
+        "skip_callbacks": True, "enabled": False, **CLIENT_EXTRAS})["schedule"]
+    assert {k: created[k] for k in ("workflow", "params", "cron_expr", "timezone",
+                                    "timeout_seconds", "callback_url", "skip_callbacks",
+                                    "enabled")} == {
+        "workflow": "greet", "params": {"name": "s"}, "cron_expr": "15 4 * * 1",
+        "timezone": "America/New_York", "timeout_seconds": 300,
+        "callback_url": "https://example.com/cb", "skip_callbacks": True, "enabled": False}
+    assert created["next_fire_at"] is None  # disabled
+    updated = call(v1, "schedules/update", {
+        "id": created["id"], "params": {"name": "t"}, "cron_expr": "0 12 * * *",
+        "timezone": "Asia/Tokyo", "timeout_seconds": 60, "callback_url": None,
+        "callback_secret": None, "skip_callbacks": False, "enabled": True})["schedule"]
+    assert {k: updated[k] for k in ("params", "cron_expr", "timezone", "timeout_seconds",
+                                    "callback_url", "skip_callbacks", "enabled")} == {
+        "params": {"name": "t"}, "cron_expr": "0 12 * * *", "timezone": "Asia/Tokyo",
+        "timeout_seconds": 60, "callback_url": None, "skip_callbacks": False, "enabled": True}
+    assert updated["next_fire_at"].endswith(":00:00Z")  # 12:00 Tokyo = 03:00Z
+    assert updated["next_fire_at"][11:13] == "03"
+    listed = call(v1, "schedules/list", {"enabled": True, "workflow": "greet", "limit": 200})
+    assert created["id"] in [x["id"] for x in listed["schedules"]]
+    assert created["id"] not in [x["id"] for x in call(v1, "schedules/list", {
+        "enabled": False})["schedules"]]
+    assert created["id"] not in [x["id"] for x in call(v1, "schedules/list", {
+        "workflow": "boom"})["schedules"]]
+    call(v1, "schedules/delete", {"id": created["id"]})
+    # credentials: every route's fields
+    cred = call(v1, "credentials/create", {"name": "conf_all", "value": "v",
+                                           "description": "d"})
+    check("credentials/create", cred, {"success": B, "credential": OBJ})
+    check("credentials/create.credential", cred["credential"], CREDENTIAL)
+    for c in call(v1, "credentials/list")["credentials"]:
+        check("credentials/list[]", c, CREDENTIAL)
+        assert "value" not in c
+    got = call(v1, "credentials/get", {"id": cred["credential"]["id"]})
+    check("credentials/get", got, {**CREDENTIAL, "value": S})
+    upd = call(v1, "credentials/update", {"id": cred["credential"]["id"], "value": "w",
+                                          "description": "e"})
+    check("credentials/update", upd, {"success": B, "credential": OBJ})
+    assert upd["credential"]["description"] == "e"
+    check("credentials/upsert", call(v1, "credentials/upsert", {
+        "name": "conf_all", "value": "z"}), {"success": B, "overwritten": B, "credential": OBJ})
+    check("credentials/delete", call(v1, "credentials/delete", {"name": "conf_all"}),
+          {"success": B, "id": S})
+    # webhooks: list entries
+    hook = call(v1, "webhooks/create", {"url": "https://example.com/h", "signing_secret":
+                                        "given-secret", "active": False})
+    assert hook["signing_secret"] == "given-secret"
+    for h in call(v1, "webhooks/list")["webhooks"]:
+        check("webhooks/list[]", h, HOOK)
+        assert "signing_secret" not in h and "secret" not in h
+    check("webhooks/update.webhook", call(v1, "webhooks/update", {
+        "id": hook["webhook"]["id"], "url": "https://example.com/h2", "active": True,
+        "description": "d2", "signing_secret": "rotated"})["webhook"], HOOK)
+    call(v1, "webhooks/delete", {"id": hook["webhook"]["id"]})
+    # workflows/build: every request field
+    built = call(v1, "workflows/build", {
+        "descriptions": ["read the orders"], "initial_url": "http://127.0.0.1:9/",
+        "params": {"order": "1"}, "network_log": [], "entry_point": "index.ts"})
+    assert built["status"] in ("pending", "agent_running")
+    # Page size bounds of the reference: jobs ≤ 100, logs ≤ 1000, schedules ≤ 200.
+    for route, limit in (("jobs/list", 101), ("logs/list", 1001), ("schedules/list", 201)):
+        r = v1.post(f"/v1/{route}", json={"json": {"limit": limit}})
+        assert r.status_code == 400 and r.json()["json"]["data"]["issues"][0]["path"] == [
+            "limit"], route
+
+
+def test_in_progress_builds_entries(v1: httpx.Client) -> None:
+    # A deployment shows in workflows/list.in_progress_builds while it builds; a workspace
+    # of many tasks takes long enough to build to be seen there.
+    tasks = "".join(f"  t{i}:\n    flow:\n      s:\n        type: shell\n"
+                    f"        script: echo {i}\n" for i in range(400))
+    source = tarball({".workflows/many.yaml": "tasks:\n" + tasks})
+    seen: list[dict[str, Any]] = []
+    for _ in range(5):
+        made = call(v1, "deployments/create", {"source": source, "description": "many"})
+        listed = call(v1, "workflows/list")["in_progress_builds"]
+        seen += [b for b in listed if b["build_id"] == made["deployment_id"]]
+        _synced(v1, made["deployment_id"])
+        if seen:
+            break
+    assert seen, "no deployment was seen building"
+    check("workflows/list.in_progress_builds[]", seen[0], IN_PROGRESS)
+    assert seen[0]["status"] in ("pending", "agent_running", "deploying")
+
+
+def _synced(v1: httpx.Client, dep_id: str) -> dict[str, Any]:
+    for _ in range(600):
+        dep: dict[str, Any] = call(v1, "deployments/sync", {"id": dep_id})
+        if dep["status"] != "building":
+            return dep
+        time.sleep(0.05)
+    raise AssertionError(f"deployment {dep_id} still building")
 
 
 def _source() -> str:
