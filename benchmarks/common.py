@@ -353,7 +353,8 @@ class Server:
     """`python -m server.cli serve` on a free port with a generated config."""
 
     def __init__(self, root: Path, db: str, workspace: Path, *,
-                 concurrency: int = CONCURRENCY) -> None:
+                 concurrency: int = CONCURRENCY, workers_extra: str = "",
+                 extra_config: str = "") -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -365,8 +366,10 @@ class Server:
             f"workspaces:\n  bench: {{ path: {json.dumps(str(workspace))} }}\n"
             f"logs:\n  dir: {json.dumps(str(root / 'logs'))}\n"
             f"workers:\n  local:\n    concurrency: {concurrency}\n"
+            + workers_extra +
             "retention:\n  job_days: 0\n"
             "shutdown:\n  grace: 1s\n"
+            + extra_config
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{self.port}"
