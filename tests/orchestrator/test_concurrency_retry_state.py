@@ -12,6 +12,7 @@ from composition_support import runtime, workspace
 from engine.core import commands as cmd
 from engine.core.state import JobStatus, StepStatus
 from engine.store.base import JobFilter
+from engine.taskstate import TaskStates
 
 YAML = """
 tasks:
@@ -199,6 +200,20 @@ async def test_state_lines_become_the_next_jobs_state(tmp_path: Path) -> None:
         job = await rt.orchestrator.create_job("ws", "counter", {})
         state = await rt.orchestrator.wait(job, 10)
         assert state.steps["count"].output == {"seen": {"n": 1}}
+
+
+async def test_only_the_last_snapshots_of_a_task_state_are_kept(tmp_path: Path) -> None:
+    ws = workspace(tmp_path, YAML)
+    async with runtime(tmp_path, ws) as rt:
+        states = rt.orchestrator.task_states
+        states.keep = 2
+        for _ in range(4):
+            job = await rt.orchestrator.create_job("ws", "counter", {})
+            assert (await rt.orchestrator.wait(job, 10)).status is JobStatus.COMPLETED
+        assert [s.state for s in await states.history("ws", "counter")] == [{"n": 4}, {"n": 3}]
+        # Read again from the log, the same two.
+        fresh = TaskStates(rt.store, keep=2)
+        assert [s.state for s in await fresh.history("ws", "counter")] == [{"n": 4}, {"n": 3}]
 
 
 async def test_rerun_from_a_step_reuses_the_upstream_outputs(tmp_path: Path) -> None:

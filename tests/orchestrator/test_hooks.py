@@ -90,6 +90,13 @@ async def test_on_success_runs_the_action_with_the_hook_context(tmp_path: Path) 
         lines = [line.line for line in await rt.logs.read(hook.job_id)]
         assert "HOOK ok completed true" in lines
         context = hook.steps["record"].output
+        assert set(context) >= {
+            "workspace", "task_name", "job_id", "status", "is_success", "error_message",
+            "source_type", "source_id", "started_at", "completed_at", "duration_secs",
+            "failed_steps", "artifacts"}
+        assert context["task_name"] == "ok" and context["source_id"] is None
+        assert context["completed_at"].endswith("Z")
+        assert context["completed_at"] >= context["started_at"]
         assert context["job_id"] == job_id and context["workspace"] == "ws"
         assert context["failed_steps"] == [] and context["error_message"] is None
         assert context["source_type"] == "api" and context["duration_secs"] >= 0
