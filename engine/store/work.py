@@ -202,7 +202,7 @@ SQ_WORKERS = (f"SELECT {_WORKER_COLUMNS} FROM workers "
 COUNT_WORKERS = "SELECT COUNT(*) FROM workers"
 SQ_WORKER = f"SELECT {_WORKER_COLUMNS} FROM workers WHERE worker_id = ?"
 SQ_RECENT = (f"SELECT {_HELD_COLUMNS} FROM work_queue WHERE worker_id = ? "
-             "ORDER BY claimed_at DESC LIMIT ?")
+             "ORDER BY claimed_at DESC, lease LIMIT ?")
 
 
 def sq_item(r: Sequence[Any]) -> WorkItem:
@@ -355,7 +355,7 @@ PG_WORKERS = (f"SELECT {_WORKER_COLUMNS} FROM workers "
               "ORDER BY registered_at DESC, worker_id LIMIT $1 OFFSET $2")
 PG_WORKER = f"SELECT {_WORKER_COLUMNS} FROM workers WHERE worker_id = $1"
 PG_RECENT = (f"SELECT {_HELD_COLUMNS} FROM work_queue WHERE worker_id = $1 "
-             "ORDER BY claimed_at DESC LIMIT $2")
+             "ORDER BY claimed_at DESC, lease LIMIT $2")
 
 
 def _pg_worker(r: Sequence[Any]) -> WorkerRow:
