@@ -76,21 +76,34 @@ class LeaseSweeper:
         return lost
 
     async def _lose(self, held: Held, now: float) -> bool:
-        if not await self.queue.work.finish(held.lease, "lost", now):
-            return False  # reported or swept meanwhile
+        """Fail the step of an expired lease, then close the lease.
+
+        The step is failed first: were the lease closed first and the failure not recorded
+        (the store unreachable, this leader gone), the step would stay running with no
+        lease left to expire. Until the lease is closed, calls under it are refused all
+        the same (`WorkQueue.fenced` also wants the step running), and a failed attempt
+        is retried by the next sweep.
+        """
         orch = self.queue.orchestrator
+        fresh = await self.queue.work.held(held.lease)
+        if fresh is None or fresh.finished_at is not None \
+                or fresh.renewed_at >= now - self.timeout:
+            return False  # reported, swept or renewed meanwhile
         try:
             state = await self.queue.current_state(held.job_id)
             step = state.steps.get(held.step)
             if step is None or step.status is not StepStatus.RUNNING or step.lease != held.lease:
-                return False
+                await self.queue.work.finish(held.lease, "lost", now)
+                return False  # reported meanwhile
             await orch.command(held.job_id, cmd.Fail(
                 step=held.step, attempt=held.attempt, kind="worker_lost",
                 error=(f"worker {held.worker_id} stopped renewing its lease "
                        f"(no heartbeat for {now - held.renewed_at:.1f}s)")))
         except (Conflict, NotFound) as exc:
             log.info("lost lease of step %s, job %s: %s", held.step, held.job_id, exc)
+            await self.queue.work.finish(held.lease, "lost", now)
             return False
+        await self.queue.work.finish(held.lease, "lost", now)
         log.warning("step %s of job %s lost with worker %s", held.step, held.job_id,
                     held.worker_id)
         return True
