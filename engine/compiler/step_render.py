@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from engine.compiler.templating import build_context, is_truthy, render_value
-from engine.core.plan import PlanStep
+from engine.compiler.templating import RESERVED_NAMES, is_truthy, render_value
+from engine.core.plan import Plan, PlanStep
 from engine.core.state import JobState, StepState, StepStatus, instance_name
 from engine.errors import RenderError
 
@@ -29,7 +29,7 @@ class TemplateStepRenderer:
     def __init__(self, secrets: Mapping[str, Any] | None = None, task_state: Any = None):
         self._secrets: Mapping[str, Any] = secrets or {}
         self._task_state = task_state
-        self._cached: tuple[JobState, dict[str, Any]] | None = None
+        self._cached: tuple[JobState, StateContext] | None = None
 
     def when(self, state: JobState, step: str) -> tuple[bool, Any]:
         """(truthy?, rendered value) of the step's `when`."""
@@ -68,35 +68,95 @@ class TemplateStepRenderer:
         except KeyError:
             raise RenderError(f"unknown step {step!r}", where=f"task {state.task}") from None
 
-    def _context(self, state: JobState, step: str) -> dict[str, Any]:
+    def _context(self, state: JobState, step: str) -> Mapping[str, Any]:
         if self._cached is None or self._cached[0] is not state:
             self._cached = (state, self._base_context(state))
         context = self._cached[1]
         current = state.steps.get(step)
         if current is not None and current.loop_of is not None:
-            context = dict(context)
             placeholder = state.steps.get(current.loop_of)
             items = placeholder.items if placeholder is not None else None
-            context["each"] = {
+            each = {
                 "item": current.item,
                 "index": current.loop_index,
                 "total": len(items) if items is not None else len(state.instances(current.loop_of)),
             }
+            context = context.adding("each", each)
         return context
 
-    def _base_context(self, state: JobState) -> dict[str, Any]:
-        return build_context(
-            input=state.input,
-            secret=self._secrets,
-            steps=StepViews(state),
-            job={
+    def _base_context(self, state: JobState) -> StateContext:
+        steps = StepViews(state)
+        return StateContext(steps, {
+            "input": state.input,
+            "secret": self._secrets,
+            "steps": steps,
+            "state": self._task_state,
+            "job": {
                 "id": state.job_id,
                 "task": state.task,
                 "workspace": state.workspace,
                 "revision": state.revision,
             },
-            state=self._task_state,
-        )
+        })
+
+
+class StateContext(Mapping[str, Any]):
+    """The names a template sees, as `templating.build_context` lays them out: each step
+    under its name (hyphens as underscores, unless that shadows a reserved name or a
+    step literally so named), then `input`, `secret`, `steps`, `state`, `job`.
+
+    Names are resolved when a template reads them, so a decision costs the same for a
+    plan of ten steps as for one of a thousand: nothing is built for a step whose input
+    holds no template, and a template reads only the steps it names.
+    """
+
+    __slots__ = ("_aliases", "_fixed", "_steps")
+
+    def __init__(self, steps: StepViews, fixed: Mapping[str, Any]) -> None:
+        self._steps = steps
+        self._aliases = step_aliases(steps.plan)
+        self._fixed = fixed
+
+    def adding(self, key: str, value: Any) -> StateContext:
+        """This context with one more fixed name (`each` for a loop instance)."""
+        return StateContext(self._steps, {**self._fixed, key: value})
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._fixed:
+            return self._fixed[key]
+        return self._steps[self._aliases[key]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._fixed or key in self._aliases
+
+    def __iter__(self) -> Iterator[str]:
+        yield from (k for k in self._aliases if k not in self._fixed)
+        yield from self._fixed
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+# plan id → (plan, {template name: step name}); plans are immutable.
+_ALIASES: dict[int, tuple[Plan, dict[str, str]]] = {}
+
+
+def step_aliases(plan: Plan) -> dict[str, str]:
+    """The names steps are reachable by in a template (as `build_context` assigns them),
+    computed once per plan object."""
+    cached = _ALIASES.get(id(plan))
+    if cached is not None and cached[0] is plan:
+        return cached[1]
+    aliases: dict[str, str] = {}
+    for name in plan.steps:
+        key = name.replace("-", "_")
+        if key in RESERVED_NAMES or (key in aliases and key != name):
+            continue
+        aliases[key] = name
+    if len(_ALIASES) > 4096:
+        _ALIASES.clear()
+    _ALIASES[id(plan)] = (plan, aliases)
+    return aliases
 
 
 class StepViews(Mapping[str, Mapping[str, Any]]):
@@ -112,6 +172,10 @@ class StepViews(Mapping[str, Mapping[str, Any]]):
     def __init__(self, state: JobState) -> None:
         self._state = state
         self._views: dict[str, Mapping[str, Any]] = {}
+
+    @property
+    def plan(self) -> Plan:
+        return self._state.plan
 
     def __getitem__(self, name: str) -> Mapping[str, Any]:
         view = self._views.get(name)

@@ -368,7 +368,9 @@ def _promote(state: JobState, step: StepState, now: float, env: Env) -> ev.Event
     if step.retry_at is not None and step.retry_at > now:
         return None
     deps = dependencies(state, step)
-    if not all(state.steps[dep].terminal for dep in deps):
+    # Backwards: of a join's many dependencies, the last ones usually end last, so a
+    # join that is not ready yet is found so at once rather than after scanning them all.
+    if not all(state.steps[dep].terminal for dep in reversed(deps)):
         return None
     name = step.name
     plan_step = state.plan_step(name)

@@ -8,9 +8,26 @@ step becomes ready.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of plain data, as `dataclasses.asdict` makes of a field's value."""
+    if isinstance(value, _SCALARS):
+        return value
+    if type(value) is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_copy(v) for v in value)
+    return copy.deepcopy(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +75,15 @@ class PlanStep:
     tags: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["depends_on"] = list(self.depends_on)
-        data["tags"] = list(self.tags)
-        return data
+        # What `dataclasses.asdict` gives, without its generic (and slow) deep copy.
+        return {
+            "name": self.name, "action_name": self.action_name,
+            "action_type": self.action_type, "action": _copy(self.action),
+            "input": _copy(self.input), "depends_on": list(self.depends_on),
+            "when": _copy(self.when), "for_each": _copy(self.for_each),
+            "sequential": self.sequential, "continue_on_failure": self.continue_on_failure,
+            "timeout": self.timeout, "retry": asdict(self.retry), "tags": list(self.tags),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlanStep:

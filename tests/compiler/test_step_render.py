@@ -178,3 +178,37 @@ def test_defaults_give_empty_secrets_and_no_state() -> None:
 def test_an_unknown_step_is_a_render_error(renderer: TemplateStepRenderer) -> None:
     with pytest.raises(RenderError, match="unknown step 'nope'"):
         renderer.input(_state(), "nope")
+
+
+def test_state_context_names_match_build_context() -> None:
+    """The lazily resolved context offers exactly the names and values `build_context`
+    lays out: hyphen aliases, a step literally named like an alias winning, reserved
+    names never shadowed, and `each` for loop instances."""
+    from engine.compiler.step_render import StateContext, StepViews
+    from engine.compiler.templating import build_context
+
+    plan = Plan(task="t", steps={
+        "a-b": _step("a-b"), "a_b": _step("a_b"), "c-d": _step("c-d"), "x_y": _step("x_y"),
+        "x-y": _step("x-y"), "job": _step("job"), "in-put": _step("in-put"),
+    })
+    created = ev.JobCreated(ts=T, job_id="j", workspace="w", revision="r", task="t",
+                            input={"k": 1}, plan=plan.to_dict())
+    state = fold([created, ev.JobStarted(ts=T)])
+    views = StepViews(state)
+    job = {"id": "j", "task": "t", "workspace": "w", "revision": "r"}
+    lazy = StateContext(views, {"input": state.input, "secret": {"s": 1}, "steps": views,
+                                "state": None, "job": job})
+    eager = build_context(input=state.input, secret={"s": 1}, steps=views, job=job,
+                          state=None)
+    assert list(lazy) == list(eager)
+    assert len(lazy) == len(eager)
+    for key in eager:
+        assert key in lazy
+        assert lazy[key] == eager[key], key
+    assert lazy["a_b"] is views["a_b"] and lazy["c_d"] is views["c-d"]
+    assert lazy["x_y"] is views["x_y"]
+    assert "in_put" in lazy and "nope" not in lazy
+    with pytest.raises(KeyError):
+        lazy["nope"]
+    each = lazy.adding("each", {"item": 1})
+    assert each["each"] == {"item": 1} and "each" not in lazy

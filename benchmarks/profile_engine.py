@@ -1,0 +1,64 @@
+"""`python -m benchmarks.profile_engine chain40|explicit200|foreach200 [--reps N] [--html F]`.
+
+Profiles one in-process workload (the W1/W2 path of `benchmarks.inproc`) with
+pyinstrument after a warm-up run, and prints the wall time of each repetition and the
+profile. A tool for finding where engine time goes, not a benchmark figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import chain_yaml, fan_yaml, foreach_yaml, make_workspace
+from benchmarks.inproc import run_once, runtime
+
+
+def _yaml(task: str) -> str:
+    for prefix, make in (("chain", chain_yaml), ("explicit", fan_yaml),
+                         ("foreach", foreach_yaml)):
+        if task.startswith(prefix):
+            return make(task, int(task[len(prefix):]))
+    raise SystemExit(f"unknown task {task!r} (chainN, explicitN, foreachN)")
+
+
+async def main(task: str, reps: int, html: str, profile: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ws = make_workspace(root, {task: _yaml(task)})
+        async with runtime(root, f"sqlite:///{root / 'p.db'}", ws) as rt:
+            await run_once(rt, task)  # warm-up
+            profiler = None
+            if profile:
+                from pyinstrument import Profiler
+
+                profiler = Profiler(async_mode="disabled", interval=0.0005)
+                profiler.start()
+            walls = []
+            for _ in range(reps):
+                start = time.perf_counter()
+                t = await run_once(rt, task)
+                walls.append(time.perf_counter() - start)
+                assert t.status == "completed", t
+            if profiler is not None:
+                profiler.stop()
+            walls.sort()
+            print(f"{task}: wall s per rep (sorted) {[round(w, 4) for w in walls]}, "
+                  f"median {walls[len(walls) // 2]:.4f}")
+            if profiler is not None:
+                if html:
+                    Path(html).write_text(profiler.output_html())
+                print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_engine")
+    p.add_argument("task")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--html", default="")
+    p.add_argument("--no-profile", action="store_true")
+    a = p.parse_args()
+    asyncio.run(main(a.task, a.reps, a.html, not a.no_profile))
