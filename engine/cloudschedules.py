@@ -19,6 +19,7 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.clock import Clock, SystemClock, new_job_id
 from engine.cloudjobs import JOB, MAX_TIMEOUT, CloudJobs, JobRequest
@@ -59,6 +60,12 @@ class CloudSchedules:
 
     def _validate(self, data: Mapping[str, Any]) -> None:
         issues: list[Issue] = []
+        try:
+            ZoneInfo(str(data["timezone"]))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValidationFailed(issues=[Issue(
+                message=f"unknown timezone {data['timezone']!r} (an IANA name such as "
+                        "'Europe/Berlin')", path="timezone")]) from None
         if len(str(data["cron_expr"]).split()) not in (5, 6):
             issues.append(Issue(message="'cron_expr' must have 5 fields, or 6 with seconds "
                                         "first", path="cron_expr"))

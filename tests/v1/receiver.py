@@ -11,8 +11,8 @@ from typing import Any
 class Receiver(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, fail: int = 0) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, fail: int = 0, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.fail = fail
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()

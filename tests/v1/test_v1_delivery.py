@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from harness import ServerProcess
+from harness import ServerProcess, free_port
 from receiver import Receiver, close
 from v1_helpers import call, deploy, wait_job, workspace
 
-from engine.callbacks import CallbackPolicy, Callbacks
+from engine.callbacks import JOB_END, CallbackPolicy, Callbacks
 from engine.cloud import Cloud, CloudOptions
 from engine.cloudjobs import JobRequest
 from engine.runtime import Runtime, RuntimeOptions
@@ -159,6 +159,69 @@ def test_schedules_carry_their_own_callback_and_skip_callbacks(v1: httpx.Client)
         close(tenant)
 
 
+def test_pending_deliveries_survive_a_restart(tmp_path: Path) -> None:
+    port = free_port()
+    server = ServerProcess(tmp_path, settings={"secrets_key": "restart-key",
+                                               "callbacks": {"allow_private": True}}).start()
+    rx: Receiver | None = None
+    try:
+        with httpx.Client(base_url=server.url, timeout=15.0) as c:
+            deploy(c)
+            job_id = call(c, "jobs/create", {"workflow": "greet", "params": {"name": "r"},
+                                             "callback_url": f"http://127.0.0.1:{port}/late",
+                                             "callback_secret": "s"})["job_id"]
+            wait_job(c, job_id)
+            # Nobody listens yet: the first attempt fails and the delivery stays pending.
+            _wait(lambda: any(d["attempts"] for d in call(
+                c, "webhooks/deliveries", {"job_id": job_id})["deliveries"]))
+            (pending,) = call(c, "webhooks/deliveries", {"job_id": job_id})["deliveries"]
+            assert pending["status"] == "pending" and pending["attempts"][0]["error"]
+        server.close()
+        rx = Receiver(port=port)
+        server.start()
+        with httpx.Client(base_url=server.url, timeout=15.0) as c:
+            _wait(lambda: len(rx.requests) >= 1, timeout=30)  # type: ignore[union-attr]
+            assert rx.requests[0]["headers"]["webhook-id"] == pending["message_id"]
+            assert orjson.loads(rx.requests[0]["body"])["job_id"] == job_id
+            _wait(lambda: call(c, "webhooks/deliveries", {"job_id": job_id})
+                  ["deliveries"][0]["status"] == "delivered")
+            (done,) = call(c, "webhooks/deliveries", {"job_id": job_id})["deliveries"]
+            assert done["id"] == pending["id"] and len(done["attempts"]) >= 2
+    finally:
+        server.close()
+        if rx is not None:
+            close(rx)
+
+
+def test_secrets_are_encrypted_at_rest(v1: httpx.Client, v1_server: ServerProcess) -> None:
+    import sqlite3
+
+    deploy(v1)
+    hook = call(v1, "webhooks/create", {"url": "https://example.com/x",
+                                        "signing_secret": "plain-hook-secret", "active": False})
+    job_id = call(v1, "jobs/create", {"workflow": "greet", "params": {"name": "e"},
+                                      "callback_url": "https://example.com/y",
+                                      "callback_secret": "plain-callback-secret"})["job_id"]
+    sched = call(v1, "schedules/create", {"workflow": "greet", "params": {"name": "e"},
+                                          "cron_expr": "0 0 1 1 *", "enabled": False,
+                                          "callback_url": "https://example.com/z",
+                                          "callback_secret": "plain-schedule-secret"})
+    call(v1, "credentials/upsert", {"name": "at_rest", "value": "plain-credential-value"})
+    wait_job(v1, job_id)
+    db = sqlite3.connect(v1_server.tmp_dir / "partitur.db")
+    try:
+        rows = [str(r[0]) for r in db.execute("SELECT data FROM cloud_objects")]
+    finally:
+        db.close()
+    assert rows
+    for plain in ("plain-hook-secret", "plain-callback-secret", "plain-schedule-secret",
+                  "plain-credential-value"):
+        assert not any(plain in row for row in rows), plain
+    assert "callback_secret" not in sched["schedule"]
+    call(v1, "schedules/delete", {"id": sched["schedule"]["id"]})
+    call(v1, "webhooks/delete", {"id": hook["webhook"]["id"]})
+
+
 # --- the retry schedule, in-process with a fake clock ------------------------------------
 
 
@@ -251,3 +314,40 @@ async def test_max_attempts_ends_retries(cloud: tuple[Cloud, FakeClock]) -> None
         assert await callbacks.deliver_due() == 0 and len(rx.requests) == 3
     finally:
         close(rx)
+
+
+async def test_a_job_end_writes_its_outbox_row(tmp_path: Path) -> None:
+    """Attached, but not leading (no deliverer runs): the end of a cloud job leaves its
+    `job_end` row, stamped with the end event; the deliverer turns it into deliveries."""
+    runtime = Runtime(RuntimeOptions(
+        db_url=f"sqlite:///{tmp_path / 'p.db'}", logs_dir=tmp_path / "logs",
+        artifacts_dir=tmp_path / "artifacts", concurrency=2))
+    cloud = Cloud(runtime, CloudOptions(secrets_key="outbox-key",
+                                        callbacks=CallbackPolicy(allow_private=True)))
+    cloud.attach()
+    await runtime.open()
+    try:
+        dep = await cloud.deployments.create("default", workspace())
+        await cloud.deployments.wait_built(dep.id)
+        job_id, _ = await cloud.jobs.create("default", JobRequest(
+            workflow="greet", params={"name": "o"}, callback_url="http://127.0.0.1:9/x",
+            callback_secret="s"))
+        row = None
+        for _ in range(400):
+            row = await cloud.jobs.store.get_job(job_id)
+            if row is not None and row.status == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert row is not None and row.status == "completed"
+        entry = await cloud.repo.get(JOB_END, job_id)
+        assert entry is not None and entry.data["status"] == "completed"
+        assert entry.created_at == row.completed_at
+        assert await cloud.repo.all("delivery", "default") == []
+        assert await cloud.callbacks.queue_ended() == 1
+        assert await cloud.repo.get(JOB_END, job_id) is None
+        (delivery,) = await cloud.repo.all("delivery", "default")
+        assert delivery.data["job_id"] == job_id and delivery.data["status"] == "pending"
+        assert await cloud.callbacks.queue_ended() == 0  # once
+    finally:
+        await cloud.close()
+        await runtime.close()

@@ -281,3 +281,41 @@ def test_each_deployment_is_a_fresh_folder_and_names_resolve(srv: httpx.Client) 
     # The list is newest first.
     ids = [d["id"] for d in call(srv, "deployments/list")["deployments"]]
     assert ids.index(lonely["id"]) < ids.index(second["id"]) < ids.index(first["id"])
+
+
+def test_schedule_timezone_is_checked(srv: httpx.Client) -> None:
+    r = _post(srv, "schedules/create", {"workflow": "greet", "params": {"name": "z"},
+                                        "cron_expr": "0 3 * * *", "timezone": "Mars/Base"})
+    assert r.status_code == 400 and _paths(r) == [["timezone"]]
+    made = call(srv, "schedules/create", {"workflow": "greet", "params": {"name": "z"},
+                                          "cron_expr": "0 3 * * *", "enabled": False})
+    r = _post(srv, "schedules/update", {"id": made["schedule"]["id"], "timezone": "Nowhere"})
+    assert r.status_code == 400 and _paths(r) == [["timezone"]]
+    r = _post(srv, "schedules/update", {"id": made["schedule"]["id"], "cron_expr": "61 * * * *"})
+    assert r.status_code == 400 and _paths(r) == [["cron_expr"]]
+    call(srv, "schedules/delete", {"id": made["schedule"]["id"]})
+
+
+def test_deployments_are_immutable_revisions(srv: httpx.Client) -> None:
+    def version(text: str) -> str:
+        return "tasks:\n  versioned:\n    flow:\n      s:\n        type: shell\n" \
+               f"        script: echo {text}\n"
+
+    old = deploy(srv, workspace(version("old-code")))
+    new = deploy(srv, workspace(version("new-code")))
+    assert old["id"] != new["id"]
+
+    def run() -> tuple[str, list[str]]:
+        job_id = call(srv, "jobs/create", {"workflow": "versioned", "params": {}})["job_id"]
+        job = wait_job(srv, job_id)
+        lines = [e["message"] for e in call(srv, "logs/list", {"jobId": job_id})["logs"]]
+        return job["deployment_version"], lines
+
+    new_rev, lines = run()
+    assert "new-code" in lines
+    call(srv, "deployments/rollback", {"workflow": "versioned"})
+    old_rev, lines = run()
+    assert "old-code" in lines and "new-code" not in lines and old_rev != new_rev
+    assert call(srv, "deployments/sync", {"id": old["id"]})["revision"] == old_rev
+    call(srv, "deployments/pin", {"workflow": "versioned", "deployment_id": None})
+    assert run()[0] == new_rev
