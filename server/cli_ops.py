@@ -1,9 +1,11 @@
-"""The operator commands of the `partitur` CLI: `pause`, `resume`, `rerun`, `diff`,
-`approve` and `reject`.
+"""The operator commands of the `partitur` CLI: `execute`, `pause`, `resume`, `rerun`,
+`diff`, `approve` and `reject`.
 
 Like `jobs`, `logs` and `cancel` (`server.cli_client`), they talk to a running server over
 the workspace API (`/api`) with `--server` and `--token`:
 
+- `execute TASK --workspace WS [-i K=V]… [--priority N] [--dry-run] [--follow]` →
+  `POST /api/workspaces/{ws}/tasks/{name}/execute` (or `…/dry-run`);
 - `pause JOB` / `resume JOB` → `POST /api/jobs/{id}/pause|resume`;
 - `pause --workspace WS [--task T]` / `resume --workspace WS [--task T]` →
   `POST /api/workspaces/{ws}[/tasks/{name}]/pause|resume`;
@@ -19,6 +21,7 @@ refuses or cannot be reached, 2 on bad usage.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from typing import Any
@@ -27,7 +30,8 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from server.cli_client import _common, _error, _headers
+from server.cli_client import _common, _error, _follow, _headers
+from server.cli_control import format_plan
 
 
 class UsageError(Exception):
@@ -46,7 +50,20 @@ def _input_flags(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_ops_parsers(sub: Any) -> None:
-    """`partitur pause|resume|rerun|diff|approve|reject`."""
+    """`partitur execute|pause|resume|rerun|diff|approve|reject`."""
+    execute = sub.add_parser("execute", help="start a job of a task on a server")
+    execute.add_argument("task")
+    execute.add_argument("--workspace", required=True)
+    _input_flags(execute, "an input value")
+    execute.add_argument("--priority", type=int, choices=range(1, 6), metavar="1-5",
+                         help="1 (highest) to 5; default: the task's")
+    execute.add_argument("--dry-run", action="store_true",
+                         help="print the server's plan; start nothing, record no job")
+    execute.add_argument("--follow", "-f", action="store_true",
+                         help="stream the job's log lines until it ends")
+    _json_flag(execute)
+    _common(execute)
+
     for name, verb in (("pause", "pause"), ("resume", "resume")):
         parser = sub.add_parser(
             name, help=f"{verb} a job, or a whole task or workspace (--workspace)")
@@ -109,9 +126,14 @@ def _call(args: argparse.Namespace, method: str, url: str,
 
 
 def _issues(response: httpx.Response) -> None:
+    """One line per bad field, unless the error message already names them all."""
     try:
-        issues = response.json().get("issues") or []
+        data = response.json()
+        issues = data.get("issues") or []
+        message = str(data.get("error", ""))
     except (ValueError, AttributeError):
+        return
+    if all(str(issue.get("message", "")) in message for issue in issues):
         return
     for issue in issues:
         path = f"{issue['path']}: " if issue.get("path") else ""
@@ -153,6 +175,32 @@ def _usage(message: str) -> int:
 
 
 # --- commands ------------------------------------------------------------------------
+
+
+def cmd_execute(args: argparse.Namespace) -> int:
+    try:
+        values = _values(args) or {}
+    except UsageError as exc:
+        return _usage(str(exc))
+    if args.dry_run and (args.priority is not None or args.follow):
+        return _usage("--dry-run takes no --priority or --follow")
+    body: dict[str, Any] = {"input": values}
+    if args.priority is not None:
+        body["priority"] = args.priority
+    verb = "dry-run" if args.dry_run else "execute"
+    answer = _call(args, "POST", _url(args, "workspaces", args.workspace, "tasks", args.task,
+                                      verb), body)
+    if isinstance(answer, int):
+        return answer
+    if args.dry_run:
+        _print(args, answer, format_plan(answer))
+        return 1 if any(s["action"] == "fail" for s in answer["steps"]) else 0
+    _print(args, answer, f"job {answer['job_id']}")
+    if not args.follow:
+        return 0
+    sys.stdout.flush()
+    args.job, args.step = answer["job_id"], None
+    return asyncio.run(_follow(args))
 
 
 def _by(answer: dict[str, Any]) -> str:
@@ -225,7 +273,7 @@ def _show(value: Any) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}s"
+    return "-" if value is None else f"{value:.3f}s"
 
 
 def format_diff(data: dict[str, Any]) -> str:
@@ -312,5 +360,5 @@ def _decide(args: argparse.Namespace, body: dict[str, Any]) -> int:
                                 f"(now {answer['status']})")
 
 
-HANDLERS = {"pause": cmd_pause, "resume": cmd_resume, "rerun": cmd_rerun, "diff": cmd_diff,
-            "approve": cmd_approve, "reject": cmd_reject}
+HANDLERS = {"execute": cmd_execute, "pause": cmd_pause, "resume": cmd_resume,
+            "rerun": cmd_rerun, "diff": cmd_diff, "approve": cmd_approve, "reject": cmd_reject}

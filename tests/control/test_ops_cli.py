@@ -307,3 +307,40 @@ def test_approve_and_reject(server: Server) -> None:
 
     again = server.partitur("approve", approved, "approve")
     assert again.returncode == 1 and "409" in again.stderr
+
+
+def test_execute_with_priority_follow_and_dry_run(server: Server) -> None:
+    started = server.partitur("execute", "echo", "--workspace", "main", "-i", "msg=hi",
+                              "-i", "count=3", "--priority", "1")
+    assert started.returncode == 0, started.stderr
+    job_id = started.stdout.split()[1]
+    job = wait_job(server, job_id)
+    assert step(job, "say")["output"]["said"] == "hi" and job["input"]["count"] == 3
+    (created,) = events(server, job_id, "JobCreated")
+    assert created["data"]["priority"] == 1 and created["data"]["by"] == server.who
+
+    followed = server.partitur("execute", "echo", "--workspace", "main", "-i", "msg=yo",
+                               "--follow")
+    assert followed.returncode == 0, followed.stderr
+    first, *rest = followed.stdout.splitlines()
+    assert first.startswith("job ") and any(x.startswith("say | ") for x in rest)
+    assert f"{first} completed" in followed.stderr
+
+    before = server.client.get("/api/jobs").headers["X-Total-Count"]
+    plan = server.partitur("execute", "echo", "--workspace", "main", "-i", "msg=hi",
+                           "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.startswith("dry run of main/echo")
+    assert "say: run" in plan.stdout and '"msg":"hi"' in plan.stdout
+    assert "not-set" not in plan.stdout  # the secret input's default is masked
+    as_json = json.loads(server.partitur("execute", "echo", "--workspace", "main", "-i",
+                                         "msg=hi", "--dry-run", "--json").stdout)
+    assert [s["action"] for s in as_json["steps"]] == ["run", "run"]
+    assert server.client.get("/api/jobs").headers["X-Total-Count"] == before
+
+    bad = server.partitur("execute", "echo", "--workspace", "main", "-i", "count=x")
+    assert bad.returncode == 1 and "400" in bad.stderr
+    assert "input.count" in bad.stderr or "count" in bad.stderr
+    assert "msg" in bad.stderr  # every bad field is named
+    assert server.partitur("execute", "echo", "--workspace", "main",
+                           "--priority", "9").returncode == 2
