@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import playwright
 from conftest import DEMO_WORKSPACE, ROOT, write_workspace
 from harness import ServerProcess
 from playwright.sync_api import sync_playwright
+
+from server.traceviewer import viewer_dir
 
 FAILING = """
     tasks:
@@ -67,14 +71,24 @@ def test_debug_report_links_open_over_http(
         relative = client.get(f"/api/jobs/{job_id}/debug-report?base=relative").json()
         assert relative["recording_url"].startswith("/trace/index.html?trace=")
 
-    # The recording opens in Playwright's trace viewer, served by Partitur itself.
+    # The recording opens in Playwright's trace viewer, served by Partitur itself from
+    # the files of the Python package: no request leaves the server.
+    assert (viewer_dir() / "index.html").is_file()
+    assert viewer_dir().is_relative_to(Path(playwright.__file__).parent)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path,
                                      args=["--no-sandbox", "--disable-gpu"])
         try:
-            page = browser.new_page()
+            context = browser.new_context()
+            outside: list[str] = []
+            context.on("request", lambda r: None if r.url.startswith(
+                (server.url, "data:", "blob:")) else outside.append(r.url))
+            context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"),
+                          lambda route: (outside.append(route.request.url), route.abort()))
+            page = context.new_page()
             page.goto(report["recording_url"])
             page.get_by_text("#sign-in-button").first.wait_for(timeout=15_000)
+            assert outside == []
         finally:
             browser.close()
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from harness import ServerProcess
 
 from engine.recordings import (
     UrlSigner,
@@ -58,3 +62,26 @@ def test_retention_removes_old_recordings_only(tmp_path: Path) -> None:
     assert (old / "failure" / "screenshot.png").exists()  # evidence stays
     assert find_recording(tmp_path / "job-old") is None
     assert sweep_recordings(tmp_path, 0, now) == 0  # 0 keeps forever
+
+
+def test_a_server_enforces_the_configured_retention(
+        make_server: Callable[..., ServerProcess]) -> None:
+    server = make_server(start=False, settings={
+        "recordings": {"retention_days": 2, "sweep_interval": "200ms"}})
+    artifacts = server.tmp_dir / "artifacts"
+    old, new = artifacts / "job-old" / "login", artifacts / "job-new" / "login"
+    for folder in (old, new):
+        (folder / "failure").mkdir(parents=True)
+        for name in ("trace.zip", "video.webm", "failure/screenshot.png"):
+            (folder / name).write_bytes(b"x")
+    three_days_ago = time.time() - 3 * 86400
+    for name in ("trace.zip", "video.webm"):
+        os.utime(old / name, (three_days_ago, three_days_ago))
+    os.utime(new / "trace.zip", (time.time() - 86400,) * 2)  # within the 2 days
+    server.start()
+    deadline = time.monotonic() + 20
+    while (old / "trace.zip").exists() or (old / "video.webm").exists():
+        assert time.monotonic() < deadline, "the server kept recordings past their retention"
+        time.sleep(0.1)
+    assert (new / "trace.zip").exists() and (new / "video.webm").exists()
+    assert (old / "failure" / "screenshot.png").exists()  # evidence stays
