@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import zipfile
 from pathlib import Path
 
 import orjson
+import playwright
+import pytest
 from conftest import DEMO_WORKSPACE, RunJob, write_workspace
+from harness import require
 
 from engine.core.state import JobStatus, StepStatus
 from engine.testing import run_task
@@ -139,3 +143,62 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2] not in "ZX"  # a zombie is dead, only not reaped
+
+
+LAUNCHED = """
+    tasks:
+      look:
+        flow:
+          s:
+            type: browser
+            launch: { viewport: { width: 640, height: 480 }, user_agent: PartiturTest/1.0 }
+            script: |
+              await page.set_content("<h1 style='color: red'>recorded</h1>")
+              await page.wait_for_timeout(600)
+              return await page.evaluate(
+                  "({ua: navigator.userAgent, width: innerWidth, height: innerHeight})")
+    """
+
+
+def _fake_browsers_path(root: Path, ffmpeg: str | None) -> Path:
+    """A PLAYWRIGHT_BROWSERS_PATH holding Playwright's ffmpeg (the system's), or nothing."""
+    root.mkdir(parents=True, exist_ok=True)
+    if ffmpeg is not None:
+        browsers = Path(playwright.__file__).parent / "driver" / "package" / "browsers.json"
+        revision = next(b["revision"] for b in orjson.loads(browsers.read_bytes())["browsers"]
+                        if b["name"] == "ffmpeg")
+        (root / f"ffmpeg-{revision}").mkdir()
+        (root / f"ffmpeg-{revision}" / "ffmpeg-linux").symlink_to(ffmpeg)
+    return root
+
+
+async def test_without_ffmpeg_the_step_says_so_and_goes_on(
+        tmp_path: Path, run_job: RunJob, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(_fake_browsers_path(tmp_path / "pw",
+                                                                           None)))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    job = await run_job(write_workspace(tmp_path / "ws", LAUNCHED), "look")
+
+    assert job.state.status == JobStatus.COMPLETED, job.state.steps["s"].error
+    # The launch options reached the page.
+    assert job.state.steps["s"].output == {"ua": "PartiturTest/1.0", "width": 640,
+                                           "height": 480}
+    assert ("video: not recorded (ffmpeg is not available); the trace has screenshots"
+            in job.lines("s"))
+    assert not (job.step_dir("s") / "video.webm").exists()
+    assert (job.step_dir("s") / "trace.zip").is_file()
+
+
+async def test_with_ffmpeg_the_step_records_a_video(
+        tmp_path: Path, run_job: RunJob, monkeypatch: pytest.MonkeyPatch) -> None:
+    ffmpeg = shutil.which("ffmpeg")
+    require("ffmpeg", ffmpeg is not None, "no ffmpeg on PATH (apt-get install ffmpeg)")
+    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(_fake_browsers_path(tmp_path / "pw",
+                                                                           ffmpeg)))
+    job = await run_job(write_workspace(tmp_path / "ws", LAUNCHED), "look")
+
+    assert job.state.status == JobStatus.COMPLETED, job.state.steps["s"].error
+    assert "video: video.webm" in job.lines("s")
+    video = (job.step_dir("s") / "video.webm").read_bytes()
+    assert video[:4] == b"\x1a\x45\xdf\xa3" and len(video) > 1000  # a WebM (Matroska) file
+    assert not (job.step_dir("s") / ".video").exists()
