@@ -3,14 +3,15 @@
 The events of the model run are read back, the job id is replaced and every timestamp
 shifted into the past (copy i starts `spacing` seconds before copy i−1), the state is
 folded to get the projection rows, and each copy is appended as one stream with its
-projection, exactly as the orchestrator appends. The model run's JSONL log file is copied
+projection, exactly as the orchestrator appends. The model run's JSONL log file is hard-linked
 under the new id, so every copy has the same three stored log lines.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import shutil
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from engine.core.projections import job_row, step_rows
 from engine.core.state import fold
 from engine.store.base import EventStore, Projection
 from engine.store.factory import open_store
+
+IN_FLIGHT = 8  # appends kept in flight while filling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,21 +51,33 @@ def _copy(events: list[ev.Event], job_id: str, shift: float) -> list[ev.Event]:
 
 
 async def copy_runs(store: EventStore, model_job: str, count: int, *,
-                    logs_dir: Path | None = None, spacing: float = 0.01) -> FillStats:
-    """Append `count` copies of `model_job` (already in `store`)."""
+                    logs_dir: Path | None = None, spacing: float = 0.01,
+                    in_flight: int = IN_FLIGHT) -> FillStats:
+    """Append `count` copies of `model_job` (already in `store`), `in_flight` at a time.
+
+    Each copy is its own stream and its own append, as a real run's would be; keeping
+    several appends in flight lets a Postgres pool use its connections (and lets SQLite's
+    store thread write one copy while the next is folded).
+    """
     records = await store.read(model_job)
     model = [r.event() for r in records]
     log_file = logs_dir / f"{model_job}.jsonl" if logs_dir is not None else None
-    start = time.perf_counter()
-    for i in range(count):
+    if log_file is not None and not log_file.exists():
+        log_file = None
+
+    async def one(i: int) -> None:
         job_id = new_job_id()
         events = _copy(model, job_id, (i + 1) * spacing)
         state = fold(events)
         await store.append(job_id, 0, events,
                            projection=Projection(job_row(state), step_rows(state)))
-        if log_file is not None and log_file.exists():
-            assert logs_dir is not None
-            shutil.copyfile(log_file, logs_dir / f"{job_id}.jsonl")
+        if log_file is not None:
+            # A hard link: the copies' logs are never appended to (the runs are finished).
+            os.link(log_file, log_file.with_name(f"{job_id}.jsonl"))
+
+    start = time.perf_counter()
+    for first in range(0, count, in_flight):
+        await asyncio.gather(*(one(i) for i in range(first, min(first + in_flight, count))))
     return FillStats(count, count * len(model), time.perf_counter() - start)
 
 

@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ALL = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
 FULL_W1 = (10, 40, 160)
 FULL_W2 = (50, 200, 1000)
-FULL_W5 = (1000, 10_000)
+FULL_W5 = (1000, 10_000, 100_000)
 
 
 async def main(ctx: Context, only: tuple[str, ...], w5_sizes: tuple[int, ...]) -> None:
@@ -110,7 +110,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--quick", action="store_true", help="the ~30 s subset")
     parser.add_argument("--only", default=",".join(ALL), help="e.g. W1,W2 (W0 always runs)")
-    parser.add_argument("--w5-100k", action="store_true", help="add 100,000 runs to W5")
+    parser.add_argument("--w5-no-100k", action="store_true",
+                        help="stop W5 at 10,000 runs (the 100,000 fill takes minutes)")
     parser.add_argument("--pg", default="", help="Postgres admin URL (default: "
                         "$PARTITUR_BENCH_PG or postgresql://postgres@127.0.0.1:5432/postgres)")
     parser.add_argument("--no-write", action="store_true", help="do not write results files")
@@ -121,8 +122,8 @@ def cli(argv: list[str] | None = None) -> int:
         parser.error(f"unknown workload(s): {', '.join(unknown)}")
     only = tuple(w for w in ALL if w in only)
     w5_sizes: tuple[int, ...] = (1000,) if args.quick else FULL_W5
-    if args.w5_100k and not args.quick:
-        w5_sizes = (*w5_sizes, 100_000)
+    if args.w5_no_100k:
+        w5_sizes = tuple(n for n in w5_sizes if n < 100_000)
     ctx = Context(args.backend, args.quick, db_admin_url=args.pg)
     machine = machine_info()
     ctx.emit({"machine": machine, "backend": ctx.backend, "quick": ctx.quick})
@@ -138,6 +139,8 @@ def cli(argv: list[str] | None = None) -> int:
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
         stem = f"{dt.date.today().isoformat()}-{ctx.backend}{'-quick' if ctx.quick else ''}"
+        if only != ALL:  # a partial run does not overwrite the day's full results
+            stem += "-" + "-".join(only)
         (RESULTS / f"{stem}.json").write_text(json.dumps(
             {"machine": machine, "backend": ctx.backend, "quick": ctx.quick,
              "only": list(only), "seconds": round(seconds, 1), "records": ctx.records},
