@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
-from harness import free_port
+from harness import ServerProcess, free_port
 
 from engine.notify_email import EMAIL, SENT, FailureMailer, SmtpConfig, sent_at
 from engine.runtime import Runtime, RuntimeOptions
@@ -202,4 +204,46 @@ async def test_unreachable_smtp_is_recorded_and_retried(
     # The SMTP server is reachable again: the retry delivers it.
     live = FailureMailer(_config(port), runtime.store, repo, runtime.options.artifacts_dir)
     assert await live.notify(job_id) is not None
+    assert len(inbox.messages) == 1
+
+
+def test_a_server_mails_each_failed_browser_job_once(
+        make_server: Callable[..., ServerProcess], workspace: Path,
+        smtp: tuple[Inbox, int]) -> None:
+    inbox, port = smtp
+    server = make_server(workspaces={"ws": workspace}, settings={"notifications": {
+        "base_url": "http://partitur.example",
+        "email": {"host": "127.0.0.1", "port": port, "tls": "none", "user": "bot",
+                  "password": "pw", "from": "bot@partitur.test",
+                  "recipients": ["ops@example.test"]}}})
+
+    def failed(client: httpx.Client, task: str) -> str:
+        job_id: str = client.post(f"/api/workspaces/ws/tasks/{task}/execute",
+                                  json={"input": {}}).json()["job_id"]
+        deadline = time.monotonic() + 30
+        while client.get(f"/api/jobs/{job_id}").json()["status"] != "failed":
+            assert time.monotonic() < deadline, f"{task} did not fail"
+            time.sleep(0.1)
+        return job_id
+
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        plain = failed(client, "plain")
+        job_id = failed(client, "scrape")
+        deadline = time.monotonic() + 30
+        while (report := client.get(f"/api/jobs/{job_id}/debug-report").json())[
+                "email_sent_at"] is None:
+            assert time.monotonic() < deadline, "no email_sent_at"
+            time.sleep(0.1)
+        assert report["email_sent_at"].endswith("Z")
+        assert client.get(f"/api/jobs/{plain}/debug-report").json()["email_sent_at"] is None
+    assert [m["X-Partitur-Job"] for _, m in inbox.messages] == [job_id]
+    assert inbox.logins == ["bot"]
+    body = inbox.messages[0][1].get_body(("plain",))
+    assert body is not None
+    assert f"http://partitur.example/api/jobs/{job_id}/debug-report" in body.get_content()
+    # A restart catches up on nothing: the job was mailed once.
+    server.restart()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        again = client.get(f"/api/jobs/{job_id}/debug-report").json()
+        assert again["email_sent_at"] == report["email_sent_at"]
     assert len(inbox.messages) == 1
