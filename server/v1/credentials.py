@@ -5,13 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from engine.credentials import metadata
-from engine.errors import Conflict
+from engine.errors import Conflict, Issue, ValidationFailed
 from server.v1.envelope import Call, opt_str, props, required_str, v1_route
+
+
+def _value(data: dict[str, Any]) -> str:
+    value = data.get("value")
+    if not isinstance(value, str):
+        raise ValidationFailed(issues=[Issue(message="'value' is required (a string)",
+                                             path="value")])
+    return value
 
 
 async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     obj = await call.cloud.credentials.create(call.tenant, required_str(data, "name"),
-                                              data.get("value") or "", opt_str(data, "description"))
+                                              _value(data), opt_str(data, "description"))
     return {"success": True, "credential": metadata(obj)}
 
 
@@ -37,7 +45,7 @@ async def update(call: Call, data: dict[str, Any]) -> dict[str, Any]:
 
 async def upsert(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     obj, overwritten = await call.cloud.credentials.upsert(
-        call.tenant, required_str(data, "name"), data.get("value") or "",
+        call.tenant, required_str(data, "name"), _value(data),
         opt_str(data, "description"))
     return {"success": True, "overwritten": overwritten, "credential": metadata(obj)}
 

@@ -319,3 +319,34 @@ def test_deployments_are_immutable_revisions(srv: httpx.Client) -> None:
     assert call(srv, "deployments/sync", {"id": old["id"]})["revision"] == old_rev
     call(srv, "deployments/pin", {"workflow": "versioned", "deployment_id": None})
     assert run()[0] == new_rev
+
+
+def test_credentials_need_a_string_value(srv: httpx.Client) -> None:
+    for route in ("credentials/create", "credentials/upsert"):
+        for body in ({"name": "valueless"}, {"name": "valueless", "value": 42}):
+            r = _post(srv, route, body)
+            assert r.status_code == 400 and _paths(r) == [["value"]], (route, r.text)
+    r = _post(srv, "credentials/get", {"name": "valueless"})
+    assert r.status_code == 404
+
+
+def test_every_reference_route_is_served_and_documented(srv: httpx.Client) -> None:
+    reference = {
+        "deployments": {"create", "list", "sync"},
+        "workflows": {"list", "get", "delete", "build", "buildStatus"},
+        "jobs": {"create", "list", "get", "debugReport", "cancel"},
+        "logs": {"list"}, "recordings": {"get"},
+        "schedules": {"create", "list", "get", "update", "delete"},
+        "credentials": {"create", "list", "get", "update", "delete", "upsert"},
+        "webhooks": {"create", "list", "update", "delete"},
+        "sessions": {"create", "get", "close"},
+    }
+    routes = {f"/v1/{noun}/{verb}" for noun, verbs in reference.items() for verb in verbs}
+    documented = {p for p, ops in srv.get("/openapi.json").json()["paths"].items()
+                  if "post" in ops}
+    assert routes <= documented, sorted(routes - documented)
+    for route in sorted(routes):  # served: never the router's 404/405
+        r = srv.post(route, json={"json": {}})
+        assert r.status_code in (200, 400, 404, 409), (route, r.status_code)
+        assert r.status_code != 404 or "not found" in r.json()["json"]["message"] and \
+            "route" not in r.json()["json"]["message"], (route, r.text)
