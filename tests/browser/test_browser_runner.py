@@ -15,6 +15,7 @@ from conftest import DEMO_WORKSPACE, RunJob, write_workspace
 from harness import require
 
 from engine.core.state import JobStatus, StepStatus
+from engine.debugreport import build_report
 from engine.testing import run_task
 
 PASSWORD = "wonderland"
@@ -202,3 +203,43 @@ async def test_with_ffmpeg_the_step_records_a_video(
     video = (job.step_dir("s") / "video.webm").read_bytes()
     assert video[:4] == b"\x1a\x45\xdf\xa3" and len(video) > 1000  # a WebM (Matroska) file
     assert not (job.step_dir("s") / ".video").exists()
+
+
+async def test_goto_press_wait_for_and_expect_text(
+        tmp_path: Path, demo_site: str, run_job: RunJob) -> None:
+    ws = write_workspace(tmp_path / "ws", """
+        tasks:
+          keys:
+            input:
+              site_url: { type: string, required: true }
+            flow:
+              s:
+                type: browser
+                input: { site_url: "<< input.site_url >>" }
+                steps:
+                  - goto: "<< input.site_url >>/"
+                  - fill: { selector: "#username", value: alice }
+                  - fill: { selector: "#password", value: wonderland, secret: true }
+                  - press: { selector: "#password", key: Enter }
+                  - wait_for: { url: "**/orders" }
+                  - expect_text: { selector: "#welcome", text: alice }
+                  - extract: { selector: "#welcome", as: welcome }
+              wrong:
+                type: browser
+                depends_on: [s]
+                input: { site_url: "<< input.site_url >>" }
+                steps:
+                  - goto: "<< input.site_url >>/"
+                  - expect_text: "Welcome back, mallory"
+                    timeout: 1
+        """)
+    job = await run_job(ws, "keys", {"site_url": demo_site})
+
+    assert job.state.steps["s"].status == StepStatus.COMPLETED, job.state.steps["s"].error
+    assert "alice" in job.state.steps["s"].output["welcome"]
+    assert "[4/7] press Enter in #password" in job.lines("s")
+    wrong = job.state.steps["wrong"]
+    assert wrong.status == StepStatus.FAILED
+    assert wrong.error is not None and wrong.error.startswith("step 2 (expect_text")
+    report = build_report(job.row, job.steps, job.artifacts, step="wrong")
+    assert report["analysis"]["kind"] == "expectation_failed"

@@ -9,6 +9,7 @@ list a reviewer would tick.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -159,8 +160,11 @@ def test_every_route_and_field(v1: httpx.Client) -> None:
 
 
 def test_sessions_create_get_close(v1: httpx.Client, chromium_path: str) -> None:
-    made = call(v1, "sessions/create", {"timeout_seconds": 60})
+    made = call(v1, "sessions/create")
     check("sessions/create", made, SESSION)
+    lifetime = (datetime.fromisoformat(made["expires_at"])
+                - datetime.fromisoformat(made["created_at"])).total_seconds()
+    assert round(lifetime) == 3600  # the default timeout
     assert made["status"] == "running" and made["cdp_url"].startswith("ws://")
     try:
         got = call(v1, "sessions/get", {"session_id": made["session_id"]})
