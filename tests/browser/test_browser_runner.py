@@ -243,3 +243,26 @@ async def test_goto_press_wait_for_and_expect_text(
     assert wrong.error is not None and wrong.error.startswith("step 2 (expect_text")
     report = build_report(job.row, job.steps, job.artifacts, step="wrong")
     assert report["analysis"]["kind"] == "expectation_failed"
+
+
+async def test_console_messages_and_page_errors_reach_the_step_log(
+        tmp_path: Path, run_job: RunJob) -> None:
+    ws = write_workspace(tmp_path / "ws", """
+        tasks:
+          noisy:
+            flow:
+              s:
+                type: browser
+                script: |
+                  await page.set_content(
+                      "<script>console.warn('low on coffee');"
+                      "setTimeout(() => { throw new Error('kaboom in page') }, 0)</script>")
+                  await page.wait_for_timeout(300)
+                  return {}
+        """)
+    job = await run_job(ws, "noisy")
+
+    assert job.state.status == JobStatus.COMPLETED, job.state.steps["s"].error
+    lines = "\n".join(job.lines("s"))
+    assert "[console.warning] low on coffee" in lines
+    assert "[pageerror]" in lines and "kaboom in page" in lines
