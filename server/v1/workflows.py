@@ -23,6 +23,10 @@ _TYPES = {"string": {"type": "string"}, "text": {"type": "string"},
           "object": {"type": "object"}, "array": {"type": "array"}}
 
 
+_BOUNDS = {"integer": ("minimum", "maximum"), "number": ("minimum", "maximum"),
+           "string": ("minLength", "maxLength"), "array": ("minItems", "maxItems")}
+
+
 def field_schema(spec: InputField) -> dict[str, Any]:
     one: dict[str, Any] = dict(_TYPES.get(spec.type, {
         "type": ["string", "object"], "description": f"a '{spec.type}' connection name"}))
@@ -30,13 +34,12 @@ def field_schema(spec: InputField) -> dict[str, Any]:
         one["enum"] = list(spec.options)
     if spec.pattern is not None:
         one["pattern"] = spec.pattern
-    if spec.min is not None or spec.max is not None:
-        numeric = one.get("type") in ("integer", "number")
-        for bound, value in (("min", spec.min), ("max", spec.max)):
+    kind = one.get("type")
+    keys = _BOUNDS.get(kind) if isinstance(kind, str) else None
+    if keys is not None:  # the engine bounds a number, a string's length, a list's size
+        for key, value in zip(keys, (spec.min, spec.max), strict=True):
             if value is not None:
-                key = ("minimum" if bound == "min" else "maximum") if numeric else (
-                    "minLength" if bound == "min" else "maxLength")
-                one[key] = value if numeric else int(value)
+                one[key] = value if kind in ("integer", "number") else int(value)
     out: dict[str, Any] = {"type": "array", "items": one} if spec.multiple else one
     if spec.description:
         out["description"] = spec.description
