@@ -218,6 +218,9 @@ def test_sessions_are_scoped_to_their_tenant(tenants: dict[str, Any],
         _missing(c, "sessions/get", {"session_id": made["session_id"]}, globex)
         _missing(c, "recordings/get", {"session_id": made["session_id"]}, globex)
         _missing(c, "sessions/close", {"session_id": made["session_id"]}, globex)
+        assert call(c, "sessions/list", headers=globex)["sessions"] == []
+        assert [s["session_id"] for s in call(c, "sessions/list", headers=acme)[
+            "sessions"]] == [made["session_id"]]
         assert call(c, "sessions/get", {"session_id": made["session_id"]},
                     headers=acme)["status"] == "running"
     finally:
