@@ -123,6 +123,10 @@ def test_queued_and_skipped_map_to_cloud_statuses(srv: httpx.Client) -> None:
     assert running in r.json()["json"]["message"] and queued in r.json()["json"]["message"]
     call(srv, "jobs/cancel", {"id": running})
     wait_job(srv, running)
+    # The server's note of the cancellation is a warning.
+    warned = call(srv, "logs/list", {"jobId": running, "level": "warn"})["logs"]
+    assert warned and all(e["level"] == "warn" for e in warned)
+    assert any("cancel" in e["message"] for e in warned)
     wait_job(srv, queued, until={"running"})
     r = _post(srv, "credentials/delete", {"name": "held"})
     assert r.status_code == 409 and queued in r.json()["json"]["message"]
