@@ -1,5 +1,6 @@
 """Priorities through a real `partitur serve`: claims by priority, FIFO within one,
-aging bounds starvation under a flood, priority on execute, concurrency per key."""
+aging bounds starvation under a flood, priority on execute, concurrency per key (queue,
+skip, cancel_previous), explain naming the job that holds the only worker slot."""
 
 from __future__ import annotations
 
@@ -198,3 +199,24 @@ def test_concurrency_cancel_previous_policy_per_key(aged: httpx.Client) -> None:
     events = aged.get(f"/api/jobs/{first}/events").json()
     cancel = next(e for e in events if e["type"] == "JobCancelRequested")
     assert second in cancel["data"]["reason"], cancel
+
+
+def test_explain_names_the_job_holding_the_only_worker_slot(plain: httpx.Client) -> None:
+    holder = execute(plain, "work", {"input": {"pause": 30}})
+    deadline = time.monotonic() + 30
+    while plain.get(f"/api/jobs/{holder}").json()["steps"][0]["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    waiting = execute(plain, "work")
+    step: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        steps = plain.get(f"/api/jobs/{waiting}/explain").json()["steps"]
+        if steps and steps[0]["code"] == "concurrency_slot":
+            step = steps[0]
+            break
+        time.sleep(0.05)
+    assert step.get("reason") == f"concurrency slot held by job {holder}", step
+    assert step["held_by"] == [holder]
+    assert plain.post(f"/api/jobs/{holder}/cancel", json={}).status_code == 200
+    assert wait_job(plain, holder)["status"] == "cancelled"
+    assert wait_job(plain, waiting)["status"] == "completed"
