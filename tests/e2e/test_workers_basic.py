@@ -200,3 +200,37 @@ def test_workers_list_and_detail_page_with_limit_and_offset(
         other = client.get(f"/api/workers/{ids[1]}").json()
         assert other["steps"] == [] and other["tags"] == ["t1"]
         assert client.get("/api/workers/nope").status_code == 404
+
+
+LINES = 3000
+
+
+def _requests(text: str, route: str) -> int:
+    total = 0
+    for row in text.splitlines():
+        if row.startswith("partitur_http_requests_total{") and f'route="{route}"' in row:
+            total += int(float(row.rsplit(" ", 1)[1]))
+    return total
+
+
+def test_a_worker_ships_lines_in_batches(
+        make_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".workflows").mkdir(parents=True)
+    (ws / ".workflows" / "chatty.yaml").write_text(orjson.dumps({"tasks": {"chatty": {
+        "flow": {"burst": {"type": "shell", "interpreter": "sh",
+                           "script": f"seq 1 {LINES}"}}}}}).decode(), "utf-8")
+    server = make_server(workspaces={"w": ws}, settings=remote_settings())
+    worker = WorkerProcess(tmp_path / "w", server.url, concurrency=1)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            job_id = client.post("/api/workspaces/w/tasks/chatty/execute",
+                                 json={}).json()["job_id"]
+            assert wait_job(client, job_id)["status"] == "completed"
+            shipped = [x["line"] for x in lines(client, job_id) if x["step"] == "burst"]
+            assert shipped == [str(n) for n in range(1, LINES + 1)]
+            posts = _requests(client.get("/metrics").text, "/worker/leases/{lease}/logs")
+            # Every line arrived, in far fewer calls than lines.
+            assert 1 <= posts <= LINES // 20, posts
+    finally:
+        worker.close()
