@@ -1,15 +1,18 @@
-"""PostgreSQL drops every connection in the middle of a run (issue 7, fault tests).
+"""PostgreSQL restarts in the middle of a run (issue 7, fault tests).
 
-A real `pg_ctlcluster` restart would disturb the tests running in parallel on the same
-server, so every backend connected to this test's database is terminated instead
-(`pg_terminate_backend`, what a restart does to them), twice, while a job of several slow
-steps runs on a remote worker. The server and worker reconnect, the job finishes, and
-the invariant checker finds nothing acknowledged lost or duplicated.
+A job of several slow steps runs on a remote worker while
+- every backend connected to the test's database on the shared server is terminated
+  (`pg_terminate_backend`, what a restart does to its clients), twice;
+- a PostgreSQL server of the test's own (`private_pg`) is really stopped, kept down for
+  a moment, and started again.
+The server and worker reconnect, the job finishes with every step in its first attempt,
+and the invariant checker finds nothing acknowledged lost or duplicated.
 """
 
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,6 +22,7 @@ import httpx
 import pytest
 from harness import ServerProcess, pg_base_url, run_sync
 from invariants import check_invariants
+from private_pg import private_postgres
 from worker_procs import WorkerProcess, lines, remote_settings, step, wait_for, wait_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -85,3 +89,39 @@ def test_job_survives_postgres_dropping_every_connection(
     run_sync(check_invariants(pg_url, acknowledged_jobs=[job_id],
                               acknowledged_lines={job_id: acknowledged},
                               unique_lines=r"tick \d+$"))
+
+
+def test_job_survives_a_real_postgres_restart(
+        make_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".workflows").mkdir(parents=True)
+    (ws / ".workflows" / "main.yaml").write_text(textwrap.dedent(WORKSPACE), "utf-8")
+    with private_postgres() as pg:
+        server = make_server(workspaces={"w": ws},
+                             settings=remote_settings(timeout=5.0, db={"url": pg.url}))
+        worker = WorkerProcess(tmp_path / "worker", server.url)
+        try:
+            with httpx.Client(base_url=server.url, timeout=15) as client:
+                job_id = client.post("/api/workspaces/w/tasks/chain/execute",
+                                     json={}).json()["job_id"]
+                wait_for(lambda: any(x["line"] == "two tick 5" for x in lines(client, job_id)),
+                         30, "step two to tick")
+                acknowledged = [(n, x["line"]) for n, x in enumerate(lines(client, job_id), 1)]
+                # Mid-step: stop the database, keep it down while the step goes on, start it.
+                pg.stop()
+                assert client.get(f"/api/jobs/{job_id}").status_code >= 500
+                time.sleep(2.0)  # the outage
+                pg.start()
+                done = wait_job(client, job_id, timeout=60)
+                assert done["status"] == "completed", done
+                for name in ("one", "two", "three"):
+                    assert step(done, name)["attempt"] == 1
+                texts = [x["line"] for x in lines(client, job_id)]
+                for name in ("one", "two", "three"):
+                    assert texts.count(f"{name} tick 15") == 1
+        finally:
+            worker.close()
+            server.close()
+        run_sync(check_invariants(pg.url, acknowledged_jobs=[job_id],
+                                  acknowledged_lines={job_id: acknowledged},
+                                  unique_lines=r"tick \d+$"))
