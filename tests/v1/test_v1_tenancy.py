@@ -38,25 +38,29 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         "callbacks": {"allow_private": True}}).start()
     try:
         with httpx.Client(base_url=server.url, timeout=15.0) as c:
-            bearer = {"Authorization": "Bearer " + c.post(
-                "/api/auth/login", json=ADMIN).json()["access_token"]}
-            keys: dict[str, dict[str, str]] = {}
-            r = c.post("/api/auth/keys", headers=bearer, json={"name": "admin"})
-            assert r.status_code == 200, r.text
-            keys["default"] = {"x-api-key": r.json()["key"]}
-            for name in ("acme", "globex"):
-                user = {"email": f"{name}@example.com", "password": "user-password-1"}
-                r = c.post("/api/users", headers=bearer,
-                           json={**user, "groups": [f"tenant:{name}"]})
-                assert r.status_code == 200, r.text
-                token = c.post("/api/auth/login", json=user).json()["access_token"]
-                r = c.post("/api/auth/keys", headers={"Authorization": f"Bearer {token}"},
-                           json={"name": "k"})
-                assert r.status_code == 200, r.text
-                keys[name] = {"x-api-key": r.json()["key"]}
-            yield {"client": c, "keys": keys, "server": server}
+            yield {"client": c, "keys": _keys(c), "server": server}
     finally:
         server.close()
+
+
+def _keys(c: httpx.Client) -> dict[str, dict[str, str]]:
+    """API keys of the admin (default tenant) and of users in the tenants acme, globex."""
+    bearer = {"Authorization": "Bearer " + c.post(
+        "/api/auth/login", json=ADMIN).json()["access_token"]}
+    keys: dict[str, dict[str, str]] = {}
+    r = c.post("/api/auth/keys", headers=bearer, json={"name": "admin"})
+    assert r.status_code == 200, r.text
+    keys["default"] = {"x-api-key": r.json()["key"]}
+    for name in ("acme", "globex"):
+        user = {"email": f"{name}@example.com", "password": "user-password-1"}
+        r = c.post("/api/users", headers=bearer, json={**user, "groups": [f"tenant:{name}"]})
+        assert r.status_code == 200, r.text
+        token = c.post("/api/auth/login", json=user).json()["access_token"]
+        r = c.post("/api/auth/keys", headers={"Authorization": f"Bearer {token}"},
+                   json={"name": "k"})
+        assert r.status_code == 200, r.text
+        keys[name] = {"x-api-key": r.json()["key"]}
+    return keys
 
 
 def _missing(c: httpx.Client, route: str, body: dict[str, Any],
@@ -235,4 +239,44 @@ def test_without_auth_everything_is_in_the_default_tenant(tmp_path: Path) -> Non
             assert call(c, "deployments/list")["deployments"][0]["id"] == dep["id"]
             assert dep["source_path"] and "/default/" in dep["source_path"]
     finally:
+        server.close()
+
+
+def test_tenancy_and_callbacks_on_postgres(tmp_path: Path, pg_url: str) -> None:
+    server = ServerProcess(tmp_path, settings={
+        "db": {"url": pg_url}, "auth": {"initial_user": ADMIN}, "secrets_key": "pg-key",
+        "callbacks": {"allow_private": True}}).start()
+    rx = Receiver()
+    try:
+        with httpx.Client(base_url=server.url, timeout=15.0) as c:
+            keys = _keys(c)
+            acme, globex = keys["acme"], keys["globex"]
+            deploy(c, headers=acme)
+            deploy(c, headers=globex)
+            call(c, "credentials/create", {"name": "api_token", "value": "pg-secret-value"},
+                 headers=acme)
+            job = call(c, "jobs/create", {"workflow": "secretive", "params": {},
+                                          "nonce": "pg", "callback_url": rx.url + "/pg",
+                                          "callback_secret": "s"}, headers=acme)["job_id"]
+            assert call(c, "jobs/create", {"workflow": "secretive", "params": {},
+                                           "nonce": "pg"}, headers=acme)["job_id"] == job
+            assert wait_job(c, job, headers=acme)["status"] == "completed"
+            lines = [e["message"] for e in call(c, "logs/list", {"jobId": job},
+                                                headers=acme)["logs"]]
+            assert any(x.startswith("token=") for x in lines)
+            assert not any("pg-secret-value" in x for x in lines)
+            _wait(lambda: len(rx.requests) >= 1)
+            assert orjson.loads(rx.requests[0]["body"])["job_id"] == job
+            # globex sees none of it
+            assert call(c, "jobs/list", headers=globex)["jobs"] == []
+            assert call(c, "credentials/list", headers=globex)["credentials"] == []
+            assert call(c, "webhooks/deliveries", headers=globex)["deliveries"] == []
+            _missing(c, "jobs/get", {"id": job}, globex)
+            _missing(c, "credentials/get", {"name": "api_token"}, globex)
+            g_job = call(c, "jobs/create", {"workflow": "secretive", "params": {},
+                                            "nonce": "pg"}, headers=globex)["job_id"]
+            assert g_job != job
+            wait_job(c, g_job, headers=globex)
+    finally:
+        close(rx)
         server.close()
