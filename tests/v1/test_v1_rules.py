@@ -423,3 +423,21 @@ def test_input_and_output_schemas_are_json_schema(srv: httpx.Client) -> None:
         "code": "ABC", "tags": ["a"], "envs": ["dev"], "when": "2026-01-02"}})["job_id"]
     job = wait_job(srv, ok)
     assert job["status"] == "completed" and job["result"] == {"last": {"count": 1}}
+
+
+def test_next_fire_on_the_fall_back_day() -> None:
+    from datetime import UTC, datetime
+
+    from engine.cloudschedules import next_fire
+
+    def at(*parts: int) -> float:
+        return datetime(*parts, tzinfo=UTC).timestamp()
+
+    # 02:30 happens twice in Berlin on 2025-10-26 (CEST, then CET): it fires once.
+    first = next_fire("30 2 * * *", "Europe/Berlin", at(2025, 10, 25, 23))
+    assert first == at(2025, 10, 26, 0, 30)
+    assert next_fire("30 2 * * *", "Europe/Berlin", first or 0) == at(2025, 10, 27, 1, 30)
+    # Hourly keeps firing every real hour through the repeated hour.
+    hourly = next_fire("0 * * * *", "Europe/Berlin", at(2025, 10, 26, 0, 30))
+    assert hourly == at(2025, 10, 26, 1)
+    assert next_fire("0 * * * *", "Europe/Berlin", hourly or 0) == at(2025, 10, 26, 2)
