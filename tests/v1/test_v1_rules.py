@@ -441,3 +441,26 @@ def test_next_fire_on_the_fall_back_day() -> None:
     hourly = next_fire("0 * * * *", "Europe/Berlin", at(2025, 10, 26, 0, 30))
     assert hourly == at(2025, 10, 26, 1)
     assert next_fire("0 * * * *", "Europe/Berlin", hourly or 0) == at(2025, 10, 26, 2)
+
+
+def test_a_500_is_an_envelope_too(tmp_path: Path) -> None:
+    # Credentials stored under one secrets_key cannot be read under another: the server
+    # answers 500 in the error envelope (the reason is in its log), and lists still work.
+    first = ServerProcess(tmp_path, settings={"secrets_key": "first-key"}).start()
+    try:
+        with httpx.Client(base_url=first.url, timeout=15.0) as c:
+            call(c, "credentials/create", {"name": "locked", "value": "v"})
+    finally:
+        first.close()
+    second = ServerProcess(tmp_path, settings={"secrets_key": "another-key"}).start()
+    try:
+        with httpx.Client(base_url=second.url, timeout=15.0) as c:
+            r = _post(c, "credentials/get", {"name": "locked"})
+            assert r.status_code == 500
+            err = r.json()["json"]
+            assert err == {"defined": False, "code": "INTERNAL_SERVER_ERROR", "status": 500,
+                           "message": err["message"], "data": {}} and err["message"]
+            assert [x["name"] for x in call(c, "credentials/list")["credentials"]] == ["locked"]
+        assert "cannot be decrypted" in second.log_path.read_text("utf-8", "replace")
+    finally:
+        second.close()
