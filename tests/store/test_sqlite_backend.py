@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -131,5 +132,58 @@ async def test_rebuild_stamps_each_job_with_its_last_seq(tmp_path: Path) -> None
         assert last_seqs(path) == incremental
         assert incremental[0][1] != incremental[1][1]
         assert (await store.list_jobs(JobFilter()))[1] == 2
+    finally:
+        await store.close()
+
+
+async def test_an_append_waits_while_another_connection_writes(tmp_path: Path) -> None:
+    """Appends are written on the loop's connection only when the write lock is free at
+    once; while another connection holds it, the append waits for it and then lands."""
+    import asyncio
+
+    path = tmp_path / "p.db"
+    store = SqliteStore(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await store.append("s", 0, [OUTPUT])
+        other.execute("BEGIN IMMEDIATE")
+        pending = asyncio.ensure_future(store.append("s", 1, [OUTPUT, OUTPUT]))
+        await asyncio.sleep(0.3)
+        assert not pending.done()
+        other.execute("COMMIT")
+        result = await asyncio.wait_for(pending, 30)
+        assert [r.version for r in result.events] == [2, 3]
+        assert [e.version for e in await store.read("s")] == [1, 2, 3]
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_the_wal_is_checkpointed_while_appends_run_on_the_loop(tmp_path: Path) -> None:
+    """The loop's connection never checkpoints itself; the store thread does, so the WAL
+    file stops growing instead of holding every append since the start."""
+    import asyncio
+
+    from engine.store.sqlite import CHECKPOINT_EVERY
+
+    path = tmp_path / "p.db"
+    store = SqliteStore(path)
+    await store.open()
+    wal = f"{path}-wal"
+    sizes = []
+    version = 0
+    try:
+        for _ in range(6):
+            for _ in range(CHECKPOINT_EVERY):
+                await store.append("s", version, [OUTPUT, OUTPUT, OUTPUT])
+                version += 3
+            for _ in range(1000):  # until this round's checkpoint has run
+                if not store._checkpointing:
+                    break
+                await asyncio.sleep(0.01)
+            sizes.append(os.stat(wal).st_size)
+        assert sizes[-1] <= sizes[0] * 2, sizes
+        assert await store.last_seq() == version
     finally:
         await store.close()
