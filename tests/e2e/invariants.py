@@ -2,7 +2,8 @@
 
 `check_invariants(db_url, acknowledged=…)` opens the store directly and asserts:
 - every job is terminal or still progressing (a step ready, running, suspended, or a
-  retry pending);
+  retry pending), and a step running on a remote worker still holds an open lease
+  (one whose lease was closed would never end);
 - the projections equal a rebuild from the events (`job_row`/`step_rows` of the fold);
 - each step's attempts match its events: attempts claimed in order 1…n, at most one
   claim and at most one end (completed/failed/cancelled) per attempt;
@@ -26,6 +27,7 @@ from engine.core.state import StepStatus, fold
 from engine.logs.pgstore import PostgresLogStore
 from engine.logs.store import JsonlLogStore, LogStore
 from engine.store.factory import open_store
+from engine.store.work import work_store
 
 PROGRESSING = {StepStatus.READY, StepStatus.RUNNING, StepStatus.SUSPENDED}
 
@@ -67,6 +69,7 @@ async def check_invariants(
                 moving = any(s.status in PROGRESSING or s.retry_at is not None
                              for s in state.steps.values())
                 assert allow_running or moving, f"job {job_id} is stuck: {state.status}"
+            await _check_leases(store, job_id, state)
             _check_attempts(job_id, [r.event() for r in records])
             await _check_lines(logs, job_id, (acknowledged_lines or {}).get(job_id, ()),
                                unique_lines, state)
@@ -74,6 +77,19 @@ async def check_invariants(
     finally:
         await logs.close()
         await store.close()
+
+
+async def _check_leases(store: Any, job_id: str, state: Any) -> None:
+    work = work_store(store)
+    if work is None:
+        return
+    for name, step in state.steps.items():
+        if step.status is not StepStatus.RUNNING or not step.lease:
+            continue
+        held = await work.held(step.lease)
+        # Steps of the embedded executor have no queue row.
+        assert held is None or held.finished_at is None, \
+            f"{job_id}/{name}: running, but its lease was closed ({held.outcome})"
 
 
 def _check_attempts(job_id: str, events: list[ev.Event]) -> None:
