@@ -84,7 +84,8 @@ class Runtime:
         remote = options.worker_mode == "remote" or (
             options.worker_mode == "auto" and options.concurrency <= 0)
         if work is not None:
-            self.queue = WorkQueue(self.orchestrator, work, lease_timeout=options.lease_timeout)
+            self.queue = WorkQueue(self.orchestrator, work, lease_timeout=options.lease_timeout,
+                                   aging=options.aging)
         if remote and self.queue is not None:
             self.orchestrator.attach(self.queue)
         elif options.concurrency > 0:

@@ -103,10 +103,11 @@ class WorkQueue:
     """Dispatches ready steps to the queue and serves the workers that claim them."""
 
     def __init__(self, orchestrator: Orchestrator, work: WorkStore, *,
-                 lease_timeout: float = 30.0) -> None:
+                 lease_timeout: float = 30.0, aging: float | None = None) -> None:
         self.orchestrator = orchestrator
         self.work = work
         self.lease_timeout = lease_timeout
+        self.aging = aging  # scheduling.aging: claims order by effective priority
         self.waker = Waker()
         self.rates = RateLimiter()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -254,7 +255,8 @@ class WorkQueue:
         deadline = time.monotonic() + max(0.0, timeout)
         while gone is None or not gone.is_set():
             event = self.waker.current()
-            held = await self.work.claim(worker_id, worker.tags, new_token(16), time.time())
+            held = await self.work.claim(worker_id, worker.tags, new_token(16), time.time(),
+                                         aging=self.aging)
             if held is not None:
                 assignment = await self._assign(held)
                 if assignment is not None:

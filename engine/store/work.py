@@ -6,7 +6,11 @@ ready step; claiming it stamps the worker, a fresh lease token and `renewed_at`;
 heartbeat renews it; `finish` closes it. Closed rows stay as the worker's history.
 
 Claims are FIFO by ready time within priority (lower priority numbers first), ties by
-job id and step, and take only rows whose tags are a subset of the worker's. On
+job id and step, and take only rows whose tags are a subset of the worker's. With
+`aging` (seconds, `scheduling.aging`) the order is by *effective* priority instead: a
+row gains one level per `aging` seconds since it became ready, never better than 1
+(`engine.priority.effective`, computed in SQL), so a flood of high-priority rows cannot
+starve older low-priority ones. On
 PostgreSQL the claim is one `UPDATE … WHERE … = (SELECT … FOR UPDATE SKIP LOCKED)`, so
 concurrent claimers never wait for each other nor take the same row; an enqueue sends
 `NOTIFY partitur_work` in its transaction so idle claimers on every replica wake.
@@ -79,8 +83,10 @@ class WorkStore(ABC):
 
     @abstractmethod
     async def claim(self, worker_id: str, tags: Sequence[str], lease: str,
-                    now: float) -> Held | None:
-        """Take the first open row whose tags ⊆ `tags`, under `lease`; None if none fits."""
+                    now: float, aging: float | None = None) -> Held | None:
+        """Take the first open row whose tags ⊆ `tags`, under `lease`; None if none fits.
+
+        With `aging`, rows are ordered by effective priority at `now` (see above)."""
 
     @abstractmethod
     async def release(self, lease: str) -> None:
@@ -156,6 +162,13 @@ SQ_ENQUEUE = (
 SQ_CANDIDATES = (
     "SELECT job_id, step, attempt, tags FROM work_queue "
     "WHERE lease IS NULL AND finished_at IS NULL ORDER BY priority, ready_at, job_id, step"
+)
+# Effective priority with aging (parameters: now, aging): one level per `aging` seconds
+# waited, never better than 1. CAST truncates, which is floor for the non-negative wait.
+SQ_CANDIDATES_AGED = (
+    "SELECT job_id, step, attempt, tags FROM work_queue "
+    "WHERE lease IS NULL AND finished_at IS NULL ORDER BY "
+    "MAX(1, priority - CAST(MAX(0.0, ? - ready_at) / ? AS INTEGER)), ready_at, job_id, step"
 )
 SQ_TAKE = (
     "UPDATE work_queue SET worker_id = ?, lease = ?, claimed_at = ?, renewed_at = ? "
@@ -255,11 +268,13 @@ class SqliteWorkStore(WorkStore):
         return int(await self._write(write))
 
     async def claim(self, worker_id: str, tags: Sequence[str], lease: str,
-                    now: float) -> Held | None:
+                    now: float, aging: float | None = None) -> Held | None:
         have = set(tags)
+        sql, params = ((SQ_CANDIDATES_AGED, (now, aging)) if aging and aging > 0
+                       else (SQ_CANDIDATES, ()))
 
         def write(conn: sqlite3.Connection) -> Held | None:
-            for job_id, step, attempt, row_tags in conn.execute(SQ_CANDIDATES):
+            for job_id, step, attempt, row_tags in conn.execute(sql, params):
                 if set(json.loads(row_tags)) <= have:
                     conn.execute(SQ_TAKE, (worker_id, lease, now, now, job_id, step, attempt))
                     return Held(job_id, step, int(attempt), worker_id, lease, now, now)
@@ -334,6 +349,10 @@ WHERE (job_id, step, attempt) = (
     ORDER BY priority, ready_at, job_id, step
     LIMIT 1 FOR UPDATE SKIP LOCKED)
 RETURNING {_HELD_COLUMNS}"""
+# The same with aging ($5: seconds per level): ordered by effective priority at $3.
+PG_CLAIM_AGED = PG_CLAIM.replace(
+    "ORDER BY priority,",
+    "ORDER BY GREATEST(1, priority - floor(GREATEST(0, $3 - ready_at) / $5::float8)),")
 PG_RELEASE = SQ_RELEASE.replace("?", "$1")
 PG_HELD = SQ_HELD.replace("?", "$1")
 PG_RENEW = "UPDATE work_queue SET renewed_at = $1 WHERE lease = $2 AND finished_at IS NULL"
@@ -396,9 +415,12 @@ class PostgresWorkStore(WorkStore):
         return result
 
     async def claim(self, worker_id: str, tags: Sequence[str], lease: str,
-                    now: float) -> Held | None:
+                    now: float, aging: float | None = None) -> Held | None:
+        aged = (aging,) if aging and aging > 0 else ()
+        sql = PG_CLAIM_AGED if aged else PG_CLAIM
+
         async def write(conn: Any) -> Held | None:
-            row = await conn.fetchrow(PG_CLAIM, worker_id, lease, now, list(tags))
+            row = await conn.fetchrow(sql, worker_id, lease, now, list(tags), *aged)
             return None if row is None else _held(row)
 
         result: Held | None = await self.store._write(write, what="claim")

@@ -86,3 +86,45 @@ async def test_workers_register_and_touch(work: WorkStore) -> None:
     assert total == 2 and [r.worker_id for r in rows] == ["w2"]
     one = await work.worker("w1")
     assert one is not None and one.tags == ("a", "b") and one.last_heartbeat == 9.0
+
+
+async def test_without_aging_a_flood_of_high_priority_starves_low(work: WorkStore) -> None:
+    await work.enqueue([WorkItem("low", "s", 1, priority=5, ready_at=0.0)])
+    claimed = []
+    for n in range(6):  # a new priority-1 row arrives before every claim
+        now = 100.0 * (n + 1)
+        await work.enqueue([WorkItem(f"high{n}", "s", 1, priority=1, ready_at=now)])
+        held = await work.claim("w", [], f"l{n}", now)
+        assert held is not None
+        claimed.append(held.job_id)
+    assert "low" not in claimed
+
+
+async def test_with_aging_low_priority_is_claimed_despite_a_flood(work: WorkStore) -> None:
+    # aging 10 s: the priority-5 row competes as priority 1 after 40 s, and then it is
+    # older than every priority-1 row of the flood.
+    await work.enqueue([WorkItem("low", "s", 1, priority=5, ready_at=0.0)])
+    claimed = []
+    for n in range(10):
+        now = 5.0 * (n + 1)
+        await work.enqueue([WorkItem(f"high{n}", "s", 1, priority=1, ready_at=now)])
+        held = await work.claim("w", [], f"l{n}", now, aging=10.0)
+        assert held is not None
+        claimed.append(held.job_id)
+    assert "low" in claimed
+    # Not before it had aged to priority 1 (at 40 s: the 8th claim), then at once.
+    assert claimed.index("low") == 7
+
+
+async def test_aging_raises_one_level_per_period_only(work: WorkStore) -> None:
+    # At now=25 with aging 10: the priority-5 row (waited 25 s) is effectively 3, the
+    # priority-4 row (waited 5 s) still 4, a fresh priority-3 row 3 but younger.
+    await work.enqueue([WorkItem("p5", "s", 1, priority=5, ready_at=0.0),
+                        WorkItem("p4", "s", 1, priority=4, ready_at=20.0),
+                        WorkItem("p3", "s", 1, priority=3, ready_at=25.0)])
+    order = []
+    for n in range(3):
+        held = await work.claim("w", [], f"l{n}", 25.0, aging=10.0)
+        assert held is not None
+        order.append(held.job_id)
+    assert order == ["p5", "p3", "p4"]
