@@ -28,7 +28,12 @@ from engine.runtime import Runtime, RuntimeOptions
 from engine.sources.git import GitSpec
 from server import browser_services, hooks
 from server.auth import AuthMiddleware, document_auth, open_auth
-from server.errors import BodyTooLarge, error_response, exception_handlers
+from server.errors import (
+    BodyTooLarge,
+    InternalErrorMiddleware,
+    error_response,
+    exception_handlers,
+)
 from server.metrics import Metrics, MetricsMiddleware
 from server.openapi import Endpoint, build_openapi
 from server.routes import (
@@ -212,6 +217,7 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
             Middleware(AuthMiddleware, settings=settings),
             Middleware(BodyLimitMiddleware, limit=int(settings.limits.body),
                        paths={"/v1/deployments/create": int(settings.limits.upload)}),
+            Middleware(InternalErrorMiddleware),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

@@ -16,7 +16,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ExceptionHandler
+from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, Send
 
 from engine.auth.service import RateLimited
 from engine.errors import (
@@ -116,6 +116,41 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal server error")
+
+
+class InternalErrorMiddleware:
+    """Answers an unexpected exception as a JSON 500 and keeps the connection open.
+
+    Starlette's outermost handler (`unexpected_error`) would answer it too, but then
+    re-raises, and the server closes the connection: a client reusing it got a reset on
+    its next request. Installed innermost, this catches the exception first; the outer
+    handler stays for anything raised outside it. An exception after the response has
+    started is re-raised (there is no clean answer left to give).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started:
+                raise
+            log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"),
+                      exc_info=exc)
+            await error_response(500, "internal server error")(scope, receive, send)
 
 
 def exception_handlers() -> dict[Any, ExceptionHandler]:

@@ -1,7 +1,8 @@
 """An unexpected failure inside the server is a JSON 500, never a traceback or HTML.
 
 The failure is real: a stored event is corrupted in the SQLite file under a running
-server, so reading that job's history fails deep in the store."""
+server, so reading that job's history fails deep in the store. The client keeps its
+connection: the requests after a 500 go over the same one."""
 
 from __future__ import annotations
 
