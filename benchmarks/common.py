@@ -354,8 +354,9 @@ class Server:
 
     def __init__(self, root: Path, db: str, workspace: Path, *,
                  concurrency: int = CONCURRENCY, workers_extra: str = "",
-                 extra_config: str = "") -> None:
+                 extra_config: str = "", python_args: Sequence[str] = ()) -> None:
         self.root = root
+        self.python_args = list(python_args)  # e.g. ["-m", "pyinstrument", …] to profile
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.db = db
@@ -378,7 +379,8 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         log = (self.root / "server.log").open("ab")
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "server.cli", "serve", "--config", str(self.config)],
+            [PYTHON, *self.python_args, "-m", "server.cli", "serve", "--config",
+             str(self.config)],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
