@@ -5,7 +5,9 @@
 - kill -9 the leader (the replica that started first) while a worker dies mid-step: the
   other replica takes over the lease sweeper and fails the step as lost;
 - a claim waiting on replica B is woken by a step queued through replica A, and a
-  WebSocket on A streams, live, the lines shipped through B while the step still runs.
+  WebSocket on A streams, live, the lines shipped through B while the step still runs;
+- a sync webhook on A is answered when its job ends through B (A's orchestrator is woken
+  by NOTIFY).
 Both end with the invariant checker.
 """
 
@@ -174,3 +176,51 @@ def test_replica_a_wakes_claims_and_streams_lines_shipped_through_b(
     assert [text for _, text in stored] == ["one", "two", "three", "four"]
     run_sync(check_invariants(pg_url, acknowledged_jobs=[job_id],
                               acknowledged_lines={job_id: stored}))
+
+
+SYNC_HOOK = """
+tasks:
+  quick:
+    flow:
+      only:
+        type: shell
+        interpreter: sh
+        script: |
+          echo "ran on a worker"
+          echo 'OUTPUT: {"answer": 42}'
+triggers:
+  ask:
+    type: webhook
+    task: quick
+    mode: sync
+    timeout_secs: 60
+"""
+
+
+def test_a_sync_webhook_on_a_is_answered_when_the_job_ends_through_b(
+        make_server: Callable[..., ServerProcess], pg_url: str, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".workflows").mkdir(parents=True)
+    (ws / ".workflows" / "hook.yaml").write_text(SYNC_HOOK, "utf-8")
+    settings = remote_settings(timeout=5.0, db={"url": pg_url})
+    a = make_server(workspaces={"w": ws}, settings=settings)
+    b = make_server(workspaces={"w": ws}, settings=settings)
+    worker = WorkerProcess(tmp_path / "worker", b.url)
+    try:
+        with httpx.Client(base_url=a.url, timeout=120) as ca:
+            # A holds the new job in memory and waits for its end; the step is claimed,
+            # run and reported through B, which records the end. A's orchestrator hears
+            # of it (NOTIFY partitur_events) and answers the hook with the result — not
+            # a 202 once its 60 seconds ran out.
+            r = ca.post("/hooks/ask", json={})
+            assert r.status_code == 200, r.text
+            answer = r.json()
+            assert answer["status"] == "completed" and answer["output"] == {"only": {"answer": 42}}
+            job_id = answer["job_id"]
+        with httpx.Client(base_url=b.url, timeout=10) as cb:
+            detail = cb.get(f"/api/jobs/{job_id}").json()
+            assert step(detail, "only")["worker_id"] not in (None, "", "server")
+            assert "ran on a worker" in [x["line"] for x in lines(cb, job_id)]
+    finally:
+        worker.close()
+    run_sync(check_invariants(pg_url, acknowledged_jobs=[job_id]))
