@@ -21,6 +21,7 @@ from engine.builds import Builds, LlmEndpoint
 from engine.callbacks import CallbackPolicy, Callbacks
 from engine.cloudjobs import CloudJobs
 from engine.cloudschedules import CloudSchedules
+from engine.cloudtenancy import DEFAULT_TENANT
 from engine.credentials import Cipher, Credentials
 from engine.deployments import Deployments, TarLimits
 from engine.runtime import Runtime
@@ -28,7 +29,8 @@ from engine.store.cloud import cloud_repository_for
 
 log = logging.getLogger("partitur.cloud")
 
-DEFAULT_TENANT = "default"
+__all__ = ["DEFAULT_TENANT", "Cloud", "CloudOptions"]
+
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from engine.clock import Clock, SystemClock, new_job_id
+from engine.cloudtenancy import cloud_workspace, safe_tenant
 from engine.compiler.plan import compile_task
 from engine.compiler.validate import LoadedWorkspace, load_workspace
 from engine.errors import Conflict, Issue, LimitExceeded, NotFound, PartiturError, ValidationFailed
@@ -44,8 +45,6 @@ DEPLOYMENT = "deployment"
 PIN = "pin"
 DELETED = "deleted_workflow"
 BUILDING, READY, FAILED = "building", "ready", "failed"
-WORKSPACE_PREFIX = "cloud."
-_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class TarballRejected(ValidationFailed):
@@ -170,7 +169,7 @@ def _unpack(raw: bytes, dest: Path, limits: TarLimits) -> int:
 
 def workspace_name(tenant: str, deployment_id: str) -> str:
     """The registry name of a deployment's workspace."""
-    return f"{WORKSPACE_PREFIX}{_SAFE.sub('_', tenant)}.{deployment_id}"
+    return cloud_workspace(tenant, deployment_id)
 
 
 def build_error_text(issues: list[Issue]) -> str:
@@ -226,7 +225,7 @@ class Deployments:
             raise TarballTooLarge(f"the base64 source is larger than {self.limits.encoded} bytes")
         dep_id = new_job_id()
         now = self.clock.now()
-        path = self.root / _SAFE.sub("_", tenant) / dep_id
+        path = self.root / safe_tenant(tenant) / dep_id
         dep = CloudObject(DEPLOYMENT, dep_id, tenant, now, now, {
             "description": description, "status": BUILDING, "source_path": str(path),
             "bundle_path": None, "build_error": None, "entry_point": entry_point,

@@ -30,6 +30,7 @@ from engine.auth.model import Principal, User
 from engine.auth.repo import auth_repository_for
 from engine.auth.service import AuthService
 from engine.auth.settings import AuthSettings
+from engine.cloudtenancy import may_see_workspace
 from engine.core.projections import JobRow
 from engine.errors import Forbidden, NotFound, PartiturError, Unauthorized
 from server.errors import error_response
@@ -223,10 +224,22 @@ def require_job(conn: HTTPConnection, row: JobRow, need: Level = Level.VIEW) -> 
 
 
 def restricted(conn: HTTPConnection) -> bool:
-    """Whether lists must be filtered for the caller (an ACL applies to them)."""
+    """Whether lists must be filtered for the caller: an ACL applies to them, or some
+    workspace belongs to another tenant (engine.cloudtenancy)."""
     user = user_of(conn)
     acl: Acl | None = getattr(conn.app.state, "acl", None)
-    return user is not None and not user.is_admin and acl is not None and acl.rules is not None
+    if user is None or user.is_admin or acl is None:
+        return False
+    if acl.rules is not None:
+        return True
+    return any(not may_see_workspace(user.groups, ws.name)
+               for ws in conn.app.state.runtime.workspaces.all())
+
+
+def workspace_visible(conn: HTTPConnection, workspace: str) -> bool:
+    """Whether the caller may see a workspace at all (its tenant's, or an admin)."""
+    user = user_of(conn)
+    return user is None or user.is_admin or may_see_workspace(user.groups, workspace)
 
 
 def visible_rows(conn: HTTPConnection, rows: Sequence[JobRow]) -> list[JobRow]:

@@ -5,7 +5,8 @@ globs (`tasks` over `"folder/task"`, or `"task"` for a task without a folder). A
 applies to a user named in `users` (email or id) or in one of `groups`; with neither, to
 everyone. Of all the rules that match, the highest level wins (run > view > deny); no
 match means deny. Admins bypass the rules; without an `acl` section everyone may run
-everything.
+everything. Tenancy comes first: a non-admin user sees nothing of another tenant's
+workspaces (engine.cloudtenancy), whatever the rules say.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.auth.model import User
+from engine.cloudtenancy import may_see_workspace
 
 
 class Level(enum.IntEnum):
@@ -62,7 +64,11 @@ class Acl:
     def level(self, user: User | None, workspace: str, task: str,
               folder: str | None = None) -> Level:
         """The level of `user` (None: auth is off) on a task."""
-        if user is None or user.is_admin or self.rules is None:
+        if user is None or user.is_admin:
+            return Level.RUN
+        if not may_see_workspace(user.groups, workspace):
+            return Level.DENY
+        if self.rules is None:
             return Level.RUN
         path = task_path(task, folder)
         best = Level.DENY

@@ -12,7 +12,7 @@ from engine.cron import next_runs_iso
 from engine.errors import NotFound, PartiturError
 from engine.model import TriggerSpec
 from engine.workspaces import Workspace
-from server.auth import task_level
+from server.auth import task_level, workspace_visible
 from server.errors import ORJSONResponse
 from server.openapi import Endpoint
 from server.routes import listing, path_param, runtime_of
@@ -66,8 +66,11 @@ def trigger_view(name: str, trigger: TriggerSpec) -> dict[str, Any]:
 
 
 def get_workspace(request: Request) -> Workspace:
-    """The workspace named by the `ws` path parameter (404 when unknown)."""
+    """The workspace named by the `ws` path parameter (404 when unknown, or another
+    tenant's)."""
     name = path_param(request, "ws")
+    if not workspace_visible(request, name):
+        raise NotFound(f"workspace {name!r} not found")
     if name in request.app.state.git_workspaces:
         raise NotFound(f"workspace {name!r}: {GIT_UNSUPPORTED}")
     return runtime_of(request).workspaces.get(name)
@@ -76,8 +79,9 @@ def get_workspace(request: Request) -> Workspace:
 async def list_workspaces(request: Request) -> Response:
     runtime = runtime_of(request)
     items = [{**workspace_view(ws), **(await runtime.orchestrator.ops.state(ws.name)).view()}
-             for ws in runtime.workspaces.all()]
-    items += [_git_view(name) for name in request.app.state.git_workspaces]
+             for ws in runtime.workspaces.all() if workspace_visible(request, ws.name)]
+    items += [_git_view(name) for name in request.app.state.git_workspaces
+              if workspace_visible(request, name)]
     return listing(items, len(items))
 
 

@@ -9,7 +9,8 @@ error envelope `{"json": {"defined": false, "code", "status", "message", "data":
 
 Tenancy: tenant = organization. A user belongs to the tenant named by its first
 `tenant:<name>` group, else to the default tenant; with auth off every caller is in the
-default tenant. `tenant_of` is the one place that decides.
+default tenant. `tenant_of` decides for a request, by `engine.cloudtenancy` (which the
+access control of `/api` follows too).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.builds import LlmEndpoint
 from engine.callbacks import CallbackPolicy
-from engine.cloud import DEFAULT_TENANT, Cloud, CloudOptions
+from engine.cloud import Cloud, CloudOptions
+from engine.cloudtenancy import DEFAULT_TENANT, tenant_of_groups
 from engine.errors import Issue, PartiturError, ValidationFailed
 from server.auth import actor, principal_of
 from server.errors import ORJSONResponse, status_of
@@ -38,7 +40,6 @@ CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FO
          405: "METHOD_NOT_SUPPORTED", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE",
          429: "TOO_MANY_REQUESTS", 500: "INTERNAL_SERVER_ERROR",
          501: "NOT_IMPLEMENTED"}
-TENANT_GROUP = "tenant:"
 PREFIX = "/v1/"
 
 ERROR_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"json": {
@@ -100,10 +101,7 @@ def tenant_of(request: Request) -> str:
     principal = principal_of(request)
     if principal is None:
         return DEFAULT_TENANT
-    for group in principal.user.groups:
-        if group.startswith(TENANT_GROUP) and len(group) > len(TENANT_GROUP):
-            return group[len(TENANT_GROUP):]
-    return DEFAULT_TENANT
+    return tenant_of_groups(principal.user.groups)
 
 
 @dataclass(frozen=True, slots=True)

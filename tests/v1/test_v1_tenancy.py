@@ -44,16 +44,18 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 
 
 def _keys(c: httpx.Client) -> dict[str, dict[str, str]]:
-    """API keys of the admin (default tenant) and of users in the tenants acme, globex."""
+    """API keys of the admin (default tenant), of `plain` (a user in no tenant group: the
+    default tenant) and of users in the tenants acme and globex."""
     bearer = {"Authorization": "Bearer " + c.post(
         "/api/auth/login", json=ADMIN).json()["access_token"]}
     keys: dict[str, dict[str, str]] = {}
     r = c.post("/api/auth/keys", headers=bearer, json={"name": "admin"})
     assert r.status_code == 200, r.text
     keys["default"] = {"x-api-key": r.json()["key"]}
-    for name in ("acme", "globex"):
+    for name in ("acme", "globex", "plain"):
         user = {"email": f"{name}@example.com", "password": "user-password-1"}
-        r = c.post("/api/users", headers=bearer, json={**user, "groups": [f"tenant:{name}"]})
+        groups = [] if name == "plain" else [f"tenant:{name}"]
+        r = c.post("/api/users", headers=bearer, json={**user, "groups": groups})
         assert r.status_code == 200, r.text
         token = c.post("/api/auth/login", json=user).json()["access_token"]
         r = c.post("/api/auth/keys", headers={"Authorization": f"Bearer {token}"},
@@ -193,6 +195,40 @@ def test_every_noun_is_scoped_to_its_tenant(tenants: dict[str, Any]) -> None:
     finally:
         close(rx_a)
         close(rx_g)
+
+
+def test_the_workspace_api_keeps_tenants_apart(tenants: dict[str, Any]) -> None:
+    """The same keys on `/api`: another tenant's deployments (workspaces), their tasks and
+    jobs, logs and events are not found, and lists leave them out."""
+    c: httpx.Client = tenants["client"]
+    keys = tenants["keys"]
+    dep = deploy(c, headers=keys["acme"])
+    job = call(c, "jobs/create", {"workflow": "greet", "params": {"name": "api"}},
+               headers=keys["acme"])["job_id"]
+    wait_job(c, job, headers=keys["acme"])
+    workspace = c.get(f"/api/jobs/{job}", headers=keys["acme"]).json()["workspace"]
+    assert dep["id"] in workspace
+    paths = (f"/api/jobs/{job}", f"/api/jobs/{job}/logs", f"/api/jobs/{job}/events",
+             f"/api/workspaces/{workspace}/tasks", f"/api/workspaces/{workspace}/tasks/greet",
+             f"/api/workspaces/{workspace}/triggers")
+    for path in paths:
+        assert c.get(path, headers=keys["acme"]).status_code == 200, path
+    for other in ("globex", "plain"):
+        h = keys[other]
+        for path in paths:
+            assert c.get(path, headers=h).status_code == 404, (other, path)
+        r = c.post(f"/api/workspaces/{workspace}/tasks/greet/execute", headers=h,
+                   json={"input": {"name": "x"}})
+        assert r.status_code == 404, (other, r.text)
+        assert job not in [j["job_id"] for j in c.get("/api/jobs", headers=h).json()]
+        assert workspace not in [w["name"] for w in c.get("/api/workspaces",
+                                                          headers=h).json()]
+    # Its own tenant, and an administrator, see it.
+    assert c.get(f"/api/jobs/{job}/logs", headers=keys["acme"]).status_code == 200
+    assert job in [j["job_id"] for j in c.get("/api/jobs", headers=keys["acme"]).json()]
+    assert workspace in [w["name"] for w in c.get("/api/workspaces",
+                                                  headers=keys["acme"]).json()]
+    assert c.get(f"/api/jobs/{job}", headers=keys["default"]).status_code == 200
 
 
 def test_keys_are_required_except_for_telemetry(tenants: dict[str, Any]) -> None:
