@@ -175,7 +175,9 @@ def test_cancel_running_job_then_409(client: httpx.Client) -> None:
 
 def test_approve_validates_input_then_resumes(client: httpx.Client) -> None:
     job_id = execute(client, "approve-me")
-    wait_step(client, job_id, "gate", "suspended")
+    suspended = wait_step(client, job_id, "gate", "suspended")
+    gate = next(s for s in suspended["steps"] if s["step_name"] == "gate")
+    assert gate["message"] == "Ship release?"  # rendered
     url = f"/api/jobs/{job_id}/steps/gate/approve"
     r = client.post(url, json={"approved": True, "input": {"ticket": "abc", "extra": 1}})
     assert r.status_code == 400
@@ -189,6 +191,11 @@ def test_approve_validates_input_then_resumes(client: httpx.Client) -> None:
     assert r.status_code == 200 and r.json()["status"] == "completed"
     job = wait_job(client, job_id)
     assert job["status"] == "completed"
+    output = next(s for s in job["steps"] if s["step_name"] == "gate")["output"]
+    assert output["approved"] is True and output["input"] == {"ticket": 42, "what": "v1"}
+    assert {"approved_by", "approved_at"} <= set(output)
+    events = client.get(f"/api/jobs/{job_id}/events").json()
+    assert [e["type"] for e in events].count("StepApproved") == 1
     assert client.post(url, json={"approved": True}).status_code == 409
 
 
