@@ -16,6 +16,7 @@ from invariants import check_invariants
 from worker_procs import (
     FIXTURE,
     WorkerProcess,
+    group_alive,
     lines,
     pid_alive,
     remote_settings,
@@ -104,10 +105,12 @@ def test_stopped_worker_past_its_lease_is_refused_and_its_step_killed(
             wait_for(lambda: step(client.get(f"/api/jobs/{job_id}").json(), "tick")["attempt"]
                      == 2, 15, "attempt 2")
             assert pid_alive(step_pid)  # the frozen worker's step still runs
+            assert group_alive(step_pid)  # the step's shell leads its own process group
             # Thaw it: its lease is refused (409), so it kills the step's process group,
             # reports nothing, and goes on to run attempt 2.
             worker.signal(signal.SIGCONT)
             wait_for(lambda: not pid_alive(step_pid), 10, "the stale step to be killed")
+            wait_for(lambda: not group_alive(step_pid), 10, "the stale step's group to end")
             done = wait_job(client, job_id, timeout=25)
             assert done["status"] == "completed"
             events = client.get(f"/api/jobs/{job_id}/events").json()
@@ -116,7 +119,8 @@ def test_stopped_worker_past_its_lease_is_refused_and_its_step_killed(
             assert ends == [("StepFailed", 1), ("StepCompleted", 2)], ends
             failed = next(e for e in events if e["type"] == "StepFailed")
             assert failed["data"]["kind"] == "worker_lost"
-            assert "finished" not in [x["line"] for x in lines(client, job_id)]
+            texts = [x["line"] for x in lines(client, job_id)]
+            assert "attempt 1 done" not in texts and "attempt 2 done" in texts
             assert "refused" in worker.log_text()
     finally:
         worker.close()
