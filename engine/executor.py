@@ -192,7 +192,7 @@ class LocalExecutor:
             started.append(asyncio.ensure_future(orch.command(job_id, cmd.MarkStarted(
                 step=step, attempt=attempt, worker_id=self.worker_id, pid=pid))))
 
-        run.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        # The runners that start a program create the artifacts folder as they spawn it.
         inner = asyncio.ensure_future(runner.run(run, _StepSink(orch, job_id, step), on_start))
         self._inner[(job_id, step)] = inner
         self.started_steps += 1

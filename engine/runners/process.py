@@ -219,8 +219,11 @@ class _Child:
 
 
 def _spawn(
-    argv: Sequence[str], cwd: Path, env: dict[str, str], with_stdin: bool
+    argv: Sequence[str], cwd: Path, env: dict[str, str], with_stdin: bool,
+    make_dir: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    if make_dir is not None:
+        os.makedirs(make_dir, exist_ok=True)
     return subprocess.Popen(
         list(argv),
         stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
@@ -257,12 +260,15 @@ async def run_process(
     grace: float = 2.0,
     max_line: int = MAX_LINE,
     stdin: bytes | None = None,
+    make_dir: Path | None = None,
 ) -> ProcessResult:
     """Run `argv` to its end (or `timeout`), logging every line; see the module docstring.
 
     Raises `OSError` when the program cannot be started. `on_stdout` sees every stdout
     line after it was logged (the shell runner looks for `OUTPUT:` lines there). `stdin`,
     when given, is written to the program's standard input, which is then closed.
+    `make_dir` (the step's artifacts folder) is created first, with the spawn, off the
+    event loop: creating a directory costs a journal write (~0.4 ms on a busy disk).
     """
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
 
@@ -277,7 +283,8 @@ async def run_process(
 
     splitters = {1: _LineSplitter(out, max_line), 2: _LineSplitter(err, max_line)}
     loop = asyncio.get_running_loop()
-    spawn = loop.run_in_executor(_SPAWNER, _spawn, argv, cwd, dict(env), stdin is not None)
+    spawn = loop.run_in_executor(_SPAWNER, _spawn, argv, cwd, dict(env), stdin is not None,
+                                 make_dir)
     try:
         proc = await asyncio.shield(spawn)
     except asyncio.CancelledError:

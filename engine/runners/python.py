@@ -115,13 +115,13 @@ class PythonRunner:
                 markers["state"] = text[len(STATE_PREFIX) :]
 
         try:
-            run.artifacts_dir.mkdir(parents=True, exist_ok=True)
             result = await run_process(
                 [*argv, str(program)],
                 cwd=run.workdir,
                 env=env,
                 log=log,
                 on_start=on_start,
+                make_dir=run.artifacts_dir,
                 timeout=run.timeout,
                 on_stdout=on_stdout,
                 grace=self.grace,
