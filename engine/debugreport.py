@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -370,11 +370,14 @@ def recording_url(base_url: str, job_id: str, step: str, viewer: str = "/trace/"
 
 
 def build_report(job: JobRow, steps: Sequence[StepRow], job_artifacts: Path, *,
-                 base_url: str = "", step: str | None = None) -> dict[str, Any]:
+                 base_url: str = "", step: str | None = None,
+                 recording: Callable[[str, str], str] | None = None) -> dict[str, Any]:
     """The debug report of `job`; see the module docstring. `base_url` prefixes links.
 
     It reports on the failed step named `step`, by default the first failed browser step
-    (or the first failed step when no browser step failed).
+    (or the first failed step when no browser step failed). `recording(job_id, step)`,
+    when given, makes the `recording_url` (the server passes a signed link that the trace
+    viewer can open without credentials).
     """
     base = _job_fields(job)
     row = _failed_step(steps, step)
@@ -392,7 +395,8 @@ def build_report(job: JobRow, steps: Sequence[StepRow], job_artifacts: Path, *,
     }
     links = {key: artifact_url(base_url, job.job_id, row.step_name, name) if evidence.has(name)
              else None for key, name in url.items()}
-    links["recording_url"] = (recording_url(base_url, job.job_id, row.step_name)
+    make_recording = recording or (lambda job_id, name: recording_url(base_url, job_id, name))
+    links["recording_url"] = (make_recording(job.job_id, row.step_name)
                               if evidence.has("trace.zip") else None)
     error = (row.error_message or job.error or "").strip()
     report = {

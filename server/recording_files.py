@@ -13,7 +13,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from engine.recordings import PREFIX, RECORDING_FILES, UrlSigner, recording_path
+from engine.recordings import (
+    PREFIX,
+    RECORDING_FILES,
+    UrlSigner,
+    recording_link,
+    recording_path,
+)
 from server.errors import error_response
 from server.routes import runtime_of
 
@@ -46,6 +52,18 @@ async def recording_file(request: Request) -> Response:
                         headers={"Cache-Control": "private, no-store",
                                  "Access-Control-Allow-Origin": "*",
                                  "X-Content-Type-Options": "nosniff"})
+
+
+def signed_recording(request: Request, job_id: str, step: str,
+                     base_url: str | None = None) -> tuple[str, str]:
+    """`(url, expires_at)`: the trace viewer opening a signed link to the step's trace.
+
+    `base_url` defaults to the request's; "" gives a path. The link lives
+    `recordings.url_ttl` seconds and needs no credential.
+    """
+    services = request.app.state.browser_services
+    base = str(request.base_url).rstrip("/") if base_url is None else base_url
+    return recording_link(services.signer, base, job_id, step, ttl=services.url_ttl)
 
 
 def recording_routes() -> list[BaseRoute]:

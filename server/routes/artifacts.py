@@ -3,7 +3,9 @@
 A step's artifacts live in `<artifacts_dir>/<job_id>/<step>/`; an artifact is named by
 its path relative to that folder. Names are never used to leave it: `..`, absolute paths
 and links pointing outside are refused (404). Only a few content types are served inline;
-everything else is sent as an attachment, with `nosniff` and a sandboxing CSP.
+everything else is sent as an attachment, with `nosniff` and a sandboxing CSP. A
+browser step's `trace.zip` also gets `viewer_url`: Partitur's trace viewer opening a
+signed, expiring link to it (it needs no credential, so it opens with auth on).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.responses import FileResponse, Response
 
 from engine.errors import NotFound
 from server.openapi import Endpoint, Param
+from server.recording_files import signed_recording
 from server.routes import listing, path_param, runtime_of
 from server.routes.jobs import get_row
 
@@ -76,6 +79,10 @@ def _resolve(base: Path, step: str, rel: PurePosixPath) -> Path | None:
 async def list_artifacts(request: Request) -> Response:
     row = await get_row(request)
     items = _entries(_job_dir(request, row.job_id), row.job_id)
+    for item in items:
+        if item["name"] == "trace.zip":  # a browser step's recording: a signed viewer link
+            item["viewer_url"], item["viewer_url_expires_at"] = signed_recording(
+                request, row.job_id, item["step"])
     return listing(items, len(items))
 
 
@@ -107,7 +114,8 @@ async def get_artifact(request: Request) -> Response:
 
 _ARTIFACT = {"type": "object", "properties": {
     "name": {"type": "string"}, "step": {"type": "string"}, "size": {"type": "integer"},
-    "content_type": {"type": "string"}, "url": {"type": "string"}}}
+    "content_type": {"type": "string"}, "url": {"type": "string"},
+    "viewer_url": {"type": "string"}, "viewer_url_expires_at": {"type": "string"}}}
 
 ENDPOINTS = (
     Endpoint("GET", "/api/jobs/{id}/artifacts", list_artifacts, "List a job's artifacts",

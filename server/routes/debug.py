@@ -2,7 +2,9 @@
 
 Thin: the job row, its steps and its artifacts folder go to `engine.debugreport`; the
 failure email's `email_sent_at` and the `autofix_*` fields (engine.autorepair) are added.
-Links in the report are absolute (`?base=relative` keeps them as paths).
+Links in the report are absolute (`?base=relative` keeps them as paths); `recording_url`
+is a signed, expiring trace viewer link (server.recording_files), so it opens without
+credentials.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from engine.debugreport import build_report
 from engine.notify_email import sent_at
 from server.errors import ORJSONResponse
 from server.openapi import Endpoint, Param
+from server.recording_files import signed_recording
 from server.routes import runtime_of
 from server.routes.jobs import get_row
 
@@ -25,7 +28,9 @@ async def debug_report(request: Request) -> Response:
     base = "" if request.query_params.get("base") == "relative" \
         else str(request.base_url).rstrip("/")
     report = build_report(row, steps, runtime.options.artifacts_dir / row.job_id, base_url=base,
-                          step=request.query_params.get("step") or None)
+                          step=request.query_params.get("step") or None,
+                          recording=lambda job, step: signed_recording(request, job, step,
+                                                                       base)[0])
     cloud = request.app.state.cloud
     report["email_sent_at"] = await sent_at(cloud.repo, row.job_id)
     report.update(await cloud.repair.report_fields(row.job_id))

@@ -8,6 +8,7 @@ from engine.cloudjobs import DEFAULT_TIMEOUT, MAX_TIMEOUT, STATUSES, JobRequest
 from engine.debugreport import build_report
 from engine.errors import InputInvalid, Issue, ValidationFailed
 from engine.notify_email import sent_at
+from server.recording_files import signed_recording
 from server.v1.envelope import (
     Call,
     opt_bool,
@@ -77,7 +78,9 @@ async def debug_report(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     steps = await jobs.store.get_steps(row.job_id)
     runtime = call.cloud.runtime
     base = str(call.request.base_url).rstrip("/")
-    report = build_report(row, steps, runtime.options.artifacts_dir / row.job_id, base_url=base)
+    report = build_report(row, steps, runtime.options.artifacts_dir / row.job_id, base_url=base,
+                          recording=lambda job, step: signed_recording(call.request, job,
+                                                                       step, base)[0])
     detail = await jobs.detail(obj, row)
     failed = report.get("failed_step") or (detail["mapped_stack"] or {}).get("step")
     lines = []

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import playwright
@@ -69,7 +70,10 @@ def test_debug_report_links_open_over_http(
         assert dom.status_code == 200 and b'id="sign-in"' in dom.content
         assert client.get("/api/jobs/nope/debug-report").status_code == 404
         relative = client.get(f"/api/jobs/{job_id}/debug-report?base=relative").json()
-        assert relative["recording_url"].startswith("/trace/index.html?trace=")
+        assert relative["recording_url"].startswith("/trace/index.html?trace=%2Frecordings%2F")
+        # The recording link is signed: the trace viewer needs no credential to open it.
+        assert "%2Frecordings%2F" in report["recording_url"] and "sig%3D" in report[
+            "recording_url"]
 
     # The recording opens in Playwright's trace viewer, served by Partitur itself from
     # the files of the Python package: no request leaves the server.
@@ -87,6 +91,14 @@ def test_debug_report_links_open_over_http(
                           lambda route: (outside.append(route.request.url), route.abort()))
             page = context.new_page()
             page.goto(report["recording_url"])
+            page.get_by_text("#sign-in-button").first.wait_for(timeout=15_000)
+            # The job page links the step's trace to the same viewer.
+            page.goto(f"{server.url}/jobs/{job_id}")
+            link = page.get_by_role("link", name="Open trace.zip of login in the trace viewer")
+            link.wait_for(timeout=15_000)
+            href = link.get_attribute("href") or ""
+            assert href.startswith(f"{server.url}/trace/index.html?trace=")
+            page.goto(href)
             page.get_by_text("#sign-in-button").first.wait_for(timeout=15_000)
             assert outside == []
         finally:
@@ -107,3 +119,47 @@ def test_partitur_run_drives_the_demo_workspace(demo_site: str, chromium_path: s
     steps = {s["step_name"]: s for s in job["steps"]}
     assert steps["export"]["output"]["order_ids"] == ["A-1001", "A-1002", "A-1003"]
     assert "wonderland" not in proc.stdout + proc.stderr
+
+
+def test_recording_links_are_signed_expire_and_need_no_token(
+        tmp_path: Path, demo_site: str, chromium_path: str,
+        make_server: Callable[..., ServerProcess]) -> None:
+    admin = {"email": "admin@example.com", "password": "admin-password-1"}
+    ws = write_workspace(tmp_path / "ws", FAILING)
+    server = make_server(workspaces={"ws": ws}, settings={
+        "browser": {"executable": chromium_path}, "auth": {"initial_user": admin},
+        "recordings": {"url_ttl": "10s"}})
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        token = client.post("/api/auth/login", json=admin).json()["access_token"]
+        client.headers["Authorization"] = f"Bearer {token}"
+        r = client.post("/api/workspaces/ws/tasks/sign-in/execute",
+                        json={"input": {"site_url": demo_site}})
+        assert r.status_code == 200, r.text
+        job_id = r.json()["job_id"]
+        assert _wait(client, job_id)["status"] == "failed"
+        report = client.get(f"/api/jobs/{job_id}/debug-report").json()
+        listed = {a["name"]: a for a in client.get(f"/api/jobs/{job_id}/artifacts").json()}
+        assert listed["trace.zip"]["viewer_url"].startswith(f"{server.url}/trace/index.html")
+        assert "viewer_url" not in listed["failure/screenshot.png"]
+
+    def trace_of(viewer_url: str) -> str:
+        return parse_qs(urlsplit(viewer_url).query)["trace"][0]
+
+    with httpx.Client(timeout=10) as anonymous:
+        for viewer_url in (report["recording_url"], listed["trace.zip"]["viewer_url"]):
+            trace = anonymous.get(trace_of(viewer_url))
+            assert trace.status_code == 200, trace.text
+            assert trace.content[:2] == b"PK"  # the zip, without any token
+        # The /api artifact itself still needs one.
+        assert anonymous.get(f"{server.url}/api/jobs/{job_id}/artifacts/trace.zip"
+                             "?step=login").status_code == 401
+        signed = trace_of(report["recording_url"])
+        forged = re.sub(r"sig=[0-9a-f]+", "sig=" + "0" * 64, signed)
+        assert anonymous.get(forged).status_code == 403
+        other_step = signed.replace("/login/trace.zip", "/other/trace.zip")
+        assert anonymous.get(other_step).status_code == 403
+        # After recordings.url_ttl the link stops working.
+        deadline = time.monotonic() + 60
+        while anonymous.get(signed).status_code != 403:
+            assert time.monotonic() < deadline, "the recording link did not expire"
+            time.sleep(0.2)

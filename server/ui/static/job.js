@@ -5,7 +5,7 @@
 
 import { drawDag } from "./dag.js";
 import { buildForm } from "./form.js";
-import { AUTH_ON, wsURL } from "./auth.js";
+import { wsURL } from "./auth.js";
 import {
   authedImage, authedLink, badge, clear, el, fmtClock, shortId, fmtDuration, fmtTime, getJSON,
   postJSON, pretty, showError, span, taskLink, throttle, toast,
@@ -489,14 +489,13 @@ function renderArtifacts(items) {
   const box = document.getElementById("artifacts");
   if (!items.length) { clear(box, el("p", { class: "muted" }, "No artifacts.")); return; }
   clear(box, el("ul", { class: "artifacts" }, items.map((a) => {
-    const absolute = new URL(a.url, location.href).href;
     const isImage = a.content_type.startsWith("image/");
-    const isTrace = /trace.*\.zip$/i.test(a.name);
     return el("li", null,
       el("div", null, authedLink(a.url, a.name, { target: "_blank", rel: "noopener" }),
         el("span", { class: "muted" }, ` · ${a.step} · ${a.size} B`),
-        // The viewer fetches the trace itself and cannot send a token: auth off only.
-        isTrace && !AUTH_ON ? el("a", { class: "more", href: `https://trace.playwright.dev/?trace=${encodeURIComponent(absolute)}`, target: "_blank", rel: "noopener" }, " open in trace viewer") : null),
+        // A browser step's trace: Partitur's own trace viewer on a signed link (no token
+        // needed, so it works with auth on; the link expires, a refresh makes a new one).
+        a.viewer_url ? el("a", { class: "more", href: a.viewer_url, target: "_blank", rel: "noopener", "aria-label": `Open ${a.name} of ${a.step} in the trace viewer` }, " open in trace viewer") : null),
       isImage ? authedImage(el("img", { alt: `${a.name} from ${a.step}`, loading: "lazy" }), a.url) : null);
   })));
 }
