@@ -22,9 +22,11 @@ COLUMNS, ROWS = 20, 50  # 1,000 steps: 20 layers of 50, each step after its left
 def write_workspace(root: Path) -> Path:
     lines = ["tasks:", "  big:", "    flow:"]
     for col in range(COLUMNS):
+        # The last layer waits, so the job is still running when the test cancels it.
+        script = "sleep 600" if col == COLUMNS - 1 else "echo ok"
         for row in range(ROWS):
             lines += [f"      s{col:02d}-{row:02d}:", "        type: shell",
-                      "        interpreter: sh", "        script: echo ok"]
+                      "        interpreter: sh", f"        script: {script}"]
             if col:
                 lines.append(f"        depends_on: [s{col - 1:02d}-{row:02d}]")
     folder = root / ".workflows"
