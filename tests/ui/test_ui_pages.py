@@ -386,6 +386,39 @@ def test_browser_sessions_listed_with_a_live_view(
     guard.check()
 
 
+CONTROL_ROLES = ("button", "link", "textbox", "combobox", "checkbox", "listbox", "spinbutton",
+                 "radio", "searchbox", "slider", "switch", "menuitem", "tab", "option")
+UNNAMED = re.compile(r"^\s*- (" + "|".join(CONTROL_ROLES) + r")(\s*$|\s*\[|:)", re.MULTILINE)
+
+
+def test_every_control_has_an_accessible_name(
+        ui_server: ServerProcess, page: Page, guard: ConsoleGuard) -> None:
+    failed = execute(ui_server, "flaky")
+    approval = execute(ui_server, "release", {"version": "1.0"})
+    deadline = time.monotonic() + 20
+    while job_json(ui_server, failed)["status"] != "failed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pages = {"/": "#recent tbody tr", "/workspaces": "li.task",
+             "/workspaces/ui/tasks/deploy": "#dag g.node", f"/jobs/{failed}": "#dag g.node",
+             f"/jobs/{approval}": "#approvals form", "/jobs": "#jobs tbody tr",
+             "/workers": "#workers tbody tr", "/schedules": "#triggers tbody tr",
+             "/deployments": "#deployments", "/sessions": "#sessions"}
+    for path, ready in pages.items():
+        page.goto(f"{ui_server.url}{path}")
+        expect(page.locator(ready).first).to_be_attached()
+        page.wait_for_load_state("networkidle")
+        tree = page.locator("body").aria_snapshot()
+        unnamed = [m.group(0).strip() for m in UNNAMED.finditer(tree)]
+        assert unnamed == [], f"{path}: controls without a name: {unnamed}\n{tree}"
+    # The task page shows duration statistics of its recent jobs.
+    execute(ui_server, "deploy")
+    page.goto(f"{ui_server.url}/workspaces/ui/tasks/deploy")
+    expect(page.locator("#stats")).to_contain_text(
+        re.compile(r"p50 .+ · p95 .+ over \d+ completed"))
+    guard.check()
+
+
 def test_phone_width_and_dark_mode(
         ui_server: ServerProcess, browser: Browser, tmp_path: Path) -> None:
     job_id = execute(ui_server, "deploy")
