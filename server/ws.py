@@ -9,7 +9,8 @@ lines are filtered by `seq` and status frames by event version independently.
 The stream subscribes to the live bus *before* reading the backfill, and skips live
 lines it already sent (by `seq`), so nothing falls between the two. Status frames are
 derived from the stored events (a live status item only says "there is more to read"),
-so each frame names the exact version of its event. A slow client never blocks anyone:
+so each frame names the exact version of its event; a step frame's `error` has the job's
+secrets masked, as in the job detail. A slow client never blocks anyone:
 the bus drops a subscriber that falls `buffer` items behind, and the stream then closes
 with 1013 and a reason naming the cursor to resume from; a send that stays blocked for
 `send_timeout` seconds ends the stream too. The log on disk is never touched.
@@ -32,6 +33,7 @@ from engine.core.events import RecordedEvent
 from engine.core.state import JobState, evolve
 from engine.errors import ValidationFailed
 from engine.logs.model import LogLine, format_ts
+from engine.logs.redact import Redactor
 from engine.logs.store import check_job_id
 from server.auth import task_level
 from server.routes import runtime_of
@@ -104,6 +106,8 @@ class _Stream:
         self.send_timeout = send_timeout
         self.state: JobState | None = None
         self.folded = 0
+        # Masks the job's secrets in step errors (a render error may quote a secret input).
+        self.redactor: Redactor | None = None
 
     # --- status frames from the store --------------------------------------------------
 
@@ -126,8 +130,11 @@ class _Stream:
         return frames
 
     async def read_frames(self) -> list[dict[str, Any]]:
-        store = runtime_of(self.ws).store
-        return self.fold(await store.read(self.job_id, after_version=self.folded))
+        runtime = runtime_of(self.ws)
+        frames = self.fold(await runtime.store.read(self.job_id, after_version=self.folded))
+        if self.redactor is None and self.state is not None:
+            self.redactor = runtime.orchestrator.redactor(self.state)
+        return frames
 
     # --- sending -----------------------------------------------------------------------
 
@@ -153,6 +160,8 @@ class _Stream:
         if version <= self.cursor.version:
             return
         self.cursor.version = version
+        if isinstance(frame.get("error"), str) and self.redactor:
+            frame["error"] = self.redactor.redact(frame["error"])
         await self._send(orjson.dumps({"type": frame["type"], "cursor": str(self.cursor),
                                        **{k: v for k, v in frame.items() if k != "type"}}))
 

@@ -246,9 +246,13 @@ def test_events_history(client: httpx.Client) -> None:
 def test_events_mask_secret_inputs(client: httpx.Client) -> None:
     job_id = execute(client, "secret-input", {"password": "pw-given-9876"})
     job = wait_job(client, job_id)
-    assert job["status"] == "completed" and job["input"]["password"] == "••••••"
+    assert job["status"] == "failed" and job["input"]["password"] == "••••••"
+    probe = next(s for s in job["steps"] if s["step_name"] == "probe")
+    assert "'••••••' is undefined" in probe["error_message"]
     r = client.get(f"/api/jobs/{job_id}/events")
     assert r.status_code == 200 and "pw-given-9876" not in r.text
+    assert any(e["type"] == "StepFailed" and "••••••" in e["data"]["error"]
+               for e in r.json())
     events = r.json()
     assert events[0]["type"] == "JobCreated"
     assert events[0]["data"]["input"] == {"password": "••••••"}

@@ -118,6 +118,18 @@ async def test_events_format_frames_and_resume(api_server: ServerProcess,
             assert of(kind, frames[:cut] + rest) == of(kind, frames), kind
 
 
+async def test_events_format_masks_secrets_in_step_errors(api_server: ServerProcess,
+                                                          client: httpx.Client) -> None:
+    job_id = execute(client, "secret-input", {"password": "pw-given-9876"})
+    url = f"{api_server.ws_url}/api/jobs/{job_id}/logs/stream?format=events"
+    frames, code, _ = await collect(url)
+    assert code == 1000 and frames[-1] == {**frames[-1], "type": "end", "status": "failed"}
+    errors = [f["error"] for f in frames if f["type"] == "step" and f["step"] == "probe"
+              and f["error"]]
+    assert errors and all("'••••••' is undefined" in e for e in errors)
+    assert "pw-given-9876" not in orjson.dumps(frames).decode()
+
+
 async def test_bad_requests_close_with_4000_codes(api_server: ServerProcess) -> None:
     base = f"{api_server.ws_url}/api/jobs"
     _, code, reason = await collect(f"{base}/00000000-0000-0000-0000-000000000000/logs/stream")
