@@ -1,10 +1,10 @@
 """The server side of browser sessions, recordings and failure emails, assembled.
 
 `BrowserServices` builds, from the settings, the recording URL signer, the session
-manager, the recording retention sweeper and (with `notifications.email`) the failure
-mailer; `attach` hooks them into the app and the runtime before it opens, `start` and
-`close` run with the app's lifespan. `routes()` are the public, signature-gated routes:
-the live view and the signed recording files.
+manager, the recording retention sweeper, the debug reports' LLM notes (`debug.llm`) and
+(with `notifications.email`) the failure mailer; `attach` hooks them into the app and the
+runtime before it opens, `start` and `close` run with the app's lifespan. `routes()` are
+the public, signature-gated routes: the live view and the signed recording files.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from engine.cloud import Cloud
+from engine.debugllm import DebugNotes
 from engine.notify_email import FailureMailer, SmtpConfig
 from engine.recordings import RetentionSweeper, UrlSigner, recordings_secret
 from engine.runners.browser_evidence import default_executable
@@ -49,6 +50,7 @@ class BrowserServices:
         self.retention = RetentionSweeper(runtime.options.artifacts_dir,
                                           settings.recordings.retention_days,
                                           float(settings.recordings.sweep_interval))
+        self.debug_notes = DebugNotes(cloud.repo, cloud.options.llm)
         email = settings.notifications.email
         self.mailer = None if email is None else FailureMailer(
             SmtpConfig(host=email.host, port=email.port, tls=email.tls, user=email.user,

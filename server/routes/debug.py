@@ -1,7 +1,8 @@
 """`/api/jobs/{id}/debug-report`: the rule-based debug report of a failed job.
 
 Thin: the job row, its steps and its artifacts folder go to `engine.debugreport`; the
-failure email's `email_sent_at` and the `autofix_*` fields (engine.autorepair) are added.
+failure email's `email_sent_at`, the `autofix_*` fields (engine.autorepair) and, with
+`debug.llm`, the LLM's `llm_notes` (engine.debugllm) are added.
 Links in the report are absolute (`?base=relative` keeps them as paths); `recording_url`
 is a signed, expiring trace viewer link (server.recording_files), so it opens without
 credentials.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.cloud import DEFAULT_TENANT
 from engine.debugreport import build_report
 from engine.notify_email import sent_at
 from server.errors import ORJSONResponse
@@ -34,7 +36,8 @@ async def debug_report(request: Request) -> Response:
     cloud = request.app.state.cloud
     report["email_sent_at"] = await sent_at(cloud.repo, row.job_id)
     report.update(await cloud.repair.report_fields(row.job_id))
-    return ORJSONResponse(report)
+    notes = request.app.state.browser_services.debug_notes
+    return ORJSONResponse(await notes.add(report, DEFAULT_TENANT))
 
 
 _REPORT = {"type": "object", "properties": {
@@ -42,7 +45,7 @@ _REPORT = {"type": "object", "properties": {
         "job_id", "debug_agent_status", "debug_agent_mode", "error", "tldr", "handoff_prompt",
         "screenshot_url", "dom_snapshot_url", "recording_url", "job_error", "job_workflow",
         "email_sent_at", "autofix_status", "autofix_summary", "autofix_deployment_id",
-        "autofix_approval_job_id")}}
+        "autofix_approval_job_id", "llm_notes", "llm_model", "llm_error")}}
 
 ENDPOINTS = (
     Endpoint("GET", "/api/jobs/{id}/debug-report", debug_report,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.cloudjobs import DEFAULT_TIMEOUT, MAX_TIMEOUT, STATUSES, JobRequest
+from engine.debugllm import DebugNotes
 from engine.debugreport import build_report
 from engine.errors import InputInvalid, Issue, ValidationFailed
 from engine.notify_email import sent_at
@@ -98,7 +99,8 @@ async def debug_report(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     if report.get("handoff_prompt") and lines:
         report["handoff_prompt"] += "\n\nLast log lines of the failing step:\n" + "\n".join(
             f"  {x}" for x in lines[-20:])
-    return report
+    notes: DebugNotes = call.request.app.state.browser_services.debug_notes
+    return await notes.add(report, call.tenant)
 
 
 _JOB = props(job_id="string", deployment_id="string", workflow_id="string", workflow="string",
@@ -132,5 +134,6 @@ ENDPOINTS = (
                  handoff_prompt=["string", "null"], email_sent_at=["string", "null"],
                  autofix_status=["string", "null"], autofix_summary=["string", "null"],
                  autofix_deployment_id=["string", "null"],
-                 autofix_approval_job_id=["string", "null"])),
+                 autofix_approval_job_id=["string", "null"], llm_notes=["string", "null"],
+                 llm_model="string", llm_error=["string", "null"])),
 )
