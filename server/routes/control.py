@@ -23,6 +23,7 @@ from engine.errors import Conflict, NotFound, ValidationFailed
 from engine.explain import ExplainContext, explain
 from engine.jobdiff import diff_jobs
 from engine.logs.store import check_job_id
+from engine.masking import mask_value
 from engine.runtime import Runtime
 from server.auth import actor, require_job, require_task
 from server.errors import ORJSONResponse
@@ -76,7 +77,9 @@ async def explain_job(request: Request) -> Response:
     state = await runtime.orchestrator.get_state(row.job_id)
     explanation = explain(state, await explain_context(runtime, state)).to_dict()
     explanation["paused_by"] = state.paused_by
-    return ORJSONResponse(explanation)
+    # Errors and rendered `when` values come from the events, which may quote a
+    # secret-marked input as given.
+    return ORJSONResponse(mask_value(explanation, runtime.orchestrator.redactor(state)))
 
 
 async def dry_run_task(request: Request) -> Response:

@@ -259,6 +259,9 @@ def test_events_mask_secret_inputs(client: httpx.Client) -> None:
     ready = next(e for e in events if e["type"] == "StepReady")
     assert ready["data"]["input"] == {"password": "••••••"}
     assert "got ••••••" in client.get(f"/api/jobs/{job_id}/logs").json()["logs"]
+    explained = client.get(f"/api/jobs/{job_id}/explain")
+    assert explained.status_code == 200 and "pw-given-9876" not in explained.text
+    assert "••••••" in explained.text  # the failed step's reason, masked
 
 
 def test_artifacts_list_download_and_safety(client: httpx.Client) -> None:
