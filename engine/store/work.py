@@ -79,7 +79,9 @@ class WorkStore(ABC):
 
     @abstractmethod
     async def enqueue(self, items: Sequence[WorkItem]) -> int:
-        """Queue step attempts (an attempt already queued is left alone); how many were new."""
+        """Queue step attempts; how many were new. An attempt already queued is left
+        alone, unless its claim was dropped (`finish(…, "dropped", …)`, e.g. its job was
+        paused): that row is opened again."""
 
     @abstractmethod
     async def claim(self, worker_id: str, tags: Sequence[str], lease: str,
@@ -155,9 +157,16 @@ def _held(r: Sequence[Any]) -> Held:
 
 # --- SQLite -------------------------------------------------------------------------
 
+# A row whose claim was dropped (its job was paused then) is opened again when the step
+# is handed out again; any other existing row of the attempt is left alone.
+_REOPEN_DROPPED = (
+    " ON CONFLICT (job_id, step, attempt) DO UPDATE SET worker_id = NULL, lease = NULL, "
+    "claimed_at = NULL, renewed_at = NULL, finished_at = NULL, outcome = NULL "
+    "WHERE work_queue.outcome = 'dropped'"
+)
 SQ_ENQUEUE = (
     "INSERT INTO work_queue (job_id, step, attempt, priority, ready_at, tags) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    "VALUES (?, ?, ?, ?, ?, ?)" + _REOPEN_DROPPED
 )
 SQ_CANDIDATES = (
     "SELECT job_id, step, attempt, tags FROM work_queue "
@@ -337,7 +346,7 @@ class SqliteWorkStore(WorkStore):
 
 PG_ENQUEUE_ONE = (
     "INSERT INTO work_queue (job_id, step, attempt, priority, ready_at, tags) "
-    "VALUES ($1, $2, $3, $4, $5, $6::text[]) ON CONFLICT DO NOTHING"
+    "VALUES ($1, $2, $3, $4, $5, $6::text[])" + _REOPEN_DROPPED
 )
 PG_NOTIFY = f"SELECT pg_notify('{WORK_CHANNEL}', '')"
 PG_QUEUED = SQ_QUEUED.replace("?", "$1")

@@ -141,3 +141,27 @@ def test_a_server_restart_is_not_a_worker_death(
     finally:
         worker.close()
     _check(server, job_id)
+
+
+def test_a_step_refused_while_its_job_was_paused_is_claimed_after_resume(
+        make_server: Callable[..., ServerProcess]) -> None:
+    server = make_server(workspaces={"w": FIXTURE}, settings=remote_settings(timeout=30.0))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        worker_id = client.post("/worker/register", json={"name": "manual", "concurrency": 1},
+                                headers=AUTH).json()["worker_id"]
+        job_id = client.post("/api/workspaces/w/tasks/hello/execute", json={}).json()["job_id"]
+        # The step is queued; the job is paused before any worker claims it.
+        assert client.post(f"/api/jobs/{job_id}/pause", json={}).status_code == 200
+        r = client.post("/worker/claim", json={"worker_id": worker_id, "timeout": 1},
+                        headers=AUTH)
+        assert r.status_code == 204  # a paused job's step is not handed out
+        assert step(client.get(f"/api/jobs/{job_id}").json(), "greet")["status"] == "ready"
+        # Resumed, the same attempt is handed out again.
+        assert client.post(f"/api/jobs/{job_id}/resume", json={}).status_code == 200
+        held = _claim(client, worker_id)
+        assert (held["job_id"], held["step"], held["attempt"]) == (job_id, "greet", 1)
+        r = client.post(f"/worker/leases/{held['lease']}/result",
+                        json={"status": "completed"}, headers=AUTH)
+        assert r.status_code == 200
+        assert step(client.get(f"/api/jobs/{job_id}").json(), "greet")["status"] == "completed"
+    _check(server, job_id)

@@ -128,3 +128,21 @@ async def test_aging_raises_one_level_per_period_only(work: WorkStore) -> None:
         assert held is not None
         order.append(held.job_id)
     assert order == ["p5", "p3", "p4"]
+
+
+async def test_a_dropped_claim_is_queued_again_other_rows_are_left_alone(
+        work: WorkStore) -> None:
+    await work.enqueue([WorkItem("j", "a", 1, 3, 1.0), WorkItem("j", "b", 1, 3, 2.0)])
+    a = await work.claim("w", [], "la", 10.0)
+    b = await work.claim("w", [], "lb", 10.0)
+    assert a is not None and b is not None
+    assert await work.finish("la", "dropped", 11.0)  # refused: its job was paused
+    assert await work.finish("lb", "completed", 11.0)
+    # Handed out again: the dropped attempt is open once more, the finished one is not.
+    again = [WorkItem("j", "a", 1, 3, 20.0), WorkItem("j", "b", 1, 3, 20.0)]
+    assert await work.enqueue(again) == 1
+    assert await work.enqueue(again) == 0
+    assert [(i.step, i.ready_at) for i in await work.open_rows()] == [("a", 1.0)]
+    held = await work.claim("w", [], "la2", 30.0)
+    assert held is not None and (held.step, held.attempt, held.lease) == ("a", 1, "la2")
+    assert (await work.held("lb")).outcome == "completed"  # type: ignore[union-attr]
