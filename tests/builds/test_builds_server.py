@@ -15,6 +15,10 @@ import orjson
 import pytest
 import uvicorn
 from harness import ServerProcess, free_port
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 DEMO = Path(__file__).resolve().parents[2] / "workspaces" / "browser-demo" / "demo_site.py"
 
@@ -145,3 +149,41 @@ def test_a_replay_that_fails_is_not_deployed(make_server: Callable[..., ServerPr
         r = client.post("/v1/workflows/build", json={"json": {
             "descriptions": ["x"], "initial_url": dead, "action_log": "{not json"}})
         assert r.status_code == 400 and "action_log line 1" in r.text
+
+
+def test_without_an_action_log_the_configured_llm_writes_one(
+        make_server: Callable[..., ServerProcess], chromium_path: str, site: str) -> None:
+    asked: list[dict[str, Any]] = []
+
+    async def completions(request: Request) -> JSONResponse:
+        asked.append(await request.json())
+        answer = f"Here it is:\n```jsonl\n{recorded_log(site)}\n```\n"
+        return JSONResponse({"choices": [{"message": {"role": "assistant",
+                                                      "content": answer}}]})
+
+    port = free_port()
+    llm = uvicorn.Server(uvicorn.Config(
+        Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])]),
+        host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=llm.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not llm.started:
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.02)
+        server = make_server(settings={"browser": {"executable": chromium_path}, "debug": {
+            "llm": {"endpoint": f"http://127.0.0.1:{port}/v1", "model": "builder"}}})
+        with httpx.Client(base_url=server.url, timeout=15.0) as client:
+            built = call(client, "workflows/build", {
+                "descriptions": ["Sign in and read the orders"], "initial_url": f"{site}/",
+                "params": {"username": "alice", "password": "wonderland"}})
+            status = wait_build(client, built["build_id"])
+        assert status["status"] == "ready", status
+        assert status["details"]["action_log_from"] == "llm"
+        assert [s["status"] for s in status["attempted_steps"]] == ["ok"] * 7
+        assert len(asked) == 1 and asked[0]["model"] == "builder"
+        assert "Sign in and read the orders" in asked[0]["messages"][0]["content"]
+    finally:
+        llm.should_exit = True
+        thread.join(5)
