@@ -145,10 +145,11 @@ def test_a_server_restart_is_not_a_worker_death(
 
 def test_a_step_refused_while_its_job_was_paused_is_claimed_after_resume(
         make_server: Callable[..., ServerProcess]) -> None:
-    server = make_server(workspaces={"w": FIXTURE}, settings=remote_settings(timeout=30.0))
+    # A short heartbeat timeout: the lease sweeper (and its re-queue) runs often.
+    server = make_server(workspaces={"w": FIXTURE}, settings=remote_settings(timeout=4.0))
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        worker_id = client.post("/worker/register", json={"name": "manual", "concurrency": 1},
-                                headers=AUTH).json()["worker_id"]
+        worker_id = client.post("/worker/register", json={
+            "name": "manual", "tags": ["gpu"], "concurrency": 1}, headers=AUTH).json()["worker_id"]
         job_id = client.post("/api/workspaces/w/tasks/hello/execute", json={}).json()["job_id"]
         # The step is queued; the job is paused before any worker claims it.
         assert client.post(f"/api/jobs/{job_id}/pause", json={}).status_code == 200
@@ -160,8 +161,23 @@ def test_a_step_refused_while_its_job_was_paused_is_claimed_after_resume(
         assert client.post(f"/api/jobs/{job_id}/resume", json={}).status_code == 200
         held = _claim(client, worker_id)
         assert (held["job_id"], held["step"], held["attempt"]) == (job_id, "greet", 1)
+        # Paused while greet runs: greet's result is recorded, the next step is not
+        # handed out until the resume.
+        assert client.post(f"/api/jobs/{job_id}/pause", json={}).status_code == 200
         r = client.post(f"/worker/leases/{held['lease']}/result",
                         json={"status": "completed"}, headers=AUTH)
         assert r.status_code == 200
         assert step(client.get(f"/api/jobs/{job_id}").json(), "greet")["status"] == "completed"
+        r = client.post("/worker/claim", json={"worker_id": worker_id, "timeout": 3},
+                        headers=AUTH)
+        assert r.status_code == 204
+        assert step(client.get(f"/api/jobs/{job_id}").json(), "tagged")["status"] in \
+            ("pending", "ready")
+        assert client.post(f"/api/jobs/{job_id}/resume", json={}).status_code == 200
+        held = _claim(client, worker_id)
+        assert (held["step"], held["attempt"]) == ("tagged", 1)
+        r = client.post(f"/worker/leases/{held['lease']}/result",
+                        json={"status": "completed"}, headers=AUTH)
+        assert r.status_code == 200
+        assert wait_job(client, job_id)["status"] == "completed"
     _check(server, job_id)
