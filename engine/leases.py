@@ -114,6 +114,8 @@ class LeaseSweeper:
                 state = await self.queue.current_state(job_id)
             except NotFound:
                 continue
+            if state.paused or state.cancel_requested:
+                continue  # its ready steps are handed out on resume, or cancelled
             current = state.steps.get(step)
             if current is not None and current.status is StepStatus.READY \
                     and current.attempt == attempt:
