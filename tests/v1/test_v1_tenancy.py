@@ -35,7 +35,7 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     (in no tenant group: the default tenant)."""
     server = ServerProcess(tmp_path_factory.mktemp("tenancy"), settings={
         "auth": {"initial_user": ADMIN}, "secrets_key": "tenancy-key",
-        "callbacks": {"allow_private": True}}).start()
+        "callbacks": {"allow_private": True}, "sessions": {"max_per_tenant": 1}}).start()
     try:
         with httpx.Client(base_url=server.url, timeout=15.0) as c:
             yield {"client": c, "keys": _keys(c), "server": server}
@@ -263,6 +263,12 @@ def test_sessions_are_scoped_to_their_tenant(tenants: dict[str, Any],
             "sessions"]] == [made["session_id"]]
         assert call(c, "sessions/get", {"session_id": made["session_id"]},
                     headers=acme)["status"] == "running"
+        # sessions.max_per_tenant is 1 here: acme is at its limit, globex is not.
+        over = c.post("/v1/sessions/create", json={"json": {"timeout_seconds": 60}},
+                      headers=acme)
+        assert over.status_code == 429 and "limit 1" in over.json()["json"]["message"]
+        theirs = call(c, "sessions/create", {"timeout_seconds": 60}, headers=globex)
+        call(c, "sessions/close", {"session_id": theirs["session_id"]}, headers=globex)
     finally:
         call(c, "sessions/close", {"session_id": made["session_id"]}, headers=acme)
 
