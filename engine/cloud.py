@@ -69,14 +69,15 @@ class Cloud:
         key = options.secrets_key or _generated_key(data_dir)
         self.cipher = Cipher(key)
         self.repo = cloud_repository_for(runtime.store)
+        clock = runtime.orchestrator.clock
         self.deployments = Deployments(
             self.repo, runtime.workspaces, data_dir / "deployments",
             limits=TarLimits(encoded=options.upload_limit,
-                             unpacked=max(4 * options.upload_limit, 200 * 1024 * 1024)))
-        self.credentials = Credentials(self.repo, self.cipher)
+                             unpacked=max(4 * options.upload_limit, 200 * 1024 * 1024)),
+            clock=clock)
+        self.credentials = Credentials(self.repo, self.cipher, clock=clock)
         self.jobs = CloudJobs(self.repo, runtime.orchestrator, self.deployments,
-                              self.credentials, self.cipher)
-        clock = runtime.orchestrator.clock
+                              self.credentials, self.cipher, clock=clock)
         self.schedules = CloudSchedules(self.repo, self.jobs, self.cipher, clock=clock)
         self.callbacks = Callbacks(self.repo, self.jobs, self.cipher, options.callbacks,
                                    clock=clock)

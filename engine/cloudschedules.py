@@ -55,6 +55,9 @@ class CloudSchedules:
         self.clock: Clock = clock or SystemClock()
         self._cache: list[CloudObject] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        # Fires, job ends and updates each read, change and write a schedule's record:
+        # one at a time, so none writes back a stale copy over another's change.
+        self._writing = asyncio.Lock()
 
     # --- CRUD ------------------------------------------------------------------------
 
@@ -121,6 +124,11 @@ class CloudSchedules:
 
     async def update(self, tenant: str, schedule_id: str,
                      fields: Mapping[str, Any]) -> CloudObject:
+        async with self._writing:
+            return await self._update(tenant, schedule_id, fields)
+
+    async def _update(self, tenant: str, schedule_id: str,
+                      fields: Mapping[str, Any]) -> CloudObject:
         obj = await self.get(tenant, schedule_id)
         data = dict(obj.data)
         for key in ("params", "cron_expr", "timezone", "timeout_seconds", "skip_callbacks",
@@ -250,6 +258,11 @@ class CloudSchedules:
 
     async def _record(self, s: CloudObject, now: float, job_id: str | None,
                       error: str | None, *, failed: bool) -> None:
+        async with self._writing:
+            await self._record_fire(s, now, job_id, error, failed=failed)
+
+    async def _record_fire(self, s: CloudObject, now: float, job_id: str | None,
+                           error: str | None, *, failed: bool) -> None:
         fresh = await self.repo.get(SCHEDULE, s.id) or s
         failures = fresh.data["consecutive_failures"] + (1 if failed else 0)
         fields: dict[str, Any] = {"last_fire_at": now, "last_error": error,
@@ -270,6 +283,10 @@ class CloudSchedules:
         task.add_done_callback(self._pending.discard)
 
     async def _job_ended(self, job_id: str, status: str) -> None:
+        async with self._writing:
+            await self._count_end(job_id, status)
+
+    async def _count_end(self, job_id: str, status: str) -> None:
         try:
             obj = await self.repo.get(JOB, job_id)
             schedule_id = obj.data.get("schedule_id") if obj is not None else None

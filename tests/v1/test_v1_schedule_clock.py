@@ -184,3 +184,22 @@ async def test_six_field_cron_fires_every_two_seconds(cloud: tuple[Cloud, FakeCl
     assert len(jobs) == 3
     for job_id in jobs:
         assert await status(c, job_id) == "completed"
+
+
+async def test_a_nonce_is_kept_for_24_hours(cloud: tuple[Cloud, FakeClock]) -> None:
+    from engine.cloudjobs import JobRequest
+
+    c, clock = cloud
+    req = JobRequest(workflow="greet", params={"name": "n"}, nonce="daily")
+    first, repeat = await c.jobs.create(TENANT, req)
+    assert repeat is False
+    clock.advance(24 * 3600 - 1)
+    assert await c.jobs.create(TENANT, req) == (first, True)
+    clock.advance(2)  # past 24 h: the nonce names a new job
+    second, repeat = await c.jobs.create(TENANT, req)
+    assert repeat is False and second != first
+    assert await c.jobs.create(TENANT, req) == (second, True)
+    for job_id in (first, second):  # (the first timed out on the fake clock by now)
+        obj, _ = await c.jobs.record(TENANT, job_id)
+        assert obj.data["nonce"] == "daily"
+        await status(c, job_id)
