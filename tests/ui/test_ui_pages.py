@@ -280,6 +280,15 @@ def test_lists_dashboard_and_workers(
     total = int(httpx.get(f"{ui_server.url}/api/jobs?workspace=ui&task_name=hello&limit=0")
                 .headers["X-Total-Count"])
     expect(page.locator("#page-info")).to_contain_text(f"of {total}")
+    # Filter by source: the jobs' own source keeps them, another shows none.
+    source = job_json(ui_server, failed)["source_type"]
+    page.get_by_label("Source", exact=True).select_option(source)
+    page.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(re.compile(rf"source_type={source}"))
+    expect(page.locator("#jobs tbody tr").first).to_contain_text(source)
+    page.get_by_label("Source", exact=True).select_option("webhook")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#jobs")).to_contain_text("No jobs.")
 
     page.goto(f"{ui_server.url}/workers")
     expect(page.locator("#workers")).to_contain_text("embedded")
