@@ -174,6 +174,14 @@ def test_open_a_failed_steps_logs(
     detail = page.locator("#detail")
     expect(detail).to_contain_text("exit code 3")
     expect(detail).to_contain_text("kaboom: disk on fire")
+    # Step detail: attempt, duration, input, output and the attempts' history.
+    expect(detail.locator("dt", has_text="Attempt")).to_have_count(1)
+    expect(detail.locator("dd").nth(2)).to_have_text("1")
+    expect(detail.locator("dd").nth(5)).to_have_text(re.compile(r"^\d+(\.\d+)? (ms|s)$"))
+    expect(detail.get_by_role("heading", name="Input")).to_be_visible()
+    expect(detail.get_by_role("heading", name="Output")).to_be_visible()
+    expect(detail.locator("ol.attempts li")).to_have_count(2)  # started, failed
+    expect(detail.locator("ol.attempts li").last).to_contain_text("Failed")
     detail.get_by_role("button", name="Show logs").click()
     logs = page.locator("#logs")
     expect(page.locator("#log-step")).to_have_value("explode")
