@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -163,3 +167,56 @@ def test_recording_links_are_signed_expire_and_need_no_token(
         while anonymous.get(signed).status_code != 403:
             assert time.monotonic() < deadline, "the recording link did not expire"
             time.sleep(0.2)
+
+
+RECORDED = """
+tasks:
+  look:
+    flow:
+      page:
+        type: browser
+        script: |
+          await page.set_content("<h1 id=hello>recorded here</h1>")
+          return {"title": await page.locator("#hello").inner_text()}
+"""
+
+
+def test_v1_recordings_get_gives_a_signed_expiring_link(
+        chromium_path: str, make_server: Callable[..., ServerProcess]) -> None:
+    server = make_server(settings={"browser": {"executable": chromium_path},
+                                   "secrets_key": "k", "recordings": {"url_ttl": "15m"}})
+
+    def v1(client: httpx.Client, route: str, body: dict[str, Any]) -> Any:
+        r = client.post(f"/v1/{route}", json={"json": body})
+        assert r.status_code == 200, r.text
+        return r.json()["json"]
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = RECORDED.encode()
+        info = tarfile.TarInfo("./.workflows/main.yaml")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with httpx.Client(base_url=server.url, timeout=15) as client:
+        dep = v1(client, "deployments/create",
+                 {"source": base64.b64encode(buf.getvalue()).decode()})
+        deadline = time.monotonic() + 30
+        while v1(client, "deployments/sync", {"id": dep["deployment_id"]})["status"] != "ready":
+            assert time.monotonic() < deadline, "deployment not ready"
+            time.sleep(0.1)
+        job_id = v1(client, "jobs/create", {"workflow": "look", "params": {}})["job_id"]
+        while (job := v1(client, "jobs/get", {"id": job_id}))["status"] not in (
+                "completed", "failed", "cancelled"):
+            assert time.monotonic() < deadline + 40, job
+            time.sleep(0.1)
+        assert job["status"] == "completed", job
+        asked = time.time()
+        rec = v1(client, "recordings/get", {"job_id": job_id})
+    url, expires_at = rec["recording_url"], rec["recording_url_expires_at"]
+    assert url.startswith(f"{server.url}/trace/index.html?trace=")
+    left = datetime.fromisoformat(expires_at).timestamp() - asked
+    assert 800 < left <= 901, left  # recordings.url_ttl: 15 minutes
+    trace = parse_qs(urlsplit(url).query)["trace"][0]
+    assert f"/recordings/{job_id}/page/trace.zip?" in trace
+    answer = httpx.get(trace, timeout=10)
+    assert answer.status_code == 200 and answer.content[:2] == b"PK"
