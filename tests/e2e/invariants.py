@@ -8,9 +8,10 @@
 - each step's attempts match its events: attempts claimed in order 1…n, at most one
   claim and at most one end (completed/failed/cancelled) per attempt;
 - nothing acknowledged is lost or duplicated: every acknowledged job exists once, each
-  stream's versions are 1…n, global seqs are unique, every acknowledged log line is still
-  there, per-job log seqs are unique, and lines named `unique_lines` occur at most once
-  per attempt of their step.
+  stream's versions are 1…n, global seqs are unique, every acknowledged event is still
+  there (same version, seq and type), every acknowledged log line is still there, per-job
+  log seqs are unique, and lines named `unique_lines` occur at most once per attempt of
+  their step.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ async def check_invariants(
     logs_dir: Path | None = None,
     acknowledged_jobs: Iterable[str] = (),
     acknowledged_lines: Mapping[str, Iterable[tuple[int, str]]] | None = None,
+    acknowledged_events: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
     unique_lines: str | None = None,
     allow_running: bool = False,
 ) -> dict[str, Any]:
@@ -60,6 +62,10 @@ async def check_invariants(
                 assert r.global_seq not in seqs, f"global seq {r.global_seq} twice"
                 seqs.add(r.global_seq)
             events_total += len(records)
+            stored_events = {(r.version, r.global_seq, r.type) for r in records}
+            for item in (acknowledged_events or {}).get(job_id, ()):
+                key = (item["version"], item["global_seq"], item["type"])
+                assert key in stored_events, f"{job_id}: acknowledged event {key} lost"
             state = fold(r.event() for r in records)
             # Projections equal a rebuild from the events.
             assert await store.get_job(job_id) == job_row(state), f"job row of {job_id}"

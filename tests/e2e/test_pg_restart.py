@@ -76,6 +76,7 @@ def test_job_survives_postgres_dropping_every_connection(
                          20, f"step {running} to tick")
                 # A line's seq is its 1-based position in the job's log.
                 acknowledged = [(n, x["line"]) for n, x in enumerate(lines(client, job_id), 1)]
+                events = client.get(f"/api/jobs/{job_id}/events").json()
                 assert run_sync(_terminate_all(pg_url)) >= 1
             done = wait_job(client, job_id, timeout=40)
             assert done["status"] == "completed", done
@@ -88,6 +89,7 @@ def test_job_survives_postgres_dropping_every_connection(
         worker.close()
     run_sync(check_invariants(pg_url, acknowledged_jobs=[job_id],
                               acknowledged_lines={job_id: acknowledged},
+                              acknowledged_events={job_id: events},
                               unique_lines=r"tick \d+$"))
 
 
@@ -107,6 +109,7 @@ def test_job_survives_a_real_postgres_restart(
                 wait_for(lambda: any(x["line"] == "two tick 5" for x in lines(client, job_id)),
                          30, "step two to tick")
                 acknowledged = [(n, x["line"]) for n, x in enumerate(lines(client, job_id), 1)]
+                events = client.get(f"/api/jobs/{job_id}/events").json()
                 # Mid-step: stop the database, keep it down while the step goes on, start it.
                 pg.stop()
                 assert client.get(f"/api/jobs/{job_id}").status_code >= 500
@@ -124,4 +127,5 @@ def test_job_survives_a_real_postgres_restart(
             server.close()
         run_sync(check_invariants(pg.url, acknowledged_jobs=[job_id],
                                   acknowledged_lines={job_id: acknowledged},
+                                  acknowledged_events={job_id: events},
                                   unique_lines=r"tick \d+$"))

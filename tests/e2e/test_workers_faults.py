@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,9 +39,11 @@ def _execute(client: httpx.Client, task: str) -> str:
     return job_id
 
 
-def _check(server: ServerProcess, job_id: str) -> None:
+def _check(server: ServerProcess, job_id: str,
+           events: list[dict[str, Any]] | None = None) -> None:
     run_sync(check_invariants(f"sqlite:///{server.tmp_dir / 'partitur.db'}",
                               logs_dir=server.tmp_dir / "logs", acknowledged_jobs=[job_id],
+                              acknowledged_events={job_id: events or []},
                               unique_lines=r"^tick \d+$"))
 
 
@@ -53,6 +56,7 @@ def test_kill_9_worker_mid_step_fails_it_as_lost(
             job_id = _execute(client, "slow")
             _ticking(client, job_id)
             acknowledged = lines(client, job_id)
+            events = client.get(f"/api/jobs/{job_id}/events").json()
             # Kill the worker outright, mid-step.
             worker.signal(signal.SIGKILL)
             done = wait_job(client, job_id, timeout=20)
@@ -64,7 +68,7 @@ def test_kill_9_worker_mid_step_fails_it_as_lost(
             assert {(x["line"], x["ts"]) for x in acknowledged} <= after
     finally:
         worker.close()
-    _check(server, job_id)
+    _check(server, job_id, events)
 
 
 def test_lost_worker_step_reruns_where_on_lost(
