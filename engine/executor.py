@@ -29,6 +29,7 @@ from engine.ratelimit import RateLimiter, limit_of
 from engine.runners import get_runner
 from engine.runners.base import RunResult
 from engine.stepprep import prepare
+from engine.store.ratewindows import rate_windows
 
 log = logging.getLogger("partitur.executor")
 
@@ -76,7 +77,7 @@ class LocalExecutor:
         self.worker_id = worker_id or f"local:{socket.gethostname()}"
         # Slots go to waiting steps by job priority, FIFO within one, with aging.
         self._slots = PrioritySlots(self.concurrency, aging=aging)
-        self.rates = RateLimiter()
+        self.rates = RateLimiter(rate_windows(orchestrator.store))  # shared via the store
         self.slot_waiting: set[tuple[str, str]] = set()
         self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self._inner: dict[tuple[str, str], asyncio.Task[RunResult]] = {}
@@ -154,7 +155,7 @@ class LocalExecutor:
                 state = orch.active_state(job_id)
                 limit = limit_of(orch.workspaces, state, step) if state is not None else None
                 now = orch.clock.now()
-                until = self.rates.reserve(limit, now) if limit is not None else None
+                until = await self.rates.reserve(limit, now) if limit is not None else None
                 if until is None:
                     return ticket
                 # Over the limit: wait without holding a slot, then queue again.

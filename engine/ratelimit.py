@@ -10,21 +10,21 @@ A step over its limit is not failed: the dispatcher holds it (no worker slot tak
 the window allows it, and records until when in `RateLimiter.waiting`, which `explain`
 shows as "rate limit until T".
 
-Limitation: the windows live in this process's memory. With several server replicas
-each replica enforces the limit on the steps it dispatches, so the cluster-wide rate can
-be up to `replicas × limit`; after a restart the windows start empty.
+The windows are kept in the store (`engine.store.ratewindows`): on SQLite and PostgreSQL
+as rows of recent admissions, so every replica on one database counts in the same window
+and a restart keeps it; with the memory store, in this process.
 """
 
 from __future__ import annotations
 
 import re
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.compiler.templating import build_context, render_value
 from engine.errors import PartiturError
+from engine.store.ratewindows import MemoryRateWindows, RateWindows
 
 if TYPE_CHECKING:
     from engine.core.state import JobState
@@ -43,22 +43,16 @@ class Limit:
 
 
 class RateLimiter:
-    """Sliding windows of recent starts, per rendered key (in this process)."""
+    """Sliding windows of recent starts, per rendered key (kept by `windows`)."""
 
-    def __init__(self) -> None:
-        self._starts: dict[str, deque[float]] = {}
+    def __init__(self, windows: RateWindows | None = None) -> None:
+        self.windows = windows if windows is not None else MemoryRateWindows()
         self.waiting: dict[tuple[str, str], float] = {}
         """(job id, step) → when its rate limit lets it start (for `explain`)."""
 
-    def reserve(self, limit: Limit, now: float) -> float | None:
+    async def reserve(self, limit: Limit, now: float) -> float | None:
         """Count a start now and return None, or return when one is allowed (no count)."""
-        window = self._starts.setdefault(limit.key, deque())
-        while window and window[0] <= now - limit.per:
-            window.popleft()
-        if len(window) < limit.limit:
-            window.append(now)
-            return None
-        return window[-limit.limit] + limit.per
+        return await self.windows.reserve(limit.key, limit.per, limit.limit, now)
 
     def until(self, job_id: str) -> dict[str, float]:
         """Per step of a job, when its rate limit lets it start."""

@@ -35,6 +35,7 @@ from engine.errors import Conflict, NotFound, PartiturError, RenderError
 from engine.orchestrator import Orchestrator
 from engine.ratelimit import Limit, RateLimiter, limit_of
 from engine.stepprep import prepare
+from engine.store.ratewindows import rate_windows
 from engine.store.work import Held, WorkerRow, WorkItem, WorkStore
 
 log = logging.getLogger("partitur.workqueue")
@@ -109,7 +110,7 @@ class WorkQueue:
         self.lease_timeout = lease_timeout
         self.aging = aging  # scheduling.aging: claims order by effective priority
         self.waker = Waker()
-        self.rates = RateLimiter()
+        self.rates = RateLimiter(rate_windows(orchestrator.store))  # shared via the store
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log_next: dict[str, int] = {}
         self._outboxed: dict[tuple[str, str, int], None] = {}
@@ -160,7 +161,7 @@ class WorkQueue:
         key = (item.job_id, item.step)
         clock = self.orchestrator.clock
         try:
-            while (until := self.rates.reserve(limit, clock.now())) is not None:
+            while (until := await self.rates.reserve(limit, clock.now())) is not None:
                 self.rates.waiting[key] = until
                 await asyncio.sleep(max(0.0, until - clock.now()))
         finally:

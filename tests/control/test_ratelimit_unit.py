@@ -12,18 +12,18 @@ from engine.model import StepSpec
 from engine.ratelimit import Limit, RateLimiter, base_step, render_key
 
 
-def test_a_sliding_window_admits_limit_starts_per_period() -> None:
+async def test_a_sliding_window_admits_limit_starts_per_period() -> None:
     rates = RateLimiter()
     limit = Limit("k", per=60.0, limit=2)
-    assert rates.reserve(limit, 0.0) is None
-    assert rates.reserve(limit, 10.0) is None
+    assert await rates.reserve(limit, 0.0) is None
+    assert await rates.reserve(limit, 10.0) is None
     # The third start must wait until the first one leaves the window.
-    assert rates.reserve(limit, 20.0) == 60.0
-    assert rates.reserve(limit, 59.9) == 60.0
-    assert rates.reserve(limit, 60.0) is None
-    assert rates.reserve(limit, 61.0) == 70.0
+    assert await rates.reserve(limit, 20.0) == 60.0
+    assert await rates.reserve(limit, 59.9) == 60.0
+    assert await rates.reserve(limit, 60.0) is None
+    assert await rates.reserve(limit, 61.0) == 70.0
     # Another key has its own window.
-    assert rates.reserve(Limit("other", per=60.0, limit=1), 61.0) is None
+    assert await rates.reserve(Limit("other", per=60.0, limit=1), 61.0) is None
 
 
 def test_waiting_steps_are_reported_per_job() -> None:
