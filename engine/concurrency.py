@@ -7,9 +7,14 @@ run at a time. A new job over the limit is, by policy:
 - `skip`: recorded `skipped` and never run;
 - `cancel_previous`: queued, and the running jobs of its group are cancelled.
 
-The count is of the running jobs this process holds in memory (the embedded engine owns
-every job; with several replicas each one limits its own). A creation and its count
-happen under one lock per group, so concurrent creations cannot both take the last slot.
+The slots themselves are kept in the store (`engine.store.slots`): the append that
+records a job's `JobStarted` takes a slot of its group and the one that records its end
+frees it, in the same transaction, so every replica on one database counts the same
+slots. This process first decides from the jobs it holds in memory (under one lock per
+group); when the store finds every slot held — by a job of another replica — the job is
+queued (or skipped) instead. A replica that sees another one end a job tries its own
+queued jobs again (`engine.replicas`). Which queued job gets a freed slot is decided per
+replica: priority order holds among the jobs one replica holds.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from engine.core import events as ev
 from engine.core.state import JobState, JobStatus
 from engine.errors import Conflict, NotFound, PartiturError
 from engine.model import ConcurrencySpec
+from engine.store.base import Outbox
+from engine.store.slots import SlotClaim, group_key, restore
 
 if TYPE_CHECKING:
     from engine.orchestrator import Orchestrator
@@ -43,6 +50,13 @@ class Admission:
     action: str
     reason: str | None = None
     cancel: tuple[str, ...] = ()
+
+    def event(self, now: float) -> ev.Event:
+        """The event recording a `queue` or `skip` admission."""
+        reason = self.reason or self.action
+        if self.action == "skip":
+            return ev.JobSkipped(ts=now, reason=reason)
+        return ev.JobQueued(ts=now, reason=reason)
 
 
 def group_of(workspace: str, task: str, spec: ConcurrencySpec,
@@ -120,6 +134,29 @@ class Concurrency:
             return Admission("queue", reason, tuple(s.job_id for s in running + waiting))
         return Admission("queue", reason)
 
+    def taken(self, group: Group, spec: ConcurrencySpec) -> Admission:
+        """What a new job does when the store finds every slot of its group held."""
+        if spec.policy == "skip":
+            return Admission("skip", f"concurrency limit {spec.limit} of task {group[1]} "
+                                     "reached")
+        return Admission("queue", f"waiting for a slot: concurrency limit {spec.limit} "
+                                  f"of task {group[1]}")
+
+    def outbox(self, state: JobState, events: Sequence[ev.Event]) -> Outbox | None:
+        """Outbox source: a starting job takes its slot, an ending one frees it."""
+        ends = any(isinstance(e, _ENDS) for e in events)
+        starts = any(isinstance(e, ev.JobStarted) for e in events)
+        if not (ends or starts):
+            return None
+        found = self.spec_of(state)
+        if found is None:
+            return None
+        if ends:
+            return Outbox(free_slots=(state.job_id,))
+        (workspace, task, key), spec = found
+        return Outbox(take_slots=(SlotClaim(group_key(workspace, task, key), state.job_id,
+                                            spec.limit),))
+
     def remember(self, job_id: str, group: Group, spec: ConcurrencySpec) -> None:
         self._groups[job_id] = (group, spec)
 
@@ -145,11 +182,22 @@ class Concurrency:
                 except (Conflict, NotFound) as exc:
                     log.info("queued job %s not started: %s", state.job_id, exc)
 
+    async def restore(self) -> None:
+        """Re-derive the store's slots from the jobs (after a start): the running jobs of
+        limited tasks hold theirs, jobs that ended hold none."""
+        running = [
+            (group_key(*found[0]), state.job_id) for state in self.orch.active_states()
+            if state.status is JobStatus.RUNNING and not state.terminal
+            and (found := self.spec_of(state)) is not None
+        ]
+        await restore(self.orch.store, running)
+
     async def release_all(self) -> None:
-        """Start what can start in every group (after a restart)."""
+        """Start what can start in every group (after a restart, or when another replica
+        ended a job)."""
         groups: dict[Group, ConcurrencySpec] = {}
         for state in self.orch.active_states():
-            if state.queued and (found := self.spec_of(state)) is not None:
+            if state.queued and not state.terminal and (found := self.spec_of(state)) is not None:
                 groups[found[0]] = found[1]
         for group, spec in groups.items():
             await self.release(group, spec)

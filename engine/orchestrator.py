@@ -39,6 +39,7 @@ from engine.logs.writer import JobLogWriter
 from engine.masking import JobMasker
 from engine.opspause import OpsPauses, is_ops_stream
 from engine.store.base import DuplicateKey, EventStore, JobFilter, Outbox, Projection
+from engine.store.slots import SlotTaken
 from engine.store.work import WorkItem
 from engine.subjobs import MAX_DEPTH, SubJobs
 from engine.taskstate import TaskStates
@@ -129,6 +130,7 @@ class Orchestrator:
             self.task_states.on_events, self.concurrency.on_events, self._on_end,
             self.subjobs.on_events, self.hooks.on_events,
         ]
+        self._outbox_sources.append(self.concurrency.outbox)  # slots held in the store
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -179,6 +181,7 @@ class Orchestrator:
             state = await self.get_state(job_id)
             await self.subjobs.resume(state)
             await self.hooks.catch_up(await self.get_state(job_id))
+        await self.concurrency.restore()
         await self.concurrency.release_all()
         await self.ops.release_all()
         await self._catch_up_ended()
@@ -297,6 +300,7 @@ class Orchestrator:
                                                reused_from=retry_of))
             state = fold(events[1:], state)
             admission = None
+            decided = len(events)  # what follows is the job's start, queue or skip
             if (skip_reason is None and paused is None and group is not None
                     and limit is not None):
                 admission = self.concurrency.admit(group, limit)
@@ -310,17 +314,25 @@ class Orchestrator:
                 events.append(ev.JobQueued(ts=now, reason=admission.reason or "queued"))
             else:
                 events.extend(decide(state, cmd.Start(), now, self._env(state)))
-            new_state = fold(events[1:], evolve(None, created))
-            masker = self._masker(new_state)
-            try:
-                await self.store.append(
-                    job_id, 0, events,
-                    projection=self._projection(masker, new_state, None),
-                    idempotency=(scope, idempotency_key) if idempotency_key else None,
-                    outbox=self._outbox(new_state, events),
-                )
-            except DuplicateKey as exc:
-                return exc.job_id
+            while True:
+                new_state = fold(events[1:], evolve(None, created))
+                masker = self._masker(new_state)
+                try:
+                    await self.store.append(
+                        job_id, 0, events,
+                        projection=self._projection(masker, new_state, None),
+                        idempotency=(scope, idempotency_key) if idempotency_key else None,
+                        outbox=self._outbox(new_state, events),
+                    )
+                except DuplicateKey as exc:
+                    return exc.job_id
+                except SlotTaken:
+                    # A job on another replica holds the slot: queue or skip by policy.
+                    assert group is not None and limit is not None
+                    admission = self.concurrency.taken(group, limit)
+                    events = [*events[:decided], admission.event(now)]
+                    continue
+                break
             if group is not None and limit is not None:
                 self.concurrency.remember(job_id, group, limit)
             active = ActiveJob(new_state, masker=masker)
@@ -574,7 +586,7 @@ class Orchestrator:
             more = extra(state, events)
             if more is not None:
                 outbox += more
-        return outbox if outbox.work or outbox.objects else None
+        return None if outbox.empty else outbox
 
     def _writer(self, active: ActiveJob) -> JobLogWriter:
         if active.writer is None:

@@ -3,7 +3,8 @@
 Each replica LISTENs on three channels:
 - `partitur_events`: an orchestrator that holds a job in memory folds the events other
   replicas appended to it (timers, waiters and the end of the job follow), and WebSocket
-  streams of that job are nudged to read the new status frames from the store;
+  streams of that job are nudged to read the new status frames from the store; when a
+  job ended, the jobs queued here for a concurrency slot try to start;
 - `partitur_logs`: lines stored by another replica are read from the log table and
   published on this replica's live bus, so a stream on any replica tails every line
   (streams drop lines they already sent, by seq);
@@ -117,6 +118,10 @@ class ReplicaSync:
         for record in records:
             ended = isinstance(record.event(), _JOB_END)
             jobs[record.stream_id] = jobs.get(record.stream_id, False) or ended
+        if any(jobs.values()):
+            # A job that ended may have freed a concurrency slot that jobs queued here
+            # wait for (`engine.concurrency`: the slots are shared through the store).
+            self.orchestrator.spawn(self.orchestrator.concurrency.release_all())
         for job_id, ended in jobs.items():
             await self.orchestrator.refresh(job_id)
             if self.bus.subscribers(job_id):

@@ -22,6 +22,7 @@ from engine.core.projections import JobRow, StepRow
 from engine.errors import Conflict
 
 if TYPE_CHECKING:
+    from engine.store.slots import SlotClaim
     from engine.store.work import WorkItem
 
 
@@ -69,13 +70,24 @@ class Outbox:
     `NOTIFY partitur_work`, delivered on commit.
     `objects`: stored objects to insert (the callbacks due for an ending cloud job,
     `engine.callbacks`); an object whose `(kind, id)` exists is left alone.
+    `take_slots` / `free_slots`: concurrency slots a starting job takes and the jobs whose
+    slots an ending job frees (`engine.store.slots`); a claim over its limit raises
+    `SlotTaken` and the append writes nothing.
     """
 
     work: Sequence[WorkItem] = ()
     objects: Sequence[OutboxObject] = ()
+    take_slots: Sequence[SlotClaim] = ()
+    free_slots: Sequence[str] = ()
 
     def __add__(self, other: Outbox) -> Outbox:
-        return Outbox(work=[*self.work, *other.work], objects=[*self.objects, *other.objects])
+        return Outbox(work=[*self.work, *other.work], objects=[*self.objects, *other.objects],
+                      take_slots=[*self.take_slots, *other.take_slots],
+                      free_slots=[*self.free_slots, *other.free_slots])
+
+    @property
+    def empty(self) -> bool:
+        return not (self.work or self.objects or self.take_slots or self.free_slots)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from engine.store.base import (
     Projection,
 )
 from engine.store.codec import through_json
+from engine.store.slots import memory_apply, memory_check
 from engine.store.work import WorkItem
 
 _TERMINAL = frozenset({"completed", "failed", "cancelled", "skipped"})
@@ -45,6 +46,7 @@ class MemoryStore(EventStore):
         self._work: dict[tuple[str, str, int], WorkItem] = {}
         # Outbox objects not yet taken over by the memory cloud repository.
         self.objects: dict[tuple[str, str], OutboxObject] = {}
+        self.slots: dict[str, dict[str, None]] = {}  # concurrency group → holding jobs
 
     def _check(self) -> None:
         if not self._open:
@@ -81,6 +83,8 @@ class MemoryStore(EventStore):
                 raise VersionConflict(
                     f"stream {stream_id} is at version {len(stream)}, not {expected_version}"
                 )
+            if outbox is not None:
+                memory_check(self.slots, outbox.take_slots)
             first = len(self._log) + 1
             recorded = [
                 RecordedEvent(first + i, stream_id, expected_version + i + 1, t, sv, d, ts)
@@ -96,6 +100,8 @@ class MemoryStore(EventStore):
                 self._work.setdefault((item.job_id, item.step, item.attempt), item)
             for obj in outbox.objects if outbox is not None else ():
                 self.objects.setdefault((obj.kind, obj.id), obj)
+            if outbox is not None:
+                memory_apply(self.slots, outbox.take_slots, outbox.free_slots)
             return AppendResult(recorded)
 
     def _write(self, projection: Projection, last_seq: int) -> None:

@@ -55,6 +55,7 @@ from engine.store.cloud import PG_OUTBOX, outbox_params
 from engine.store.codec import dumps, loads, through_json
 from engine.store.migrations import load_migrations, pending
 from engine.store.pgnotify import Listener
+from engine.store.slots import pg_apply
 from engine.store.work import (
     PG_ENQUEUE_ONE,
     PG_NOTIFY,
@@ -456,6 +457,8 @@ class PostgresStore(EventStore):
                 await conn.execute(PG_NOTIFY)
             if objects:
                 await conn.executemany(PG_OUTBOX, objects)
+            if outbox is not None and (outbox.take_slots or outbox.free_slots):
+                await pg_apply(conn, outbox.take_slots, outbox.free_slots)
             await conn.execute(NOTIFY, EVENTS_CHANNEL, str(seqs[-1]))
             return seqs[0]
 

@@ -50,6 +50,7 @@ from engine.store.base import (
 from engine.store.cloud import SQLITE_OUTBOX, outbox_params
 from engine.store.codec import dumps
 from engine.store.migrations import Migration, load_migrations, pending
+from engine.store.slots import sqlite_apply
 from engine.store.work import SQ_ENQUEUE, SQ_QUEUED, WorkItem, sq_item, sq_item_params
 
 T = TypeVar("T")
@@ -475,6 +476,8 @@ class SqliteStore(EventStore):
                 conn.executemany(SQ_ENQUEUE, work)
             if objects:
                 conn.executemany(SQLITE_OUTBOX, objects)
+            if outbox is not None and (outbox.take_slots or outbox.free_slots):
+                sqlite_apply(conn, outbox.take_slots, outbox.free_slots)
             return last
 
         try:

@@ -22,7 +22,10 @@ from engine.core.state import JobState, StreamCorrupt
 from engine.errors import StoreUnavailable, VersionConflict
 from engine.store.base import DuplicateKey, EventStore, JobFilter, Outbox, OutboxObject
 from engine.store.cloud import cloud_repository_for
+from engine.store.ratewindows import rate_windows
 from engine.store.rebuild import rebuild
+from engine.store.slots import SlotClaim, SlotTaken, group_key, held_by
+from engine.store.slots import restore as restore_slots
 from engine.store.work import WorkItem
 
 
@@ -358,6 +361,96 @@ class EventStoreContract(ABC):
         await store.append("bad", 0, [ev.JobStarted(ts=1.0)])
         with pytest.raises(StreamCorrupt, match="bad"):
             await rebuild(store)
+
+    # --- rate-limit windows (engine.store.ratewindows) --------------------------------
+
+    durable = True
+    """The store keeps its data in a database that a second store object can open."""
+
+    async def test_rate_window_slides_per_key(self, store: EventStore) -> None:
+        windows = rate_windows(store)
+        assert await windows.reserve("k", 60.0, 2, 0.0) is None
+        assert await windows.reserve("k", 60.0, 2, 10.0) is None
+        # The third admission waits until the first one leaves the window.
+        assert await windows.reserve("k", 60.0, 2, 20.0) == 60.0
+        assert await windows.reserve("k", 60.0, 2, 59.9) == 60.0
+        assert await windows.reserve("k", 60.0, 2, 60.0) is None
+        assert await windows.reserve("k", 60.0, 2, 61.0) == 70.0
+        assert await windows.reserve("other", 60.0, 1, 61.0) is None
+
+    async def test_concurrent_reservations_never_exceed_the_limit(
+            self, store: EventStore) -> None:
+        windows = rate_windows(store)
+        got = await asyncio.gather(*(windows.reserve("k", 60.0, 3, 100.0 + i / 100)
+                                     for i in range(12)))
+        assert sum(1 for until in got if until is None) == 3
+
+    async def test_rate_windows_are_shared_and_survive_a_restart(
+            self, store: EventStore, tmp_path: Path) -> None:
+        if not self.durable:
+            pytest.skip("the memory store keeps nothing beyond its process")
+        assert await rate_windows(store).reserve("k", 60.0, 1, 0.0) is None
+        # A second store on the same database (another replica, or after a restart).
+        other = await self.create_store(tmp_path)
+        await other.open()
+        try:
+            assert await rate_windows(other).reserve("k", 60.0, 1, 30.0) == 60.0
+            assert await rate_windows(other).reserve("k", 60.0, 1, 61.0) is None
+        finally:
+            await other.close()
+        assert await rate_windows(store).reserve("k", 60.0, 1, 62.0) == 121.0
+
+    # --- concurrency slots (engine.store.slots) ---------------------------------------
+
+    async def test_slots_are_taken_and_freed_with_appends(self, store: EventStore) -> None:
+        g = group_key("ws", "sync", "acme")
+        take = Outbox(take_slots=[SlotClaim(g, "j1", 1)])
+        await store.append("j1", 0, [output("a", 1)], outbox=take)
+        assert await held_by(store, g) == ["j1"]
+        # The second job over the limit: nothing of its append is written.
+        with pytest.raises(SlotTaken) as taken:
+            await store.append("j2", 0, [output("a", 2)],
+                               outbox=Outbox(take_slots=[SlotClaim(g, "j2", 1)]))
+        assert taken.value.holders == ("j1",)
+        assert await store.read("j2") == []
+        # Another key of the same task has its own slot; a retake by the holder is fine.
+        await store.append("j3", 0, [output("a", 3)], outbox=Outbox(
+            take_slots=[SlotClaim(group_key("ws", "sync", "other"), "j3", 1)]))
+        await store.append("j1", 1, [output("a", 4)], outbox=take)
+        # The end of j1 frees its slot in the same append; then j2 can take it.
+        await store.append("j1", 2, [output("a", 5)], outbox=Outbox(free_slots=["j1"]))
+        assert await held_by(store, g) == []
+        await store.append("j2", 0, [output("a", 6)],
+                           outbox=Outbox(take_slots=[SlotClaim(g, "j2", 1)]))
+        assert await held_by(store, g) == ["j2"]
+
+    async def test_concurrent_takers_never_exceed_the_limit(self, store: EventStore) -> None:
+        g = group_key("ws", "sync", "")
+
+        async def start(n: int) -> bool:
+            try:
+                await store.append(f"j{n}", 0, [output("a", n)],
+                                   outbox=Outbox(take_slots=[SlotClaim(g, f"j{n}", 2)]))
+            except SlotTaken:
+                return False
+            return True
+
+        started = await asyncio.gather(*(start(n) for n in range(10)))
+        assert sum(started) == 2
+        assert len(await held_by(store, g)) == 2
+
+    async def test_restore_derives_slots_from_the_running_jobs(
+            self, store: EventStore) -> None:
+        states = await self._jobs(store)
+        running = sorted(j for j, s in states.items() if s.status.value == "running")
+        ended = sorted(j for j, s in states.items() if s.terminal)
+        assert running and ended
+        g = group_key("ws", "t", "")
+        # A stale row of an ended job goes; running jobs get theirs back.
+        await store.append(ended[0], states[ended[0]].version, [output("x", 1)],
+                           outbox=Outbox(take_slots=[SlotClaim(g, ended[0], 99)]))
+        await restore_slots(store, [(g, j) for j in running + ended])
+        assert await held_by(store, g) == running
 
     # --- errors ----------------------------------------------------------------------
 

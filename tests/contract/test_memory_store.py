@@ -12,6 +12,7 @@ from engine.store.memory import MemoryStore
 
 class TestMemoryStore(EventStoreContract):
     __test__ = True
+    durable = False
 
     async def create_store(self, tmp_path: Path) -> EventStore:
         return MemoryStore()
