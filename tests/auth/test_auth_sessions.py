@@ -183,3 +183,19 @@ def test_ws_ticket_is_single_use(server: ServerProcess, client: httpx.Client,
     token = admin["Authorization"].split()[1]
     with pytest.raises(InvalidStatus):
         connect(f"{url}?ticket={token}", open_timeout=5)
+
+
+def test_keys_and_passwords_are_stored_only_as_hashes(server: ServerProcess,
+                                                       client: httpx.Client,
+                                                       admin: dict[str, str]) -> None:
+    key = client.post("/api/auth/keys", headers=admin, json={"name": "stored"}).json()["key"]
+    create_user(client, admin, "hashed@example.com", password="plain-password-42")
+    assert client.get("/api/auth/me", headers=bearer(key)).status_code == 200
+    # Nothing in the database files (the WAL included) holds either in clear text.
+    files = [p for p in server.tmp_dir.iterdir() if p.name.startswith("partitur.db")]
+    assert files
+    stored = b"".join(p.read_bytes() for p in files)
+    secret_part = key.rsplit("_", 1)[1]
+    assert secret_part.encode() not in stored
+    assert b"plain-password-42" not in stored
+    assert b"$argon2id$" in stored
