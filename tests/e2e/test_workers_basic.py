@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from harness import ServerProcess, run_sync
+from harness import ServerProcess, free_port, run_sync
 from invariants import check_invariants
 from worker_procs import (
     FIXTURE,
@@ -232,5 +232,53 @@ def test_a_worker_ships_lines_in_batches(
             posts = _requests(client.get("/metrics").text, "/worker/leases/{lease}/logs")
             # Every line arrived, in far fewer calls than lines.
             assert 1 <= posts <= LINES // 20, posts
+    finally:
+        worker.close()
+
+
+RUNNERS = """
+tasks:
+  mixed:
+    flow:
+      py:
+        type: python
+        script: |
+          import json, pathlib
+          text = pathlib.Path("data/note.txt").read_text().strip()
+          print("python read " + text)
+          print("OUTPUT: " + json.dumps({"note": text}))
+      web:
+        depends_on: [py]
+        type: http
+        method: GET
+        url: "http://127.0.0.1:{port}/healthz"
+"""
+
+
+def test_a_remote_worker_runs_python_and_http_steps_too(
+        make_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    port = free_port()
+    ws = tmp_path / "ws"
+    (ws / ".workflows").mkdir(parents=True)
+    (ws / "data").mkdir()
+    (ws / "data" / "note.txt").write_text("from the revision\n", "utf-8")
+    (ws / ".workflows" / "mixed.yaml").write_text(RUNNERS.replace("{port}", str(port)),
+                                                 "utf-8")
+    server = make_server(workspaces={"w": ws}, settings=remote_settings(), port=port)
+    worker = WorkerProcess(tmp_path / "w", server.url, concurrency=1)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            job_id = client.post("/api/workspaces/w/tasks/mixed/execute",
+                                 json={}).json()["job_id"]
+            done = wait_job(client, job_id)
+            assert done["status"] == "completed", done
+            remote = {w["worker_id"] for w in client.get("/api/workers").json()
+                      if w["kind"] == "remote"}
+            assert len(remote) == 1
+            for name in ("py", "web"):
+                assert step(done, name)["worker_id"] in remote
+            assert step(done, "py")["output"] == {"note": "from the revision"}
+            assert step(done, "web")["output"]["status"] == 200
+            assert "python read from the revision" in [x["line"] for x in lines(client, job_id)]
     finally:
         worker.close()
