@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -39,12 +40,22 @@ ACL_SCAN_LIMIT = 100_000
 
 async def get_row(request: Request) -> JobRow:
     """The job named by the `id` path parameter (404 when unknown)."""
+    job_id = _job_id(request)
+    return _viewable(request, job_id, await runtime_of(request).store.get_job(job_id))
+
+
+def _job_id(request: Request) -> str:
+    """The `id` path parameter, when it can name a job at all (404 otherwise)."""
     job_id = path_param(request, "id")
     try:
         check_job_id(job_id)
     except ValidationFailed:
         raise NotFound(f"job {job_id!r} not found") from None
-    row = await runtime_of(request).store.get_job(job_id)
+    return job_id
+
+
+def _viewable(request: Request, job_id: str, row: JobRow | None) -> JobRow:
+    """`row`, if there is one and the caller may view it (404 / 403 otherwise)."""
     if row is None:
         raise NotFound(f"job {job_id!r} not found")
     require_job(request, row)
@@ -116,12 +127,16 @@ def audit_trail(records: list[RecordedEvent]) -> list[dict[str, Any]]:
 
 
 async def get_job(request: Request) -> Response:
-    row = await get_row(request)
+    job_id = _job_id(request)
     store = runtime_of(request).store
-    steps = await store.get_steps(row.job_id)
-    children, _ = await store.list_jobs(JobFilter(parent_job_id=row.job_id, limit=1000))
+    # The four reads are issued together (one wait, not four in a row); nothing is shown
+    # before the row is known to exist and the caller is allowed to view it.
+    row, steps, (children, _), records = await asyncio.gather(
+        store.get_job(job_id), store.get_steps(job_id),
+        store.list_jobs(JobFilter(parent_job_id=job_id, limit=1000)), store.read(job_id))
+    row = _viewable(request, job_id, row)
     detail = job_detail(row, steps, [c.job_id for c in reversed(children)])
-    detail["audit"] = audit_trail(await store.read(row.job_id))
+    detail["audit"] = audit_trail(records)
     return ORJSONResponse(detail)
 
 
