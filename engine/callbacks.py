@@ -100,19 +100,43 @@ def check_url(url: Any, field: str = "url") -> str:
     return str(url)
 
 
-async def refuse_private(url: str) -> str | None:
-    """Why `url` may not be called (a private, loopback or otherwise internal address)."""
+async def public_address(url: str) -> tuple[str | None, str | None]:
+    """`(address, None)`: a public address of `url`'s host to connect to; or `(None, why
+    not)` when the host does not resolve, or resolves to any private, loopback or
+    otherwise internal address."""
     host = urlsplit(url).hostname or ""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None,
                                                              type=socket.SOCK_STREAM)
     except OSError as exc:
-        return f"cannot resolve {host}: {exc}"
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
+        return None, f"cannot resolve {host}: {exc}"
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:
         if not address.is_global or address.is_multicast:
-            return f"{host} resolves to the non-public address {address}"
-    return None
+            return None, f"{host} resolves to the non-public address {address}"
+    if not addresses:
+        return None, f"cannot resolve {host}"
+    return str(addresses[0]), None
+
+
+async def refuse_private(url: str) -> str | None:
+    """Why `url` may not be called (a private, loopback or otherwise internal address)."""
+    return (await public_address(url))[1]
+
+
+def pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """`url` sent to the vetted `address`: the URL with the address as its host, the
+    `host` header, and the TLS server name (SNI and certificate check) of the original
+    host. So a name that resolves differently a moment later (DNS rebinding) cannot
+    redirect the request to an address that was not checked."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal + (f":{parts.port}" if parts.port is not None else "")
+    shown = (f"[{host}]" if ":" in host else host) + (
+        f":{parts.port}" if parts.port is not None else "")
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return parts._replace(netloc=netloc).geturl(), {"host": shown}, extensions
 
 
 class Callbacks:
@@ -291,14 +315,22 @@ class Callbacks:
         started = time.monotonic()
         status_code: int | None = None
         error: str | None = None
-        refused = None if self.policy.allow_private else await refuse_private(data["url"])
+        target: str = data["url"]
+        extensions: dict[str, Any] = {}
+        refused = None
+        if not self.policy.allow_private:
+            address, refused = await public_address(data["url"])
+            if address is not None:
+                target, host, extensions = pinned(data["url"], address)
+                headers.update(host)
         if refused is not None:
             error = f"refused: {refused}"
         else:
             try:
                 async with httpx.AsyncClient(follow_redirects=False,
                                              timeout=self.policy.timeout) as client:
-                    response = await client.post(data["url"], content=body, headers=headers)
+                    response = await client.post(target, content=body, headers=headers,
+                                                 extensions=extensions)
                 status_code = response.status_code
                 if not 200 <= status_code < 300:
                     error = f"HTTP {status_code}" + (

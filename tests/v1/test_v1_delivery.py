@@ -351,3 +351,25 @@ async def test_a_job_end_writes_its_outbox_row(tmp_path: Path) -> None:
     finally:
         await cloud.close()
         await runtime.close()
+
+
+def test_a_vetted_address_is_the_one_connected_to() -> None:
+    from engine.callbacks import pinned
+
+    assert pinned("https://hooks.example.com/a?b=1", "93.184.216.34") == (
+        "https://93.184.216.34/a?b=1", {"host": "hooks.example.com"},
+        {"sni_hostname": "hooks.example.com"})
+    assert pinned("http://example.com:8080/x", "2606:2800:220:1::1") == (
+        "http://[2606:2800:220:1::1]:8080/x", {"host": "example.com:8080"}, {})
+    # A real request over the pinned form reaches the address, naming the original host.
+    rx = Receiver()
+    try:
+        port = rx.server_address[1]
+        url, host, extensions = pinned(f"http://localhost:{port}/pinned", "127.0.0.1")
+        with httpx.Client() as client:
+            r = client.post(url, content=b"{}", headers=host, extensions=extensions)
+        assert r.status_code == 200
+        assert rx.requests[0]["headers"]["host"] == f"localhost:{port}"
+        assert rx.requests[0]["path"] == "/pinned"
+    finally:
+        close(rx)
