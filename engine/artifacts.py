@@ -174,10 +174,15 @@ def enforce_limits(root: Path, job_id: str, step: str, limits: ArtifactLimits) -
     """Check a step's artifacts after it ended; remove what breaks a limit or is not a
     regular file (links, fifos). Returns one message per problem (empty: all fine)."""
     step_dir = job_dir(root, job_id) / step
-    if step_dir.is_symlink():
+    # One lstat and one listing for the usual case (runs after every step).
+    try:
+        mode = os.lstat(step_dir).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    if stat.S_ISLNK(mode):
         step_dir.unlink()
         return [f"the artifacts folder of step {step} was replaced by a link; removed"]
-    if not step_dir.is_dir():
+    if not stat.S_ISDIR(mode):
         return []
     with os.scandir(step_dir) as entries:
         if next(entries, None) is None:
