@@ -32,6 +32,7 @@ import orjson
 from engine.actionlog import CompiledWorkflow, compile_action_log, workspace_yaml
 from engine.autorepair import pack_folder
 from engine.clock import Clock, SystemClock, new_job_id
+from engine.cloudtenancy import cloud_workspace
 from engine.core import commands as cmd
 from engine.debugreport import build_report
 from engine.deployments import BUILDING, DEPLOYMENT, Deployments
@@ -224,8 +225,9 @@ class Builds:
             "input": compiled.input, "dropped_actions": compiled.dropped,
             "network_log_entries": _count(req.network_log)}
         build = await self._set(build, details=details)
-        # Replay: the compiled workflow runs as a job of its own temporary workspace.
-        workspace = f"{SOURCE}.{build.id}"
+        # Replay: the compiled workflow runs as a job of its own temporary workspace,
+        # one of the tenant's (engine.cloudtenancy), like its deployments.
+        workspace = cloud_workspace(build.tenant, f"{SOURCE}-{build.id}")
         self.orchestrator.workspaces.add(workspace, folder)
         job_input = {k: str(req.params[k]) for k in compiled.input}
         job_id = await self.orchestrator.create_job(workspace, name, job_input,
