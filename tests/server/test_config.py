@@ -356,7 +356,8 @@ def test_repo_default_config_is_valid() -> None:
     assert s.db.sqlite_path == REPO / ".partitur" / "partitur.db"
     assert s.logs.dir == REPO / ".partitur" / "logs"
     assert s.workers.local.concurrency == 4
-    assert set(s.workspaces) == {"default", "data-pipeline", "ops"}
+    assert set(s.workspaces) == {"default", "data-pipeline", "ops", "composition",
+                                 "browser-demo"}
     for name, ws in s.workspaces.items():
         assert ws.path is not None and ws.path.is_relative_to(REPO / "workspaces"), name
         assert (ws.path / ".workflows").is_dir(), name
