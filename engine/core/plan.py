@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -39,6 +39,12 @@ class Retry:
     max_delay: float | None = None
     jitter: float = 0.0
     on_lost: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """`dataclasses.asdict(self)`, written out (one per step of every new job)."""
+        return {"max_attempts": self.max_attempts, "delay": self.delay,
+                "backoff": self.backoff, "max_delay": self.max_delay, "jitter": self.jitter,
+                "on_lost": self.on_lost}
 
     def delay_before(self, attempt: int, rand: float) -> float:
         """Seconds to wait before `attempt` (2 = first retry); `rand` is uniform in [0, 1)."""
@@ -81,7 +87,7 @@ class PlanStep:
             "input": _copy(self.input), "depends_on": list(self.depends_on),
             "when": _copy(self.when), "for_each": _copy(self.for_each),
             "sequential": self.sequential, "continue_on_failure": self.continue_on_failure,
-            "timeout": self.timeout, "retry": asdict(self.retry), "tags": list(self.tags),
+            "timeout": self.timeout, "retry": self.retry.to_dict(), "tags": list(self.tags),
         }
 
     @classmethod
@@ -114,7 +120,7 @@ class Plan:
             # JSON object key order is not kept by every store (Postgres jsonb sorts keys).
             "order": list(self.steps),
             "timeout": self.timeout,
-            "retry": asdict(self.retry),
+            "retry": self.retry.to_dict(),
             "hooks": {k: list(v) for k, v in self.hooks.items()},
         }
 

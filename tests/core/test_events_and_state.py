@@ -101,3 +101,27 @@ def test_retry_delay_math() -> None:
     assert [exponential.delay_before(n, 0.0) for n in (2, 3, 4)] == [2.0, 4.0, 5.0]
     assert exponential.delay_before(2, 0.5) == 3.0
     assert Retry(delay=3.0).delay_before(4, 0.9) == 3.0
+
+
+def test_plan_to_dict_is_what_asdict_gives() -> None:
+    """The hand-written `to_dict`s (fast: one per step of every new job) keep every
+    field, nested data copied, in `dataclasses.asdict`'s order; from_dict reads it back."""
+    import dataclasses
+
+    from engine.core.plan import Plan, PlanStep
+
+    retry = Retry(max_attempts=3, delay=1.5, backoff="exponential", max_delay=9.0,
+                  jitter=0.1, on_lost=True)
+    assert retry.to_dict() == dataclasses.asdict(retry)
+    assert list(retry.to_dict()) == [f.name for f in dataclasses.fields(Retry)]
+    action = {"script": "x", "env": {"A": ["1", {"b": (2, 3)}]}}
+    step_ = PlanStep(name="s", action_name="a", action_type="shell", action=action,
+                     input={"i": "<< input.x >>"}, depends_on=("d",), when={"w": [1]},
+                     for_each=[1, (2,)], retry=retry, tags=("t",), timeout=4.0)
+    expected = dataclasses.asdict(step_)
+    expected.update(depends_on=["d"], tags=["t"])
+    got = step_.to_dict()
+    assert got == expected and list(got) == list(expected)
+    assert got["action"] is not action and got["action"]["env"] is not action["env"]
+    plan = Plan(task="t", steps={"s": step_}, retry=retry)
+    assert Plan.from_dict(plan.to_dict()) == plan
