@@ -200,7 +200,8 @@ async def approve_step(request: Request) -> Response:
         except ValueError:
             schema = {}
         try:
-            values = coerce_input(schema, data)
+            # What the step was given stands unless the approver sends a new value.
+            values = coerce_input(schema, {**(step.input or {}), **data})
         except InputInvalid as exc:
             raise InputInvalid(issues=[Issue(message=i.message, path=f"input.{i.path}",
                                              hint=i.hint) for i in exc.issues]) from None

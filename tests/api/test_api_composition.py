@@ -43,10 +43,13 @@ def test_gated_release_suspends_fires_its_hook_and_builds_as_a_child_job(
         time.sleep(0.05)
 
     r = client.post(f"/api/jobs/{job_id}/steps/approve/approve",
-                    json={"approved": True, "input": {"version": "2.0.0", "note": "ok"}})
+                    json={"approved": True, "input": {"note": "ok"}})
     assert r.status_code == 200, r.text
     job = wait_job(client, job_id)
     assert job["status"] == "completed", job
+    # The approver sent only the form field; what the step was given stands.
+    approval = next(s for s in job["steps"] if s["step_name"] == "approve")
+    assert approval["output"]["input"] == {"version": "2.0.0", "note": "ok"}
     build = next(s for s in job["steps"] if s["step_name"] == "build")
     assert build["output"] == {"package": {"artifact": "app-2.0.0.tar.gz"}}
     child_id = build["child_job_id"]
