@@ -92,6 +92,7 @@ def test_leader_killed_the_other_replica_sweeps_lost_leases(
             job_id = cb.post("/api/workspaces/w/tasks/slow/execute", json={}).json()["job_id"]
             wait_for(lambda: sum(x["line"].startswith("tick") for x in lines(cb, job_id)) > 3,
                      20, "ticks")
+            events = cb.get(f"/api/jobs/{job_id}/events").json()
             # Kill the leader and the worker at once.
             a.kill()
             worker.signal(signal.SIGKILL)
@@ -100,7 +101,9 @@ def test_leader_killed_the_other_replica_sweeps_lost_leases(
             assert step(done, "tick")["error_kind"] == "worker_lost"
     finally:
         worker.close()
-    run_sync(check_invariants(pg_url, acknowledged_jobs=[job_id], unique_lines=r"^tick \d+$"))
+    run_sync(check_invariants(pg_url, acknowledged_jobs=[job_id],
+                              acknowledged_events={job_id: events},
+                              unique_lines=r"^tick \d+$"))
 
 
 async def _next_log(ws: Any, until: str) -> list[dict[str, Any]]:
