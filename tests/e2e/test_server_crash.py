@@ -2,7 +2,7 @@
 
 The job's event history must be intact, every log line written before the kill still
 readable, the lost step failed with kind `worker_lost` (or re-run where `retry.on_lost`),
-and the job must reach its end.
+and the job must reach its end; then the invariant checker runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from harness import ServerProcess
+from harness import ServerProcess, run_sync
+from invariants import check_invariants
 
 pytestmark = pytest.mark.e2e
 WORKSPACE = Path(__file__).resolve().parents[1] / "fixtures" / "api_workspaces" / "crash"
@@ -55,6 +56,14 @@ def _crash_mid_step(make_server: Callable[..., ServerProcess], task: str
     return server, job_id, events_before, lines_before
 
 
+def _check_invariants(server: ServerProcess, job_id: str,
+                      events_before: list[dict[str, Any]]) -> None:
+    run_sync(check_invariants(server.config["db"]["url"], logs_dir=server.tmp_dir / "logs",
+                              acknowledged_jobs=[job_id],
+                              acknowledged_events={job_id: events_before},
+                              unique_lines=r"^tick \d+$"))
+
+
 def _check_history(client: httpx.Client, job_id: str, events_before: list[dict[str, Any]],
                    lines_before: list[dict[str, Any]]) -> list[dict[str, Any]]:
     events = client.get(f"/api/jobs/{job_id}/events").json()
@@ -76,6 +85,7 @@ def test_lost_step_fails_as_worker_lost(make_server: Callable[..., ServerProcess
         assert steps["before"]["status"] == "completed"
         assert steps["after"]["status"] == "completed"  # continue_on_failure still runs it
         assert job["status"] == "failed"
+    _check_invariants(server, job_id, events_before)
 
 
 def test_lost_step_is_rerun_with_on_lost(make_server: Callable[..., ServerProcess]) -> None:
@@ -90,3 +100,4 @@ def test_lost_step_is_rerun_with_on_lost(make_server: Callable[..., ServerProces
         (tick,) = job["steps"]
         assert tick["attempt"] == 2 and tick["status"] == "completed"
         assert "attempt 2 done" in [x["line"] for x in _lines(client, job_id)]
+    _check_invariants(server, job_id, events_before)
