@@ -247,6 +247,18 @@ def test_keys_are_required_except_for_telemetry(tenants: dict[str, Any]) -> None
     # Bearer works as well as x-api-key.
     key = tenants["keys"]["acme"]["x-api-key"]
     assert call(c, "jobs/list", headers={"Authorization": f"Bearer {key}"})["jobs"] is not None
+    # A revoked key stops working at once.
+    token = c.post("/api/auth/login", json={"email": "acme@example.com",
+                                            "password": "user-password-1"}).json()["access_token"]
+    made = c.post("/api/auth/keys", headers={"Authorization": f"Bearer {token}"},
+                  json={"name": "short-lived"}).json()
+    short = {"x-api-key": made["key"]}
+    assert call(c, "deployments/list", headers=short)["deployments"] is not None
+    prefix = made.get("prefix") or made["key"].split("_")[1]
+    r = c.delete(f"/api/auth/keys/{prefix}", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code in (200, 204), r.text
+    r = c.post("/v1/deployments/list", json={"json": {}}, headers=short)
+    assert r.status_code == 401 and r.json()["json"]["code"] == "UNAUTHORIZED"
 
 
 def test_sessions_are_scoped_to_their_tenant(tenants: dict[str, Any],
