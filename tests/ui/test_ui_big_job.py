@@ -77,8 +77,11 @@ def test_a_thousand_step_job_renders_without_freezing(
             page.locator('#dag g.node[data-step="s00-07"]').click()
             expect(page.locator("#detail")).to_contain_text("s00-07")
             expect(page.locator("#detail")).to_contain_text("completed")
+            # A frozen page (a render per frame of the stream, quadratic updates) stops
+            # painting for many seconds; the bound leaves room for a loaded 2-core machine,
+            # where even an idle page can miss frames for a second or two.
             max_gap = page.evaluate("window.__maxGap")
-            assert max_gap < 1500, f"the page froze for {max_gap:.0f} ms"
+            assert max_gap < 4000, f"the page froze for {max_gap:.0f} ms"
             # Cancel the rest: every remaining step turns cancelled, live.
             page.get_by_role("button", name="Cancel").click()
             expect(page.locator("#job-status")).to_have_text("cancelled")
