@@ -32,7 +32,7 @@ from engine.core.state import JobState, JobStatus
 from engine.errors import Conflict, NotFound, PartiturError
 from engine.model import ConcurrencySpec
 from engine.store.base import Outbox
-from engine.store.slots import SlotClaim, group_key, restore
+from engine.store.slots import SlotClaim, group_key, held_by, restore
 
 if TYPE_CHECKING:
     from engine.orchestrator import Orchestrator
@@ -119,6 +119,15 @@ class Concurrency:
         ]
         out.sort(key=lambda s: (s.priority, s.created_at, s.job_id))
         return out
+
+    async def holders(self, state: JobState) -> list[str]:
+        """The jobs holding the slots a queued job waits for, on whichever replica they
+        run (read from the store)."""
+        found = self.spec_of(state)
+        if found is None:
+            return []
+        held = await held_by(self.orch.store, group_key(*found[0]))
+        return [job for job in held if job != state.job_id]
 
     def admit(self, group: Group, spec: ConcurrencySpec) -> Admission:
         """What a new job of `group` does now (call under `lock(group)`)."""

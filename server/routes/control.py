@@ -37,15 +37,13 @@ log = logging.getLogger("partitur.control")
 
 async def explain_context(runtime: Runtime, state: JobState) -> ExplainContext:
     """What the runtime knows besides the job's events: the jobs holding the concurrency
-    slots a queued job waits for, and (with remote workers only) the workers online."""
+    slots a queued job waits for (on any replica: the slots are in the store), and (with
+    remote workers only) the workers online."""
     now = runtime.orchestrator.clock.now()
     holders: list[str] = []
     if state.queued:
         try:
-            found = runtime.orchestrator.concurrency.spec_of(state)
-            if found is not None:
-                holders = [s.job_id for s in runtime.orchestrator.concurrency.running(found[0])
-                           if s.job_id != state.job_id]
+            holders = await runtime.orchestrator.concurrency.holders(state)
         except Exception:  # best effort: the explanation still stands without names
             log.debug("no concurrency holders for job %s", state.job_id, exc_info=True)
     workers: list[frozenset[str]] | None = None

@@ -86,6 +86,8 @@ def test_a_limit_of_one_per_key_holds_across_two_replicas(
         # Replica two holds no job of `acme` in memory, yet its job waits for the slot.
         second = _execute(b, "sync", "acme")
         assert b.get(f"/api/jobs/{second}").json()["status"] == "pending"
+        explained = b.get(f"/api/jobs/{second}/explain").json()
+        assert explained["reason"] == f"concurrency slot held by job {first}", explained
         other = _execute(b, "sync", "globex")  # another key: not held up
         more = [_execute(client, "sync", "acme") for client in (a, b, a, b)]
         acme = [first, second, *more]
