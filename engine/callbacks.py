@@ -363,12 +363,16 @@ class Callbacks:
         if delivery is None or delivery.tenant != tenant:
             raise NotFound(f"delivery {delivery_id!r} not found")
         now = self.clock.now()
+        # Out of the deliverer's queue while this attempt runs, so it is sent once.
+        await self.repo.delete(OUTBOX, delivery.id)
         again = delivery.changed(now, status="pending", next_attempt_at=now,
                                  first_attempt_at=None)
         await self.repo.update(again)
-        with contextlib.suppress(PartiturError):
-            await self.repo.insert(CloudObject(OUTBOX, delivery.id, tenant, now, now))
-        return await self.attempt(again)
+        result = await self.attempt(again)
+        if result.data["status"] == "pending":  # failed: the deliverer retries it
+            with contextlib.suppress(PartiturError):
+                await self.repo.insert(CloudObject(OUTBOX, delivery.id, tenant, now, now))
+        return result
 
 
 def delivery_view(obj: CloudObject) -> dict[str, Any]:

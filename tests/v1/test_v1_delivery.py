@@ -373,3 +373,34 @@ def test_a_vetted_address_is_the_one_connected_to() -> None:
         assert rx.requests[0]["path"] == "/pinned"
     finally:
         close(rx)
+
+
+async def test_redeliver_sends_once_and_a_failure_is_retried(
+        cloud: tuple[Cloud, FakeClock]) -> None:
+    from engine.callbacks import OUTBOX
+
+    c, clock = cloud
+    rx = Receiver(fail=2)
+    callbacks = Callbacks(c.repo, c.jobs, c.cipher,
+                          CallbackPolicy(allow_private=True, max_attempts=3), clock=clock)
+    try:
+        job_id = await _ended_job(c, rx.url + "/r")
+        (delivery,) = await callbacks.queue_job(job_id)
+        delivery = await callbacks.attempt(delivery)
+        assert delivery.data["status"] == "pending" and len(rx.requests) == 1
+        assert await c.repo.get(OUTBOX, delivery.id) is not None
+        # Redelivered while the receiver still fails: one request, pending, queued for a
+        # retry by the deliverer.
+        again = await callbacks.redeliver("default", delivery.id)
+        assert len(rx.requests) == 2 and again.data["status"] == "pending"
+        assert await c.repo.get(OUTBOX, delivery.id) is not None
+        # Redelivered once the receiver answers: one request, delivered, out of the queue.
+        done = await callbacks.redeliver("default", delivery.id)
+        assert done.data["status"] == "delivered" and len(rx.requests) == 3
+        assert await c.repo.get(OUTBOX, delivery.id) is None
+        clock.advance(3600)
+        assert await callbacks.deliver_due() == 0 and len(rx.requests) == 3
+        ids = {r["headers"]["webhook-id"] for r in rx.requests}
+        assert len(ids) == 1
+    finally:
+        close(rx)
