@@ -439,6 +439,7 @@ def test_every_control_has_an_accessible_name(
 def test_phone_width_and_dark_mode(
         ui_server: ServerProcess, browser: Browser, tmp_path: Path) -> None:
     job_id = execute(ui_server, "deploy")
+    session = v1_call(ui_server, "sessions/create", {"timeout_seconds": 300})["session_id"]
     context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
     guard = ConsoleGuard()
     try:
@@ -448,6 +449,10 @@ def test_phone_width_and_dark_mode(
                      "/schedules", "/deployments", "/sessions"):
             pg.goto(f"{ui_server.url}{path}")
             pg.wait_for_load_state("networkidle")
+            if path == "/sessions":  # a listed session, watched live
+                pg.get_by_role("button", name=f"Watch session {session}").click()
+                expect(pg.frame_locator("#live-view iframe").locator("#state")).to_have_text(
+                    "live")
             # Nothing wider than the screen: content wraps or scrolls inside its box.
             overflow = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{path} overflows by {overflow}px"
@@ -456,6 +461,7 @@ def test_phone_width_and_dark_mode(
         pg.screenshot(path=str(tmp_path / "phone.png"))
     finally:
         context.close()
+        v1_call(ui_server, "sessions/close", {"session_id": session})
     guard.check()
 
 
