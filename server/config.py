@@ -34,6 +34,7 @@ from pydantic_core import ErrorDetails
 
 from engine.auth.acl import AclSettings
 from engine.auth.settings import AuthSettings
+from engine.cloudtenancy import WORKSPACE_PREFIX as CLOUD_WORKSPACE_PREFIX
 from engine.errors import ConfigInvalid, Issue
 from engine.model import Duration, OptDuration
 
@@ -337,6 +338,9 @@ class ShutdownSettings(_Section):
 def _check_workspace_name(name: str) -> str:
     if not _WORKSPACE_NAME.match(name):
         raise ValueError(f"invalid workspace name {name!r}: use letters, digits, '_', '.', '-'")
+    if name.startswith(CLOUD_WORKSPACE_PREFIX):
+        raise ValueError(f"invalid workspace name {name!r}: names starting with "
+                         f"'{CLOUD_WORKSPACE_PREFIX}' are kept for cloud deployments")
     return name
 
 

@@ -413,3 +413,13 @@ def test_workers_mode_picks_the_dispatcher(tmp_path: Path, mode: str, concurrenc
         assert runtime.orchestrator.dispatcher is runtime.executor
         # `local` with no embedded workers runs nothing: no dispatcher at all.
         assert (runtime.executor is None) == (concurrency == 0)
+
+
+def test_cloud_workspace_names_are_reserved(tmp_path: Path) -> None:
+    (tmp_path / "a" / ".workflows").mkdir(parents=True)
+    cfg = write(tmp_path, "workspaces:\n  cloud.acme.d1: {path: a}\n")
+    with pytest.raises(ConfigInvalid) as excinfo:
+        load_settings(cfg, environ={})
+    issue = excinfo.value.issues[0]
+    assert "kept for cloud deployments" in issue.message
+    assert issue.path.startswith("workspaces")
