@@ -99,6 +99,9 @@ async def debug_report(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     if report.get("handoff_prompt") and lines:
         report["handoff_prompt"] += "\n\nLast log lines of the failing step:\n" + "\n".join(
             f"  {x}" for x in lines[-20:])
+    # The reference's two modes: `autofix` once auto-repair has worked on the job.
+    report["debug_agent_mode"] = "debug" if report.get("autofix_status") in (
+        None, "not_configured") else "autofix"
     notes: DebugNotes = call.request.app.state.browser_services.debug_notes
     return await notes.add(report, call.tenant)
 

@@ -97,6 +97,7 @@ def test_a_failure_proposes_a_repair_that_deploys_only_when_approved(
 
         report = report_until(client, job_id, "awaiting_approval")
         assert report["autofix_summary"] == "explode exits 0 now"
+        assert report["debug_agent_mode"] == "autofix"
         assert report["autofix_deployment_id"] is None
         # The repair task got the failure and the failing deployment's workspace.
         repair = client.get(f"/api/jobs/{report['autofix_repair_job_id']}").json()

@@ -100,6 +100,7 @@ def test_failed_job_has_error_mapped_stack_logs_and_debug_report(v1: httpx.Clien
     assert all(e["level"] == "error" for e in errors)
     report = call(v1, "jobs/debugReport", {"id": job_id})
     assert report["job_id"] == job_id and report["error"] and report["tldr"]
+    assert report["debug_agent_mode"] == "debug"  # the reference's: debug or autofix
     assert "going down" in report["handoff_prompt"]
     assert report["job_workflow"] == "boom" and report["job_mapped_stack"]["step"] == "explode"
     failed = call(v1, "jobs/list", {"status": "failed", "limit": 100})["jobs"]
