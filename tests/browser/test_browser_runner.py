@@ -54,6 +54,11 @@ async def test_artifacts_trace_and_screenshot_without_secrets(
     assert (step / "orders.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     texts = _zip_texts(step / "trace.zip")
     assert "#username" in texts and "tr.order td.id" in texts  # the actions were recorded
+    # With screenshots (screencast frames, JPEG resources) and DOM snapshots.
+    assert "screencast-frame" in texts and "frame-snapshot" in texts
+    with zipfile.ZipFile(step / "trace.zip") as archive:
+        names = archive.namelist()
+        assert any(n.endswith(".jpeg") for n in names), names  # the screenshots
     # The password was typed and posted; the trace keeps neither.
     assert PASSWORD not in texts
     assert not (step / "failure").exists()
