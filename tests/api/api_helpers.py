@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "api_workspaces"
+
+BODY_LIMIT = 64 * 1024
+
+
+def api_workspaces() -> dict[str, Any]:
+    return {
+        "main": FIXTURES / "main",
+        "broken": FIXTURES / "broken",
+        "remote": {"git": {"url": "https://example.invalid/ops.git"}},
+    }
+
+
 
 TERMINAL = {"completed", "failed", "cancelled", "skipped"}
 

@@ -7,24 +7,11 @@ client inside the process). The fixture workspaces live in tests/fixtures/api_wo
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from api_helpers import BODY_LIMIT, api_workspaces
 from harness import ServerProcess
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "api_workspaces"
-
-BODY_LIMIT = 64 * 1024
-
-
-def api_workspaces() -> dict[str, Any]:
-    return {
-        "main": FIXTURES / "main",
-        "broken": FIXTURES / "broken",
-        "remote": {"git": {"url": "https://example.invalid/ops.git"}},
-    }
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import httpx
-from api_helpers import execute, wait_job
-from conftest import api_workspaces
+from api_helpers import api_workspaces, execute, wait_job
 from harness import ServerProcess
 
 

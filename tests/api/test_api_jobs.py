@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import orjson
-from api_helpers import execute, wait_job, wait_step
-from conftest import BODY_LIMIT
+from api_helpers import BODY_LIMIT, execute, wait_job, wait_step
 
 STEP_FIELDS = {"step_name", "action_name", "action_type", "runner", "input", "output",
                "status", "worker_id", "started_at", "completed_at", "error_message",

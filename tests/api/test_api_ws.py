@@ -11,8 +11,7 @@ import httpx
 import orjson
 import pytest
 import websockets
-from api_helpers import execute, wait_job, wait_step
-from conftest import api_workspaces
+from api_helpers import api_workspaces, execute, wait_job, wait_step
 from harness import ServerProcess
 
 

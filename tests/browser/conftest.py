@@ -7,27 +7,20 @@ test process; the browser steps under test reach it over real HTTP.
 from __future__ import annotations
 
 import importlib.util
-import textwrap
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import uvicorn
+from browser_support import DEMO_WORKSPACE, JobRun, RunJob
 from harness import free_port
 
-from engine.core.projections import JobRow, StepRow
-from engine.core.state import JobState
-from engine.logs.model import LogLine
 from engine.runners import browser
 from engine.runtime import Runtime, RuntimeOptions
-
-ROOT = Path(__file__).resolve().parents[2]
-DEMO_WORKSPACE = ROOT / "workspaces" / "browser-demo"
 
 
 def _demo_module() -> ModuleType:
@@ -63,26 +56,6 @@ def browser_env(chromium_path: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return chromium_path
 
 
-@dataclass
-class JobRun:
-    """A finished job: its state, log lines, projection rows and artifacts folder."""
-
-    state: JobState
-    logs: list[LogLine]
-    row: JobRow
-    steps: list[StepRow]
-    artifacts: Path
-
-    def lines(self, step: str | None = None) -> list[str]:
-        return [entry.line for entry in self.logs if step is None or entry.step == step]
-
-    def step_dir(self, step: str) -> Path:
-        return self.artifacts / step
-
-
-RunJob = Callable[..., Awaitable[JobRun]]
-
-
 @pytest.fixture
 def run_job(tmp_path: Path, browser_env: str) -> RunJob:
     """`await run_job(workspace, task, input)`: the task run through the real orchestrator.
@@ -110,10 +83,3 @@ def run_job(tmp_path: Path, browser_env: str) -> RunJob:
         return JobRun(state, logs, row, steps, tmp_path / "artifacts" / job_id)
 
     return run
-
-
-def write_workspace(folder: Path, text: str) -> Path:
-    """A workspace folder holding `.workflows/main.yaml` with `text`."""
-    (folder / ".workflows").mkdir(parents=True, exist_ok=True)
-    (folder / ".workflows" / "main.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
-    return folder

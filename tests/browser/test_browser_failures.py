@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 import orjson
-from conftest import RunJob, write_workspace
+from browser_support import RunJob, write_workspace
 from harness import free_port
 
 from engine.core.state import JobStatus, StepStatus

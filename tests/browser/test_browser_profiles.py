@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import RunJob, write_workspace
+from browser_support import RunJob, write_workspace
 
 from engine.core.state import JobStatus
 from engine.profiles import ProfileError, ProfileStore

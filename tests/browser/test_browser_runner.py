@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import playwright
 import pytest
-from conftest import DEMO_WORKSPACE, RunJob, write_workspace
+from browser_support import DEMO_WORKSPACE, RunJob, write_workspace
 from harness import require
 
 from engine.core.state import JobStatus, StepStatus

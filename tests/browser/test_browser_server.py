@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import playwright
-from conftest import DEMO_WORKSPACE, ROOT, write_workspace
+from browser_support import DEMO_WORKSPACE, ROOT, write_workspace
 from harness import ServerProcess
 from playwright.sync_api import sync_playwright
 
