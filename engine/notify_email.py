@@ -22,7 +22,7 @@ import html
 import logging
 import smtplib
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -135,7 +135,8 @@ class FailureMailer:
 
     def __init__(self, config: SmtpConfig, store: EventStore, repo: CloudRepository,
                  artifacts_dir: Path, *, base_url: str = "", clock: Clock | None = None,
-                 sender: Any = send_message) -> None:
+                 sender: Any = send_message,
+                 recording: Callable[[str, str], str] | None = None) -> None:
         self.config = config
         self.store = store
         self.repo = repo
@@ -143,6 +144,7 @@ class FailureMailer:
         self.base_url = base_url.rstrip("/")
         self.clock: Clock = clock or SystemClock()
         self._send = sender
+        self._recording = recording
         self._pending: set[asyncio.Task[Any]] = set()
 
     def listener(self, state: JobState, events: Sequence[ev.Event]) -> None:
@@ -179,7 +181,8 @@ class FailureMailer:
         claim = await self._claim(job_id)
         if claim is None:
             return None
-        report = build_report(row, steps, self.artifacts_dir / job_id, base_url=self.base_url)
+        report = build_report(row, steps, self.artifacts_dir / job_id, base_url=self.base_url,
+                              recording=self._recording)
         if self.base_url:
             report["report_url"] = f"{self.base_url}/api/jobs/{job_id}/debug-report"
         now = self.clock.now()

@@ -9,6 +9,7 @@ the public, signature-gated routes: the live view and the signed recording files
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.routing import BaseRoute
@@ -16,7 +17,7 @@ from starlette.routing import BaseRoute
 from engine.cloud import Cloud
 from engine.debugllm import DebugNotes
 from engine.notify_email import FailureMailer, SmtpConfig
-from engine.recordings import RetentionSweeper, UrlSigner, recordings_secret
+from engine.recordings import RetentionSweeper, UrlSigner, recording_link, recordings_secret
 from engine.runners.browser_evidence import default_executable
 from engine.runtime import Runtime
 from engine.sessions import SessionManager
@@ -57,7 +58,15 @@ class BrowserServices:
                        password=email.password, sender=email.sender,
                        recipients=tuple(email.recipients), timeout=float(email.timeout)),
             runtime.store, cloud.repo, runtime.options.artifacts_dir,
-            base_url=base_url(settings))
+            base_url=base_url(settings), recording=self._email_recording(float(email.link_ttl)))
+
+    def _email_recording(self, ttl: float) -> Callable[[str, str], str]:
+        """Signed recording links for emails: they open with no login, for `ttl` seconds."""
+        base = base_url(self.settings)
+
+        def link(job_id: str, step: str) -> str:
+            return recording_link(self.signer, base, job_id, step, ttl=ttl)[0]
+        return link
 
     def attach(self, state: Any) -> None:
         """Expose the services on `app.state`; listen to job events (before opening)."""

@@ -283,6 +283,7 @@ class EmailSettings(_Section):
     sender: str = Field(default="partitur@localhost", alias="from")
     recipients: list[str] = Field(min_length=1)
     timeout: Duration = 10.0
+    link_ttl: Duration = 7 * 86400.0  # how long the signed recording link of an email lives
 
 
 class NotificationsSettings(_Section):

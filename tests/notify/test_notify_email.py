@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 import pytest
@@ -247,3 +249,51 @@ def test_a_server_mails_each_failed_browser_job_once(
         again = client.get(f"/api/jobs/{job_id}/debug-report").json()
         assert again["email_sent_at"] == report["email_sent_at"]
     assert len(inbox.messages) == 1
+
+
+LIVE_BROWSER = """
+tasks:
+  blank:
+    flow:
+      look:
+        type: browser
+        launch: { start_url: "data:text/html,<p>nothing here</p>", timeout: 2s }
+        steps:
+          - wait_for: "#never"
+"""
+
+
+def test_the_emails_recording_link_is_signed_and_opens_without_a_login(
+        make_server: Callable[..., ServerProcess], tmp_path: Path, chromium_path: str,
+        smtp: tuple[Inbox, int]) -> None:
+    inbox, port = smtp
+    folder = tmp_path / "live"
+    (folder / ".workflows").mkdir(parents=True)
+    (folder / ".workflows" / "w.yaml").write_text(LIVE_BROWSER)
+    server = make_server(workspaces={"ws": folder}, settings={
+        "browser": {"executable": chromium_path},
+        "notifications": {"base_url": "http://partitur.example", "email": {
+            "host": "127.0.0.1", "port": port, "tls": "none",
+            "recipients": ["ops@example.test"]}}})
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        job_id = client.post("/api/workspaces/ws/tasks/blank/execute",
+                             json={"input": {}}).json()["job_id"]
+        deadline = time.monotonic() + 60
+        while not inbox.messages:
+            assert time.monotonic() < deadline, "no failure email"
+            time.sleep(0.1)
+    body = inbox.messages[0][1].get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert job_id in text
+    # Signed for notifications.email.link_ttl (7 days by default): it needs no login.
+    viewer = re.search(r"Recording[^:]*: (\S+)", text)
+    assert viewer is not None, text
+    trace = unquote(viewer.group(1).split("trace=", 1)[1])
+    expires = int(parse_qs(urlsplit(trace).query)["expires"][0])
+    assert expires > time.time() + 6 * 86400
+    r = httpx.get(trace.replace("http://partitur.example", server.url), timeout=10)
+    assert r.status_code == 200 and r.content[:2] == b"PK"
+    forged = trace.replace("sig=", "sig=0")
+    r = httpx.get(forged.replace("http://partitur.example", server.url), timeout=10)
+    assert r.status_code == 403
