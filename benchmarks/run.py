@@ -128,10 +128,16 @@ def cli(argv: list[str] | None = None) -> int:
     machine = machine_info()
     ctx.emit({"machine": machine, "backend": ctx.backend, "quick": ctx.quick})
     start = time.perf_counter()
+    failed = True
     try:
         asyncio.run(main(ctx, only, w5_sizes))
+        failed = False
     finally:
-        shutil.rmtree(ctx.tmp, ignore_errors=True)
+        if failed:  # keep the server logs of a failed run
+            print(f"benchmark failed: stores and server logs kept in {ctx.tmp}",
+                  file=sys.stderr)
+        else:
+            shutil.rmtree(ctx.tmp, ignore_errors=True)
         if ctx.backend == "postgres":
             drop_databases(ctx)
     seconds = time.perf_counter() - start
