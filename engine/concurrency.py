@@ -143,6 +143,15 @@ class Concurrency:
             return Admission("queue", reason, tuple(s.job_id for s in running + waiting))
         return Admission("queue", reason)
 
+    async def superseded(self, group: Group, spec: ConcurrencySpec, admission: Admission,
+                         job_id: str) -> tuple[str, ...]:
+        """The jobs a new `cancel_previous` job cancels: those of this process the
+        admission named, and those holding the group's slots on any replica."""
+        if spec.policy != "cancel_previous" or admission.action != "queue":
+            return admission.cancel
+        held = await held_by(self.orch.store, group_key(*group))
+        return tuple(dict.fromkeys([*admission.cancel, *(j for j in held if j != job_id)]))
+
     def taken(self, group: Group, spec: ConcurrencySpec) -> Admission:
         """What a new job does when the store finds every slot of its group held."""
         if spec.policy == "skip":

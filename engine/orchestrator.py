@@ -338,8 +338,8 @@ class Orchestrator:
             active = ActiveJob(new_state, masker=masker)
             self._active[job_id] = active
             self._after_append(active, events)
-        if admission is not None:
-            for previous in admission.cancel:
+        if admission is not None and group is not None and limit is not None:
+            for previous in await self.concurrency.superseded(group, limit, admission, job_id):
                 self.spawn(self._cancel_quietly(previous, f"superseded by job {job_id}"))
         return job_id
 
@@ -414,7 +414,11 @@ class Orchestrator:
             records = await self.store.read(job_id, after_version=active.state.version)
             if not records:
                 return
-            active.state = fold((r.event() for r in records), active.state)
+            events = [r.event() for r in records]
+            active.state = fold(events, active.state)
+            if any(isinstance(e, ev.JobCancelRequested) for e in events):
+                # Cancelled through another replica: its steps may be running here.
+                self._cancel_running(active.state)
             self._schedule_wakeup(active)
             if active.state.terminal:
                 self._finish(active)
@@ -651,15 +655,20 @@ class Orchestrator:
                 elif self.dispatcher is not None:
                     active.dispatched.add(key)
                     self.dispatcher.dispatch(state, name)
-        if self.dispatcher is not None and not self._closing:
-            if state.cancel_requested and (not events or any(
-                    isinstance(e, ev.JobCancelRequested) for e in events)):
-                for step in state.steps.values():
-                    if step.status == StepStatus.RUNNING and step.items is None:
-                        self.dispatcher.cancel(state.job_id, step.name)
+        if state.cancel_requested and (not events or any(
+                isinstance(e, ev.JobCancelRequested) for e in events)):
+            self._cancel_running(state)
         self._schedule_wakeup(active)
         if state.terminal and any(isinstance(e, _ENDS) for e in events):
             self._finish(active)
+
+    def _cancel_running(self, state: JobState) -> None:
+        """Stop the job's steps running here (a no-op for steps running elsewhere)."""
+        if self.dispatcher is None or self._closing:
+            return
+        for step in state.steps.values():
+            if step.status == StepStatus.RUNNING and step.items is None:
+                self.dispatcher.cancel(state.job_id, step.name)
 
     def _schedule_wakeup(self, active: ActiveJob) -> None:
         if active.timer is not None:

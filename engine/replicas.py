@@ -118,10 +118,6 @@ class ReplicaSync:
         for record in records:
             ended = isinstance(record.event(), _JOB_END)
             jobs[record.stream_id] = jobs.get(record.stream_id, False) or ended
-        if any(jobs.values()):
-            # A job that ended may have freed a concurrency slot that jobs queued here
-            # wait for (`engine.concurrency`: the slots are shared through the store).
-            self.orchestrator.spawn(self.orchestrator.concurrency.release_all())
         for job_id, ended in jobs.items():
             await self.orchestrator.refresh(job_id)
             if self.bus.subscribers(job_id):
@@ -129,6 +125,11 @@ class ReplicaSync:
                 if ended:
                     self._line_seq.pop(job_id, None)
                     self.bus.close_job(job_id)
+        if any(jobs.values()):
+            # A job that ended may have freed a concurrency slot that jobs queued here
+            # wait for (`engine.concurrency`: the slots are shared through the store).
+            # After the refreshes: an ended job held here must not count as running.
+            self.orchestrator.spawn(self.orchestrator.concurrency.release_all())
 
 
 def _async(fn: Any) -> Any:

@@ -4,8 +4,9 @@ Each replica runs its own jobs on its embedded executor and knows only those in 
 the slots are rows of the shared database (`engine.store.slots`). Jobs of one key
 (`limit: 1`) created alternately on both replicas never run at the same time, a job
 created on one replica while the other one's job holds the slot waits (`pending`) and
-starts once that job ends, another key is not held up, and `policy: skip` skips a job
-whose slot a job of the other replica holds.
+starts once that job ends, another key is not held up, `policy: skip` skips a job
+whose slot a job of the other replica holds, and `policy: cancel_previous` cancels the
+job of the other replica that holds the slot.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ tasks:
     concurrency: { key: "<< input.customer >>", limit: 1, policy: skip }
     flow:
       run: { type: shell, interpreter: sh, script: sleep 3 }
+  deploy:
+    input:
+      customer: { type: string, required: true }
+    concurrency: { key: "<< input.customer >>", limit: 1, policy: cancel_previous }
+    flow:
+      run: { type: shell, interpreter: sh, script: sleep 60 }
 """
 TERMINAL = {"completed", "failed", "cancelled", "skipped"}
 
@@ -113,3 +120,27 @@ def test_a_limit_of_one_per_key_holds_across_two_replicas(
         assert _wait(a, holder)["status"] == "completed"
         # Once it ended, the key is free again on either replica.
         assert _wait(b, _execute(b, "sync-or-skip", "initech"))["status"] == "completed"
+
+
+def test_cancel_previous_cancels_the_holder_on_the_other_replica(
+        make_server: Callable[..., ServerProcess], pg_url: str, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".workflows").mkdir(parents=True)
+    (ws / ".workflows" / "sync.yaml").write_text(textwrap.dedent(WORKSPACE), "utf-8")
+    settings = {"db": {"url": pg_url}, "workers": {"local": {"concurrency": 4}}}
+    one = make_server(workspaces={"w": ws}, settings=settings)
+    two = make_server(workspaces={"w": ws}, settings=settings)
+    with httpx.Client(base_url=one.url, timeout=15) as a, \
+            httpx.Client(base_url=two.url, timeout=15) as b:
+        first = _execute(a, "deploy", "acme")
+        _wait_running(a, first)
+        other = _execute(a, "deploy", "globex")  # another key: left alone
+        _wait_running(a, other)
+        second = _execute(b, "deploy", "acme")
+        cancelled = _wait(a, first, timeout=60)
+        assert cancelled["status"] == "cancelled", cancelled
+        _wait_running(b, second)  # the freed slot goes to the new job
+        assert a.get(f"/api/jobs/{other}").json()["status"] == "running"
+        for client, job in ((b, second), (a, other)):
+            assert client.post(f"/api/jobs/{job}/cancel").status_code == 200
+            assert _wait(client, job)["status"] == "cancelled"
