@@ -17,9 +17,13 @@ POLL = 0.01
 
 
 def client(base: str) -> httpx.AsyncClient:
+    # Idle connections are dropped after 2 s, before uvicorn closes them (5 s): with
+    # httpx's default (also 5 s) a request sent on a connection the server is closing
+    # fails with ReadError (the server logs a ClientDisconnect).
     return httpx.AsyncClient(base_url=base, timeout=60.0,
                              limits=httpx.Limits(max_connections=200,
-                                                 max_keepalive_connections=200))
+                                                 max_keepalive_connections=200,
+                                                 keepalive_expiry=2.0))
 
 
 async def submit(http: httpx.AsyncClient, task: str, inputs: dict[str, Any] | None = None,
