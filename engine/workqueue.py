@@ -112,7 +112,6 @@ class WorkQueue:
         self.waker = Waker()
         self.rates = RateLimiter(rate_windows(orchestrator.store))  # shared via the store
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._log_next: dict[str, int] = {}
         self._outboxed: dict[tuple[str, str, int], None] = {}
 
     # --- Dispatcher ------------------------------------------------------------------
@@ -341,20 +340,15 @@ class WorkQueue:
 
     async def logs(self, lease: str, offset: int, lines: Sequence[Mapping[str, Any]]) -> int:
         """Store a batch of lines (index `offset`… in this lease's output); lines already
-        stored by an earlier try of the same batch are skipped. Returns the next offset."""
+        stored by an earlier try of the same batch, on any replica, are skipped (the log
+        store keeps the lease's position with its lines). Returns the next offset."""
         held, _ = await self.fenced(lease)
-        start = self._log_next.get(lease, 0)
         writer = await self._writer(held.job_id)
-        for index, entry in enumerate(lines, start=offset):
-            if index < start:
-                continue
-            stream = "stderr" if entry.get("stream") == "stderr" else "stdout"
-            ts = entry.get("ts")
-            writer.line(held.step, stream, str(entry.get("line", "")),
-                        ts=float(ts) if isinstance(ts, int | float) else None)
-        end = max(start, offset + len(lines))
-        self._log_next[lease] = end
-        await writer.flush()
+        entries = [("stderr" if e.get("stream") == "stderr" else "stdout",
+                    str(e.get("line", "")),
+                    float(ts) if isinstance(ts := e.get("ts"), int | float) else None)
+                   for e in lines]
+        end: int = await writer.batch(held.step, lease, offset, entries)
         await self.work.renew(lease, time.time())
         return end
 
@@ -383,7 +377,10 @@ class WorkQueue:
                                exit_code=body.get("exit_code"),
                                kind=kind if kind in ("error", "timeout") else "error")
         await self._record(held, command, status)
-        self._log_next.pop(lease, None)
+        try:
+            await self.orchestrator.logs.forget(held.job_id, lease)
+        except PartiturError:  # the job's end drops it anyway (`LogStore.finish`)
+            log.warning("cannot drop the log position of lease %s…", lease[:8])
         return status
 
     async def _record(self, held: Held, command: cmd.Command, outcome: str) -> None:

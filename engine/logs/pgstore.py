@@ -8,12 +8,16 @@ and `NOTIFY partitur_logs, '<job_id>:<last seq>'`, delivered on commit. `listen(
 those notifications on a dedicated connection, so a WebSocket on any replica can stream
 lines produced by any other.
 
+`append_once` also takes the series' row in `log_positions` (migration 009) FOR UPDATE,
+skips the lines it already holds and advances it in that same transaction.
+
 PostgreSQL text cannot hold NUL characters; a NUL in a line is stored as U+FFFD.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -32,6 +36,7 @@ from engine.store.postgres import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 LOGS_CHANNEL = "partitur_logs"
 
@@ -53,6 +58,14 @@ WHERE job_id = $1 AND seq > $2 AND ($3::text IS NULL OR step = $3)
 ORDER BY seq LIMIT $4
 """
 COUNT = "SELECT count FROM log_counters WHERE job_id = $1"
+TAKE_POSITION = """
+INSERT INTO log_positions (key, job_id, next) VALUES ($1, $2, 0)
+ON CONFLICT (key) DO UPDATE SET next = log_positions.next
+RETURNING next
+"""
+SET_POSITION = "UPDATE log_positions SET next = $2 WHERE key = $1"
+FORGET_POSITION = "DELETE FROM log_positions WHERE key = $1"
+FORGET_JOB_POSITIONS = "DELETE FROM log_positions WHERE job_id = $1"
 
 
 def _clean(text: str) -> str:
@@ -174,6 +187,53 @@ class PostgresLogStore(LogStore):
             write, what=f"append log lines of job {job_id}", retry=lambda: not committing
         )
         return [line.with_seq(first + i) for i, line in enumerate(lines)]
+
+    async def append_once(
+        self, job_id: str, key: str, offset: int, lines: Sequence[LogLine]
+    ) -> tuple[list[LogLine], int]:
+        check_job_id(job_id)
+
+        async def write(conn: Any) -> tuple[list[LogLine], int]:
+            async with conn.transaction():
+                # The upsert locks the series' row: a concurrent try of the same batch
+                # waits here, then sees the position this one leaves.
+                start: int = await conn.fetchval(TAKE_POSITION, key, job_id)
+                end = max(start, offset + len(lines))
+                fresh = list(lines[max(0, start - offset):])
+                placed: list[LogLine] = []
+                if fresh:
+                    count: int = await conn.fetchval(BUMP_COUNTER, job_id, len(fresh))
+                    first = count - len(fresh) + 1
+                    await conn.execute(
+                        INSERT_LINES, job_id, list(range(first, count + 1)),
+                        [line.ts for line in fresh], [line.stream for line in fresh],
+                        [_clean(line.step) for line in fresh],
+                        [_clean(line.line) for line in fresh],
+                    )
+                    await conn.execute(NOTIFY, LOGS_CHANNEL, f"{job_id}:{count}")
+                    placed = [line.with_seq(first + i) for i, line in enumerate(fresh)]
+                if end != start:
+                    await conn.execute(SET_POSITION, key, end)
+            return placed, end
+
+        # Idempotent: a retry after a lost COMMIT finds the position it advanced.
+        return await self._run(write, what=f"append a log batch of job {job_id}")
+
+    async def forget(self, job_id: str, key: str) -> None:
+        async def delete(conn: Any) -> None:
+            await conn.execute(FORGET_POSITION, key)
+
+        await self._run(delete, what=f"forget a log position of job {job_id}")
+
+    async def finish(self, job_id: str) -> None:
+        """The job is over: its series' positions (those of lost leases too) go."""
+        async def delete(conn: Any) -> None:
+            await conn.execute(FORGET_JOB_POSITIONS, job_id)
+
+        try:
+            await self._run(delete, what=f"forget the log positions of job {job_id}")
+        except PartiturError:
+            logger.warning("cannot drop the log positions of job %s", job_id)
 
     async def read(
         self, job_id: str, *, step: str | None = None, after: int = 0, limit: int | None = None

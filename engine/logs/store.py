@@ -6,11 +6,18 @@ file opened with `O_APPEND` and no user-space buffer, so a line is in the OS onc
 `append` returns: a `kill -9` of the server loses nothing already appended (a machine
 crash can, until `sync`). On reopen a torn last line (no trailing newline) is cut away and
 numbering continues from the number of complete lines.
+
+`append_once` stores a numbered batch of a series (a remote worker's output under one
+lease) at most once. Every store keeps how far each series is stored durably and
+together with the lines; in a JSONL file that is a `"pos": [<key hash>, <next>]` member
+on the last line of each such batch, written by the same `write(2)` (readers ignore it),
+and read back from the file when the job's file is next opened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import threading
@@ -19,6 +26,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import orjson
 
 from engine.errors import ValidationFailed
 from engine.logs.model import LogLine
@@ -52,6 +61,19 @@ class LogStore(ABC):
     async def count(self, job_id: str) -> int:
         """How many lines the job's log holds (the `seq` of its last line)."""
 
+    async def append_once(
+        self, job_id: str, key: str, offset: int, lines: Sequence[LogLine]
+    ) -> tuple[list[LogLine], int]:
+        """Append lines `offset`, `offset + 1`, … of the series `key`, skipping those
+        stored before (a batch sent again); return the lines stored now and the series'
+        next index. The position is kept with the lines, so another store on the same
+        data, or this one after a restart, skips them too. A gap (`offset` past the next
+        index) is accepted: the position moves to the batch's end."""
+        raise NotImplementedError(f"{type(self).__name__} cannot append batches once")
+
+    async def forget(self, job_id: str, key: str) -> None:  # noqa: B027 - optional
+        """The series `key` is over: its position may be dropped."""
+
     async def sync(self, job_id: str) -> None:  # noqa: B027 - optional for backends
         """Make the job's lines durable against a machine crash."""
 
@@ -67,6 +89,29 @@ class LogStore(ABC):
 class _OpenLog:
     fd: int
     count: int
+    positions: dict[str, int] | None = None  # series key hash → next index, read lazily
+
+
+def series_hash(key: str) -> str:
+    """What a JSONL file keeps of a series key (a lease token is a secret)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _read_positions(path: Path) -> dict[str, int]:
+    """The last `pos` mark of each series in the file (its complete lines only)."""
+    positions: dict[str, int] = {}
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return positions
+    end = data.rfind(b"\n") + 1
+    for raw in data[:end].split(b"\n"):
+        if b'"pos":[' not in raw:
+            continue
+        mark = orjson.loads(raw).get("pos")
+        if isinstance(mark, list) and len(mark) == 2:
+            positions[str(mark[0])] = int(mark[1])
+    return positions
 
 
 def _count_lines(path: Path, *, repair: bool) -> int:
@@ -150,6 +195,43 @@ class JsonlLogStore(LogStore):
 
     async def append(self, job_id: str, lines: Sequence[LogLine]) -> list[LogLine]:
         return self.append_sync(job_id, lines)
+
+    def append_once_sync(
+        self, job_id: str, key: str, offset: int, lines: Sequence[LogLine]
+    ) -> tuple[list[LogLine], int]:
+        """The blocking form of `append_once`."""
+        tag = series_hash(key)
+        with self._lock:
+            handle = self._handle(job_id)
+            if handle.positions is None:
+                handle.positions = _read_positions(self.path(job_id))
+            start = handle.positions.get(tag, 0)
+            end = max(start, offset + len(lines))
+            fresh = lines[max(0, start - offset):]
+            if not fresh:
+                handle.positions[tag] = end
+                return [], end
+            placed = [line.with_seq(handle.count + i) for i, line in enumerate(fresh, 1)]
+            chunks = [line.to_json() + b"\n" for line in placed[:-1]]
+            chunks.append(orjson.dumps({**placed[-1].to_dict(), "pos": [tag, end]}) + b"\n")
+            view = memoryview(b"".join(chunks))
+            while view:
+                written = os.write(handle.fd, view)
+                view = view[written:]
+            handle.count += len(placed)
+            handle.positions[tag] = end
+            return placed, end
+
+    async def append_once(
+        self, job_id: str, key: str, offset: int, lines: Sequence[LogLine]
+    ) -> tuple[list[LogLine], int]:
+        return self.append_once_sync(job_id, key, offset, lines)
+
+    async def forget(self, job_id: str, key: str) -> None:
+        with self._lock:
+            handle = self._open.get(job_id)
+            if handle is not None and handle.positions is not None:
+                handle.positions.pop(series_hash(key), None)
 
     def read_sync(
         self, job_id: str, *, step: str | None = None, after: int = 0, limit: int | None = None

@@ -5,6 +5,8 @@ store and publishes the stored line (with its `seq`) to the bus, in the order of
 calls. With a store that can append synchronously (`JsonlLogStore.append_sync`, a local
 file write) that is all done inline; with another store, lines are queued and written
 in batches by one background task, still in order (`flush` waits for them).
+`JobLogWriter.batch` stores a numbered batch of a series (a remote worker's lines under
+one lease) through `LogStore.append_once`, so a batch sent twice is stored once.
 """
 
 from __future__ import annotations
@@ -83,6 +85,21 @@ class JobLogWriter:
             stored = [entry]
         if self.bus is not None:
             self.bus.publish(self.job_id, stored[0])
+
+    async def batch(
+        self, step: str, key: str, offset: int,
+        entries: Sequence[tuple[str, str, float | None]],
+    ) -> int:
+        """Store `(stream, text, ts)` entries `offset`… of the series `key` at most once
+        (raises for a store failure: the sender tries again); the series' next index."""
+        await self.flush()
+        lines = [LogLine(ts=self._clock() if ts is None else ts, stream=stream, step=step,
+                         line=self.redactor.redact(text)) for stream, text, ts in entries]
+        stored, end = await self.store.append_once(self.job_id, key, offset, lines)
+        if self.bus is not None:
+            for entry in stored:
+                self.bus.publish(self.job_id, entry)
+        return end
 
     def note(self, text: str, step: str = SERVER_STEP) -> None:
         """Record a note of the server's own (step `_server`, stream `stdout`)."""
