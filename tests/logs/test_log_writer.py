@@ -89,3 +89,24 @@ async def test_async_store_gets_batches_in_order() -> None:
     assert store.batches < 100
     published = [item async for item in sub]
     assert published == store.lines
+
+
+async def test_batch_is_redacted_and_a_resent_one_is_neither_stored_nor_published_twice(
+        tmp_path: Path) -> None:
+    store = JsonlLogStore(tmp_path)
+    bus = LiveBus()
+    sub = bus.subscribe("job")
+    writer = JobLogWriter("job", store, bus, Redactor(["s3cret"]), clock=lambda: 7.0)
+    entries = [("stdout", "token s3cret", 1.0), ("stderr", "oops", None)]
+    assert await writer.batch("build", "lease-1", 0, entries) == 2
+    assert await writer.batch("build", "lease-1", 0, entries) == 2
+    assert await writer.batch("build", "lease-1", 1, [*entries[1:], ("stdout", "x", 2.0)]) == 3
+    bus.close_job("job")
+
+    published = [item async for item in sub]
+    stored = await store.read("job")
+    assert published == stored
+    assert [(line.step, line.stream, line.line, line.ts) for line in stored] == [
+        ("build", "stdout", f"token {MASK}", 1.0), ("build", "stderr", "oops", 7.0),
+        ("build", "stdout", "x", 2.0)]
+    await store.close()
