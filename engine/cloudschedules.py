@@ -7,7 +7,10 @@ fields, or 6 with seconds first (as in YAML triggers), and is evaluated in the
 schedule's timezone (DST-correct, `engine.cron`). After each fire
 `last_fire_at`, `last_job_id`, `last_error` and `consecutive_failures` are updated; with
 `disable_after_failures: N` a schedule whose jobs failed (or could not start) N times in
-a row is disabled. `overlap`: `allow` (default) starts another job while the previous one
+a row is disabled. Updates, fires and job ends each change a schedule's record with
+`CloudRepository.modify` (written only over the version read, else re-applied), so a
+`schedules/update` on one server and a fire on the leader never lose each other's
+fields. `overlap`: `allow` (default) starts another job while the previous one
 runs, `skip` does not fire then, `cancel_previous` cancels the running one first.
 """
 
@@ -55,9 +58,6 @@ class CloudSchedules:
         self.clock: Clock = clock or SystemClock()
         self._cache: list[CloudObject] | None = None
         self._pending: set[asyncio.Task[None]] = set()
-        # Fires, job ends and updates each read, change and write a schedule's record:
-        # one at a time, so none writes back a stale copy over another's change.
-        self._writing = asyncio.Lock()
 
     # --- CRUD ------------------------------------------------------------------------
 
@@ -124,12 +124,17 @@ class CloudSchedules:
 
     async def update(self, tenant: str, schedule_id: str,
                      fields: Mapping[str, Any]) -> CloudObject:
-        async with self._writing:
-            return await self._update(tenant, schedule_id, fields)
+        await self.get(tenant, schedule_id)
+        now = self.clock.now()
+        updated = await self.repo.modify(SCHEDULE, schedule_id,
+                                         lambda obj: self._updated(obj, fields, now))
+        if updated is None:
+            raise NotFound(f"schedule {schedule_id!r} not found")
+        self._cache = None
+        return updated
 
-    async def _update(self, tenant: str, schedule_id: str,
-                      fields: Mapping[str, Any]) -> CloudObject:
-        obj = await self.get(tenant, schedule_id)
+    def _updated(self, obj: CloudObject, fields: Mapping[str, Any], now: float
+                 ) -> CloudObject:
         data = dict(obj.data)
         for key in ("params", "cron_expr", "timezone", "timeout_seconds", "skip_callbacks",
                     "enabled", "disable_after_failures", "overlap"):
@@ -147,11 +152,7 @@ class CloudSchedules:
             self._validate({**data, "callback_secret": data["callback_url"] and "x"})
         if fields.get("enabled") is True and not obj.data.get("enabled"):
             data["consecutive_failures"] = 0
-        updated = CloudObject(obj.kind, obj.id, obj.tenant, obj.created_at, self.clock.now(),
-                              data)
-        await self.repo.update(updated)
-        self._cache = None
-        return updated
+        return CloudObject(obj.kind, obj.id, obj.tenant, obj.created_at, now, data)
 
     async def delete(self, tenant: str, schedule_id: str) -> None:
         obj = await self.get(tenant, schedule_id)
@@ -258,21 +259,18 @@ class CloudSchedules:
 
     async def _record(self, s: CloudObject, now: float, job_id: str | None,
                       error: str | None, *, failed: bool) -> None:
-        async with self._writing:
-            await self._record_fire(s, now, job_id, error, failed=failed)
+        def change(fresh: CloudObject) -> CloudObject:
+            failures = fresh.data["consecutive_failures"] + (1 if failed else 0)
+            fields: dict[str, Any] = {"last_fire_at": now, "last_error": error,
+                                      "consecutive_failures": failures}
+            if job_id is not None:
+                fields["last_job_id"] = job_id
+            limit = fresh.data.get("disable_after_failures")
+            if failed and limit and failures >= int(limit):
+                fields["enabled"] = False
+            return fresh.changed(now, **fields)
 
-    async def _record_fire(self, s: CloudObject, now: float, job_id: str | None,
-                           error: str | None, *, failed: bool) -> None:
-        fresh = await self.repo.get(SCHEDULE, s.id) or s
-        failures = fresh.data["consecutive_failures"] + (1 if failed else 0)
-        fields: dict[str, Any] = {"last_fire_at": now, "last_error": error,
-                                  "consecutive_failures": failures}
-        if job_id is not None:
-            fields["last_job_id"] = job_id
-        limit = fresh.data.get("disable_after_failures")
-        if failed and limit and failures >= int(limit):
-            fields["enabled"] = False
-        await self.repo.update(fresh.changed(now, **fields))
+        await self.repo.modify(SCHEDULE, s.id, change)
 
     def listener(self, state: JobState, events: Any) -> None:
         """`Orchestrator.on_events`: count a scheduled job's end as success or failure."""
@@ -283,28 +281,32 @@ class CloudSchedules:
         task.add_done_callback(self._pending.discard)
 
     async def _job_ended(self, job_id: str, status: str) -> None:
-        async with self._writing:
-            await self._count_end(job_id, status)
-
-    async def _count_end(self, job_id: str, status: str) -> None:
         try:
             obj = await self.repo.get(JOB, job_id)
             schedule_id = obj.data.get("schedule_id") if obj is not None else None
-            s = await self.repo.get(SCHEDULE, schedule_id) if schedule_id else None
-            if s is None or s.data.get("last_counted_job") == job_id:
+            if not schedule_id:
                 return
-            now = self.clock.now()
             failed = status in ("failed", "JobStatus.FAILED")
-            failures = s.data["consecutive_failures"] + 1 if failed else 0
-            fields: dict[str, Any] = {"consecutive_failures": failures,
-                                      "last_counted_job": job_id}
+            error = None
             if failed:
                 row = await self.jobs.store.get_job(job_id)
-                fields["last_error"] = (row.error if row is not None else None) or "job failed"
-            limit = s.data.get("disable_after_failures")
-            if failed and limit and failures >= int(limit):
-                fields["enabled"] = False
-            await self.repo.update(s.changed(now, **fields))
+                error = (row.error if row is not None else None) or "job failed"
+            now = self.clock.now()
+
+            def change(s: CloudObject) -> CloudObject | None:
+                if s.data.get("last_counted_job") == job_id:
+                    return None
+                failures = s.data["consecutive_failures"] + 1 if failed else 0
+                fields: dict[str, Any] = {"consecutive_failures": failures,
+                                          "last_counted_job": job_id}
+                if failed:
+                    fields["last_error"] = error
+                limit = s.data.get("disable_after_failures")
+                if failed and limit and failures >= int(limit):
+                    fields["enabled"] = False
+                return s.changed(now, **fields)
+
+            await self.repo.modify(SCHEDULE, schedule_id, change)
             self._cache = None
         except Exception:
             log.exception("schedule bookkeeping of job %s failed", job_id)

@@ -4,7 +4,12 @@ Deployments, workflow pins, cloud job records, schedules, credentials, webhook
 endpoints, deliveries and the callback outbox are rows of one table (`cloud_objects`,
 migration `NNN_cloud.sql`), keyed by `(kind, id)`, owned by a tenant, with an optional
 `name` that is unique per `(kind, tenant)` and a JSON `data` object. Ids are UUIDv7, so
-ordering by id is ordering by creation time. `cloud_repository_for(store)` picks the
+ordering by id is ordering by creation time. Every write bumps the row's `version`
+(migration `NNN_cloud_versions.sql`); `modify` is a read-change-write that only writes
+over the version it read and otherwise reads again and re-applies the change, so two
+servers on one database changing the same object never lose one of the changes.
+`page(where=...)` filters on top-level JSON fields in the query itself (deliveries by
+`job_id` or `webhook_id` use expression indexes). `cloud_repository_for(store)` picks the
 backend that shares the event store's database (and its thread or pool).
 """
 
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -25,36 +30,59 @@ from engine.store.base import EventStore, OutboxObject
 T = TypeVar("T")
 
 COLUMNS = "kind, id, tenant, name, created_at, updated_at, data"
+READ = f"{COLUMNS}, version"
 SQLITE_INSERT = f"INSERT INTO cloud_objects ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-SQLITE_UPDATE = ("UPDATE cloud_objects SET name = ?, updated_at = ?, data = ? "
-                 "WHERE kind = ? AND id = ?")
-SQLITE_GET = f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = ? AND id = ?"
-SQLITE_BY_NAME = (f"SELECT {COLUMNS} FROM cloud_objects "
+SQLITE_UPDATE = ("UPDATE cloud_objects SET name = ?, updated_at = ?, data = ?, "
+                 "version = version + 1 WHERE kind = ? AND id = ?")
+SQLITE_SWAP = SQLITE_UPDATE + " AND version = ?"
+SQLITE_GET = f"SELECT {READ} FROM cloud_objects WHERE kind = ? AND id = ?"
+SQLITE_BY_NAME = (f"SELECT {READ} FROM cloud_objects "
                   "WHERE kind = ? AND tenant = ? AND name = ?")
-SQLITE_LIST = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = ? AND tenant = ? "
-               "AND id < ? ORDER BY id DESC LIMIT ?")
-SQLITE_LIST_ALL = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = ? AND id < ? "
-                   "ORDER BY id DESC LIMIT ?")
 SQLITE_DELETE = "DELETE FROM cloud_objects WHERE kind = ? AND id = ?"
 # An append's outbox objects (`Outbox.objects`): one already stored is left alone.
 SQLITE_OUTBOX = (f"INSERT INTO cloud_objects ({COLUMNS}) VALUES (?, ?, ?, NULL, ?, ?, ?) "
                  "ON CONFLICT (kind, id) DO NOTHING")
 
 PG_INSERT = f"INSERT INTO cloud_objects ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-PG_UPDATE = ("UPDATE cloud_objects SET name = $1, updated_at = $2, data = $3 "
-             "WHERE kind = $4 AND id = $5")
-PG_GET = f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = $1 AND id = $2"
-PG_BY_NAME = (f"SELECT {COLUMNS} FROM cloud_objects "
+PG_UPDATE = ("UPDATE cloud_objects SET name = $1, updated_at = $2, data = $3, "
+             "version = version + 1 WHERE kind = $4 AND id = $5")
+PG_SWAP = PG_UPDATE + " AND version = $6"
+PG_GET = f"SELECT {READ} FROM cloud_objects WHERE kind = $1 AND id = $2"
+PG_BY_NAME = (f"SELECT {READ} FROM cloud_objects "
               "WHERE kind = $1 AND tenant = $2 AND name = $3")
-PG_LIST = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = $1 AND tenant = $2 "
-           "AND id < $3 ORDER BY id DESC LIMIT $4")
-PG_LIST_ALL = (f"SELECT {COLUMNS} FROM cloud_objects WHERE kind = $1 AND id < $2 "
-               "ORDER BY id DESC LIMIT $3")
 PG_DELETE = "DELETE FROM cloud_objects WHERE kind = $1 AND id = $2"
 PG_OUTBOX = (f"INSERT INTO cloud_objects ({COLUMNS}) VALUES ($1, $2, $3, NULL, $4, $5, $6) "
              "ON CONFLICT (kind, id) DO NOTHING")
 
 TOP = "\uffff"  # sorts after every id: "id < TOP" is the first page
+# The JSON fields `page(where=...)` filters on; each is an expression index of the
+# migration `NNN_cloud_versions.sql` (the query's expression must match the index's).
+FILTERABLE = ("job_id", "webhook_id")
+# How often `modify` re-reads and re-applies a change that lost a race.
+ATTEMPTS = 50
+
+
+def _sqlite_page(tenant: bool, where: tuple[str, ...]) -> str:
+    conds = ["kind = ?"] + (["tenant = ?"] if tenant else []) + [
+        f"json_extract(data, '$.{f}') = ?" for f in where] + ["id < ?"]
+    return (f"SELECT {READ} FROM cloud_objects WHERE {' AND '.join(conds)} "
+            "ORDER BY id DESC LIMIT ?")
+
+
+def _pg_page(tenant: bool, where: tuple[str, ...]) -> str:
+    conds = ["kind = $1"] + (["tenant = $2"] if tenant else [])
+    conds += [f"(data::jsonb ->> '{f}') = ${len(conds) + 1 + i}" for i, f in enumerate(where)]
+    n = len(conds)
+    return (f"SELECT {READ} FROM cloud_objects WHERE {' AND '.join(conds)} "
+            f"AND id < ${n + 1} ORDER BY id DESC LIMIT ${n + 2}")
+
+
+def _where(where: Mapping[str, str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    fields = tuple(sorted(where or {}))
+    for f in fields:
+        if f not in FILTERABLE:
+            raise ValueError(f"cannot filter cloud objects on {f!r}")
+    return fields, tuple(str((where or {})[f]) for f in fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +96,7 @@ class CloudObject:
     updated_at: float
     data: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
+    version: int = 0  # bumped by every write; `modify` writes only over the one it read
 
     def changed(self, now: float, **data: Any) -> CloudObject:
         """A copy with `data` merged in and `updated_at` set to `now`."""
@@ -76,7 +105,7 @@ class CloudObject:
 
 def _row(r: Any) -> CloudObject:
     return CloudObject(kind=r[0], id=r[1], tenant=r[2], name=r[3], created_at=r[4],
-                       updated_at=r[5], data=orjson.loads(r[6]))
+                       updated_at=r[5], data=orjson.loads(r[6]), version=r[7])
 
 
 def _params(o: CloudObject) -> tuple[Any, ...]:
@@ -109,6 +138,33 @@ class CloudRepository(ABC):
         """
 
     @abstractmethod
+    async def swap(self, obj: CloudObject) -> bool:
+        """`update`, but only when the stored object still has `obj.version`: False when
+        it changed since (or is gone)."""
+
+    async def modify(self, kind: str, obj_id: str,
+                     change: Callable[[CloudObject], CloudObject | None]
+                     ) -> CloudObject | None:
+        """Read the object, apply `change` and write the result over the version read;
+        when another writer (here or on another server) got there first, read again and
+        re-apply. `change` returning None writes nothing. The written object, the
+        unchanged one, or None when there is no such object. `change` may raise (the
+        error is passed on, nothing is written) and must not have side effects, as it may
+        run more than once.
+        """
+        for _ in range(ATTEMPTS):
+            current = await self.get(kind, obj_id)
+            if current is None:
+                return None
+            new = change(current)
+            if new is None:
+                return current
+            if await self.swap(replace(new, version=current.version)):
+                return replace(new, version=current.version + 1)
+            await asyncio.sleep(0)
+        raise Conflict(f"{kind} {obj_id!r} kept changing; try again")
+
+    @abstractmethod
     async def get(self, kind: str, obj_id: str) -> CloudObject | None:
         """The object `(kind, obj_id)`, or None."""
 
@@ -118,9 +174,11 @@ class CloudRepository(ABC):
 
     @abstractmethod
     async def page(self, kind: str, tenant: str | None, *, before: str | None = None,
-                   limit: int = 100) -> list[CloudObject]:
+                   limit: int = 100, where: Mapping[str, str] | None = None
+                   ) -> list[CloudObject]:
         """Objects of `kind` (of one tenant, or all when None), newest first, with an id
-        below `before`, at most `limit`."""
+        below `before`, at most `limit`; with `where`, only those whose JSON fields (of
+        `FILTERABLE`) have those values."""
 
     @abstractmethod
     async def delete(self, kind: str, obj_id: str) -> bool:
@@ -168,17 +226,24 @@ class MemoryCloudRepository(CloudRepository):
         async with self._lock:
             if (obj.kind, obj.id) in self._rows or self._name_taken(obj):
                 raise Conflict(f"{obj.kind} {obj.name or obj.id!r} exists")
-            self._rows[(obj.kind, obj.id)] = obj
+            self._rows[(obj.kind, obj.id)] = replace(obj, version=0)
 
     async def update(self, obj: CloudObject) -> bool:
+        return await self._write(obj, None)
+
+    async def swap(self, obj: CloudObject) -> bool:
+        return await self._write(obj, obj.version)
+
+    async def _write(self, obj: CloudObject, version: int | None) -> bool:
         async with self._lock:
             old = self._rows.get((obj.kind, obj.id))
-            if old is None:
+            if old is None or (version is not None and old.version != version):
                 return False
             if self._name_taken(obj):
                 raise Conflict(f"{obj.kind} {obj.name!r} exists")
             self._rows[(obj.kind, obj.id)] = replace(
-                old, name=obj.name, updated_at=obj.updated_at, data=obj.data)
+                old, name=obj.name, updated_at=obj.updated_at, data=obj.data,
+                version=old.version + 1)
             return True
 
     async def get(self, kind: str, obj_id: str) -> CloudObject | None:
@@ -191,10 +256,14 @@ class MemoryCloudRepository(CloudRepository):
         return None
 
     async def page(self, kind: str, tenant: str | None, *, before: str | None = None,
-                   limit: int = 100) -> list[CloudObject]:
+                   limit: int = 100, where: Mapping[str, str] | None = None
+                   ) -> list[CloudObject]:
         top = before or TOP
+        fields, values = _where(where)
         found = [o for o in self._rows.values() if o.kind == kind and o.id < top
-                 and (tenant is None or o.tenant == tenant)]
+                 and (tenant is None or o.tenant == tenant)
+                 and all(str(o.data.get(f)) == v and o.data.get(f) is not None
+                         for f, v in zip(fields, values, strict=True))]
         return sorted(found, key=lambda o: o.id, reverse=True)[:limit]
 
     async def delete(self, kind: str, obj_id: str) -> bool:
@@ -227,10 +296,16 @@ class SqliteCloudRepository(CloudRepository):
             raise Conflict(f"{obj.kind} {obj.name or obj.id!r} exists") from None
 
     async def update(self, obj: CloudObject) -> bool:
+        return await self._update(SQLITE_UPDATE, obj, ())
+
+    async def swap(self, obj: CloudObject) -> bool:
+        return await self._update(SQLITE_SWAP, obj, (obj.version,))
+
+    async def _update(self, sql: str, obj: CloudObject, extra: tuple[Any, ...]) -> bool:
         try:
-            return await self._change(SQLITE_UPDATE, (
+            return await self._change(sql, (
                 obj.name, obj.updated_at, orjson.dumps(obj.data).decode(), obj.kind,
-                obj.id)) > 0
+                obj.id, *extra)) > 0
         except Conflict:
             raise Conflict(f"{obj.kind} {obj.name!r} exists") from None
 
@@ -243,11 +318,12 @@ class SqliteCloudRepository(CloudRepository):
         return _row(rows[0]) if rows else None
 
     async def page(self, kind: str, tenant: str | None, *, before: str | None = None,
-                   limit: int = 100) -> list[CloudObject]:
-        if tenant is None:
-            rows = await self._all(SQLITE_LIST_ALL, (kind, before or TOP, limit))
-        else:
-            rows = await self._all(SQLITE_LIST, (kind, tenant, before or TOP, limit))
+                   limit: int = 100, where: Mapping[str, str] | None = None
+                   ) -> list[CloudObject]:
+        fields, values = _where(where)
+        head = (kind,) if tenant is None else (kind, tenant)
+        rows = await self._all(_sqlite_page(tenant is not None, fields),
+                               (*head, *values, before or TOP, limit))
         return [_row(r) for r in rows]
 
     async def delete(self, kind: str, obj_id: str) -> bool:
@@ -287,9 +363,16 @@ class PostgresCloudRepository(CloudRepository):
             raise Conflict(f"{obj.kind} {obj.name or obj.id!r} exists") from None
 
     async def update(self, obj: CloudObject) -> bool:
+        return await self._update(PG_UPDATE, obj)
+
+    async def swap(self, obj: CloudObject) -> bool:
+        return await self._update(PG_SWAP, obj, obj.version)
+
+    async def _update(self, sql: str, obj: CloudObject, *extra: Any) -> bool:
         try:
-            return await self._change(PG_UPDATE, obj.name, obj.updated_at,
-                                      orjson.dumps(obj.data).decode(), obj.kind, obj.id) > 0
+            return await self._change(sql, obj.name, obj.updated_at,
+                                      orjson.dumps(obj.data).decode(), obj.kind, obj.id,
+                                      *extra) > 0
         except Conflict:
             raise Conflict(f"{obj.kind} {obj.name!r} exists") from None
 
@@ -302,11 +385,12 @@ class PostgresCloudRepository(CloudRepository):
         return _row(rows[0]) if rows else None
 
     async def page(self, kind: str, tenant: str | None, *, before: str | None = None,
-                   limit: int = 100) -> list[CloudObject]:
-        if tenant is None:
-            rows = await self._rows(PG_LIST_ALL, kind, before or TOP, limit)
-        else:
-            rows = await self._rows(PG_LIST, kind, tenant, before or TOP, limit)
+                   limit: int = 100, where: Mapping[str, str] | None = None
+                   ) -> list[CloudObject]:
+        fields, values = _where(where)
+        head = (kind,) if tenant is None else (kind, tenant)
+        rows = await self._rows(_pg_page(tenant is not None, fields),
+                                *head, *values, before or TOP, limit)
         return [_row(r) for r in rows]
 
     async def delete(self, kind: str, obj_id: str) -> bool:

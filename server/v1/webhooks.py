@@ -67,10 +67,9 @@ async def deliveries(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     webhook_id = opt_str(data, "webhook_id") or opt_str(data, "id")
     job_id = opt_str(data, "job_id")
     limit = opt_int(data, "limit", 50, low=1, high=500) or 50
-    found = [d for d in await call.cloud.repo.all(DELIVERY, call.tenant, cap=5000)
-             if (webhook_id is None or d.data.get("webhook_id") == webhook_id)
-             and (job_id is None or d.data["job_id"] == job_id)]
-    return {"deliveries": [delivery_view(d) for d in found[:limit]]}
+    where = {k: v for k, v in (("webhook_id", webhook_id), ("job_id", job_id)) if v}
+    found = await call.cloud.repo.page(DELIVERY, call.tenant, limit=limit, where=where)
+    return {"deliveries": [delivery_view(d) for d in found]}
 
 
 async def redeliver(call: Call, data: dict[str, Any]) -> dict[str, Any]:
