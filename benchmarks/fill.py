@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -65,15 +67,30 @@ async def copy_runs(store: EventStore, model_job: str, count: int, *,
     if log_file is not None and not log_file.exists():
         log_file = None
 
+    source = log_file
+
+    def link(job_id: str) -> None:
+        # A hard link: the copies' logs are never appended to (the runs are finished).
+        # A file takes ~65,000 links (ext4): then a real copy becomes the next source.
+        nonlocal source
+        assert source is not None
+        target = source.with_name(f"{job_id}.jsonl")
+        try:
+            os.link(source, target)
+        except OSError as exc:
+            if exc.errno != errno.EMLINK:
+                raise
+            shutil.copyfile(source, target)
+            source = target
+
     async def one(i: int) -> None:
         job_id = new_job_id()
         events = _copy(model, job_id, (i + 1) * spacing)
         state = fold(events)
         await store.append(job_id, 0, events,
                            projection=Projection(job_row(state), step_rows(state)))
-        if log_file is not None:
-            # A hard link: the copies' logs are never appended to (the runs are finished).
-            os.link(log_file, log_file.with_name(f"{job_id}.jsonl"))
+        if source is not None:
+            link(job_id)
 
     start = time.perf_counter()
     for first in range(0, count, in_flight):
