@@ -48,6 +48,7 @@ class RuntimeOptions:
     git_workspaces: Mapping[str, GitSpec] = field(default_factory=dict)
     cache_dir: Path | None = None  # git checkouts; default: <logs_dir>/../git
     folder_interval: float = 2.0  # how often folder workspaces are checked for changes
+    snapshot_folders: bool = True  # jobs of folder workspaces run in a per-revision copy
     worker_mode: str = "auto"  # local | remote | auto (remote when concurrency is 0)
     lease_timeout: float = 30.0  # recovery.heartbeat_timeout
     aging: float | None = None  # scheduling.aging: one priority level per this many seconds
@@ -72,7 +73,8 @@ class Runtime:
         sources: dict[str, Path | GitSpec] = {**options.workspaces, **options.git_workspaces}
         self.workspaces = WorkspaceRegistry(
             sources, options.environ,
-            cache_dir=options.cache_dir or options.logs_dir.parent / "git")
+            cache_dir=options.cache_dir or options.logs_dir.parent / "git",
+            snapshot_folders=options.snapshot_folders)
         kwargs = {"clock": clock} if clock is not None else {}
         if rand is not None:
             kwargs["rand"] = rand  # type: ignore[assignment]

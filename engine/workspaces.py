@@ -5,11 +5,16 @@ checkout per commit in a cache, the commit sha is the revision). The registry ke
 last good revision serving when a reload fails and records the load error (every issue
 with file and line). Every job is pinned to the revision it started on: `track` (an
 `Orchestrator.on_events` listener) counts the jobs using each revision, and a revision
-is kept (in memory, and for git on disk) while a job uses it. A job of a git revision
-that is no longer in memory (after a restart) gets it loaded again from its checkout.
+is kept (in memory, and for git and snapshots on disk) while a job uses it. A job of a
+revision that is no longer in memory (after a restart) gets it loaded again from its
+checkout or snapshot.
 
-A folder workspace's files are read in place: its jobs keep the plan of their revision,
-but scripts they read from the folder are the folder's current files.
+With `snapshot_folders` (what a server does), a folder workspace configured at start is
+loaded from a snapshot (`engine.sources.snapshot`: a copy of the folder per revision, the
+revision is a hash of every file copied), so its jobs run their revision's files however
+the folder changes later; the snapshot is removed when no job uses it. Without it (the
+one-shot `partitur run`), and for folders registered with `add` (deployments and builds,
+which never change in place), the files are read in place.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from engine.compiler.secrets import resolve_connections, resolve_secrets, secret
 from engine.compiler.validate import LoadedWorkspace, load_workspace
 from engine.errors import Issue, NotFound, PartiturError, WorkspaceInvalid
 from engine.sources.git import GitRepo, GitSpec
+from engine.sources.snapshot import FolderSnapshots
 
 if TYPE_CHECKING:
     from engine.core.events import Event
@@ -54,6 +60,8 @@ class Workspace:
     """The last commit fetched from git (loaded or not)."""
     users: dict[str, int] = field(default_factory=dict)
     """Revision → number of unfinished jobs pinned to it."""
+    snapshots: FolderSnapshots | None = None
+    """A folder workspace's snapshots (None: its files are read in place)."""
 
     @property
     def source(self) -> str:
@@ -76,7 +84,7 @@ class WorkspaceRegistry:
 
     def __init__(self, sources: Mapping[str, Path | GitSpec],
                  environ: Mapping[str, str] | None = None, *,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, snapshot_folders: bool = False) -> None:
         self._environ = dict(os.environ if environ is None else environ)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
         self._workspaces: dict[str, Workspace] = {}
@@ -85,7 +93,9 @@ class WorkspaceRegistry:
                 repo = GitRepo(source, self.cache_dir / name)
                 self._workspaces[name] = Workspace(name, repo.cache, git=repo)
             else:
-                self._workspaces[name] = Workspace(name, Path(source))
+                snaps = (FolderSnapshots(Path(source), self.cache_dir / name / "snap")
+                         if snapshot_folders else None)
+                self._workspaces[name] = Workspace(name, Path(source), snapshots=snaps)
         self._jobs: dict[str, tuple[str, str]] = {}  # job id → (workspace, revision)
 
     # --- loading ---------------------------------------------------------------------
@@ -106,7 +116,7 @@ class WorkspaceRegistry:
         """
         ws = self.get(name)
         if ws.git is None:
-            return self._load(ws, ws.path, None)
+            return self._load_folder(ws)
         if ws.commit is None:
             if not ws.load_error:
                 ws.load_error = [Issue(message=f"git workspace {name!r} was not fetched yet")]
@@ -129,6 +139,20 @@ class WorkspaceRegistry:
             return ws
         ws.commit = sha
         return self._load(ws, repo.path_of(sha), sha)
+
+    def _load_folder(self, ws: Workspace) -> Workspace:
+        snaps = ws.snapshots
+        if snaps is None or not (ws.path / ".workflows").is_dir():
+            return self._load(ws, ws.path, None)
+        try:
+            revision, path = snaps.take()
+        except OSError as exc:
+            ws.load_error = [Issue(message=f"cannot snapshot {ws.path}: {exc}")]
+            return ws
+        self._load(ws, path, revision)
+        if ws.current is None or ws.current.revision != revision:
+            self._drop_if_unused(ws, revision)  # the new files did not load
+        return ws
 
     def _load(self, ws: Workspace, path: Path, revision: str | None) -> Workspace:
         try:
@@ -178,10 +202,14 @@ class WorkspaceRegistry:
         """A revision a job is pinned to (the current one when it is no longer kept)."""
         ws = self.get(name)
         loaded = ws.revisions.get(revision)
-        if loaded is None and ws.git is not None and ws.git.path_of(revision).is_dir():
+        kept: Path | None = None
+        if ws.git is not None:
+            kept = ws.git.path_of(revision)
+        elif ws.snapshots is not None:
+            kept = ws.snapshots.path_of(revision)
+        if loaded is None and kept is not None and kept.is_dir():
             try:
-                loaded = dataclasses.replace(
-                    load_workspace(ws.git.path_of(revision), name), revision=revision)
+                loaded = dataclasses.replace(load_workspace(kept, name), revision=revision)
             except PartiturError:
                 loaded = None
             if loaded is not None:
@@ -225,3 +253,5 @@ class WorkspaceRegistry:
         ws.revisions.pop(revision, None)
         if ws.git is not None and revision != ws.commit:
             ws.git.remove(revision)
+        if ws.snapshots is not None:
+            ws.snapshots.remove(revision)

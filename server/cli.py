@@ -177,6 +177,7 @@ async def _run(args: argparse.Namespace, workspace: Path) -> int:
             db_url=args.db or f"sqlite:///{tmp_path / 'partitur.db'}",
             logs_dir=tmp_path / "logs", artifacts_dir=tmp_path / "artifacts",
             workspaces={name: workspace}, concurrency=max(1, args.concurrency),
+            snapshot_folders=False,  # one job, run in place: its files land in the folder
         )
         runtime = Runtime(options)
         await runtime.open()

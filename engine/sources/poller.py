@@ -1,6 +1,7 @@
 """Polls workspace sources and reloads a workspace when its source changed.
 
-A folder is checked every `folder_interval` seconds (a fingerprint of `.workflows/`); a
+A folder is checked every `folder_interval` seconds (a fingerprint of `.workflows/`, or
+of every file a snapshot copies when the workspace is snapshotted); a
 git workspace is fetched every `poll_interval` of its config. A failed load leaves the
 last good revision serving (see `engine.workspaces`). `on_change(name)` is called after
 a workspace got a new revision (the scheduler uses it to look at triggers again).
@@ -35,7 +36,7 @@ class SourcePoller:
     def start(self) -> None:
         for ws in self.registry.all():
             if ws.git is None:
-                self._prints[ws.name] = fingerprint(ws.path)
+                self._prints[ws.name] = self._fingerprint(ws)
             self._tasks.append(asyncio.ensure_future(self._run(ws.name)))
 
     async def stop(self) -> None:
@@ -59,6 +60,12 @@ class SourcePoller:
             except Exception:
                 log.exception("polling workspace %s failed", name)
 
+    @staticmethod
+    def _fingerprint(ws: Workspace) -> str:
+        if ws.snapshots is not None:
+            return ws.snapshots.fingerprint()
+        return fingerprint(ws.path)
+
     async def poll(self, name: str) -> bool:
         """Look at the source once; reload when it changed. True on a new revision."""
         ws = self.registry.get(name)
@@ -66,7 +73,7 @@ class SourcePoller:
         if ws.git is not None:
             await self.registry.refresh(name)
         else:
-            now = await asyncio.to_thread(fingerprint, ws.path)
+            now = await asyncio.to_thread(self._fingerprint, ws)
             if self._prints.get(name) == now:
                 return False
             self._prints[name] = now
