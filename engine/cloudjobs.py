@@ -33,6 +33,12 @@ NONCE_TTL = 24 * 3600.0
 BROWSER_START_WINDOW = 3.0
 STATUSES = ("queued", "starting_browser", "running", "completed", "failed", "cancelled")
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# The engine statuses a cloud status can come from (`cloud_status`): `jobs/list` asks the
+# store for those, then keeps the jobs whose cloud status is the one asked for.
+ENGINE_STATUSES: Mapping[str, tuple[str, ...]] = {
+    "queued": ("pending",), "starting_browser": ("running",), "running": ("running",),
+    "completed": ("completed",), "failed": ("failed",),
+    "cancelled": ("cancelled", "skipped")}
 DEFAULT_TIMEOUT, MAX_TIMEOUT = 1800, 3600
 
 
@@ -205,7 +211,11 @@ class CloudJobs:
         out: list[dict[str, Any]] = []
         before = cursor
         while len(out) <= limit:
-            chunk = await self.repo.page(JOB, tenant, before=before, limit=200)
+            if status is None:
+                chunk = await self.repo.page(JOB, tenant, before=before, limit=200)
+            else:
+                chunk = await self.repo.jobs_page(tenant, ENGINE_STATUSES[status],
+                                                  before=before, limit=200)
             for obj in chunk:
                 row = await self.store.get_job(obj.id)
                 if row is None:

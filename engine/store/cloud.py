@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -75,6 +75,17 @@ def _pg_page(tenant: bool, where: tuple[str, ...]) -> str:
     n = len(conds)
     return (f"SELECT {READ} FROM cloud_objects WHERE {' AND '.join(conds)} "
             f"AND id < ${n + 1} ORDER BY id DESC LIMIT ${n + 2}")
+
+
+def _jobs_page(placeholder: Callable[[int], str], statuses: int) -> str:
+    """Cloud job records of a tenant whose engine job (`jobs` row) has one of the
+    statuses: parameters tenant, the statuses, the cursor, the limit."""
+    cols = ", ".join(f"o.{c.strip()}" for c in READ.split(","))
+    among = ", ".join(placeholder(2 + i) for i in range(statuses))
+    return (f"SELECT {cols} FROM cloud_objects o JOIN jobs j ON j.job_id = o.id "
+            f"WHERE o.kind = 'job' AND o.tenant = {placeholder(1)} AND j.status IN ({among}) "
+            f"AND o.id < {placeholder(statuses + 2)} ORDER BY o.id DESC "
+            f"LIMIT {placeholder(statuses + 3)}")
 
 
 def _where(where: Mapping[str, str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -181,6 +192,12 @@ class CloudRepository(ABC):
         `FILTERABLE`) have those values."""
 
     @abstractmethod
+    async def jobs_page(self, tenant: str, statuses: Collection[str], *,
+                        before: str | None = None, limit: int = 100) -> list[CloudObject]:
+        """`page("job", tenant, ...)` of the cloud jobs whose engine job (the store's
+        `jobs` row) has one of `statuses`, found by a query on both tables."""
+
+    @abstractmethod
     async def delete(self, kind: str, obj_id: str) -> bool:
         """Remove the object; False when it was not there."""
 
@@ -205,8 +222,10 @@ class MemoryCloudRepository(CloudRepository):
     (`MemoryStore.objects`); they are taken over before every operation.
     """
 
-    def __init__(self, outbox: dict[tuple[str, str], OutboxObject] | None = None) -> None:
+    def __init__(self, outbox: dict[tuple[str, str], OutboxObject] | None = None,
+                 job_status: Callable[[str], str | None] | None = None) -> None:
         self._rows_: dict[tuple[str, str], CloudObject] = {}
+        self._job_status = job_status or (lambda job_id: None)
         self._outbox = outbox if outbox is not None else {}
         self._lock = asyncio.Lock()
 
@@ -264,6 +283,13 @@ class MemoryCloudRepository(CloudRepository):
                  and (tenant is None or o.tenant == tenant)
                  and all(str(o.data.get(f)) == v and o.data.get(f) is not None
                          for f, v in zip(fields, values, strict=True))]
+        return sorted(found, key=lambda o: o.id, reverse=True)[:limit]
+
+    async def jobs_page(self, tenant: str, statuses: Collection[str], *,
+                        before: str | None = None, limit: int = 100) -> list[CloudObject]:
+        top = before or TOP
+        found = [o for o in self._rows.values() if o.kind == "job" and o.tenant == tenant
+                 and o.id < top and self._job_status(o.id) in statuses]
         return sorted(found, key=lambda o: o.id, reverse=True)[:limit]
 
     async def delete(self, kind: str, obj_id: str) -> bool:
@@ -324,6 +350,13 @@ class SqliteCloudRepository(CloudRepository):
         head = (kind,) if tenant is None else (kind, tenant)
         rows = await self._all(_sqlite_page(tenant is not None, fields),
                                (*head, *values, before or TOP, limit))
+        return [_row(r) for r in rows]
+
+    async def jobs_page(self, tenant: str, statuses: Collection[str], *,
+                        before: str | None = None, limit: int = 100) -> list[CloudObject]:
+        among = list(statuses)
+        rows = await self._all(_jobs_page(lambda n: "?", len(among)),
+                               (tenant, *among, before or TOP, limit))
         return [_row(r) for r in rows]
 
     async def delete(self, kind: str, obj_id: str) -> bool:
@@ -393,6 +426,13 @@ class PostgresCloudRepository(CloudRepository):
                                 *head, *values, before or TOP, limit)
         return [_row(r) for r in rows]
 
+    async def jobs_page(self, tenant: str, statuses: Collection[str], *,
+                        before: str | None = None, limit: int = 100) -> list[CloudObject]:
+        among = list(statuses)
+        rows = await self._rows(_jobs_page(lambda n: f"${n}", len(among)),
+                                tenant, *among, before or TOP, limit)
+        return [_row(r) for r in rows]
+
     async def delete(self, kind: str, obj_id: str) -> bool:
         return await self._change(PG_DELETE, kind, obj_id) > 0
 
@@ -408,5 +448,11 @@ def cloud_repository_for(store: EventStore) -> CloudRepository:
     if isinstance(store, PostgresStore):
         return PostgresCloudRepository(store)
     if isinstance(store, MemoryStore):
-        return MemoryCloudRepository(store.objects)
+        memory = store
+
+        def job_status(job_id: str) -> str | None:
+            found = memory._jobs.get(job_id)
+            return None if found is None else str(found[0].status)
+
+        return MemoryCloudRepository(store.objects, job_status)
     raise TypeError(f"no cloud repository for {type(store).__name__}")

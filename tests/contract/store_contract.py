@@ -531,3 +531,28 @@ class EventStoreContract(ABC):
         assert len(everyone) == 30
         with pytest.raises(ValueError):
             await repo.page("delivery", "t1", where={"url": "x"})
+
+    async def test_cloud_jobs_page_filters_on_the_engine_status(
+            self, store: EventStore) -> None:
+        await self._jobs(store)  # j1, j4, j5 completed; j2 failed; j3 running; j6 pending
+        repo = cloud_repository_for(store)
+        for job_id in ("j1", "j2", "j3", "j4", "j5", "j6"):
+            await repo.insert(CloudObject("job", job_id, "t2" if job_id == "j5" else "t1",
+                                          1.0, 1.0, {"workflow": "w"}))
+        # Newer cloud jobs without an engine job (or of other statuses) come first.
+        for n in range(150):
+            await repo.insert(CloudObject("job", f"k{n:04d}", "t1", 1.0, 1.0, {}))
+
+        async def ids(*statuses: str, before: str | None = None, limit: int = 100
+                      ) -> list[str]:
+            found = await repo.jobs_page("t1", statuses, before=before, limit=limit)
+            return [o.id for o in found]
+
+        assert await ids("completed") == ["j4", "j1"]
+        assert await ids("failed", "cancelled") == ["j2"]
+        assert await ids("running") == ["j3"]
+        assert await ids("pending") == ["j6"]
+        assert await ids("skipped") == []
+        assert await ids("completed", limit=1) == ["j4"]
+        assert await ids("completed", before="j4") == ["j1"]
+        assert [o.id for o in await repo.jobs_page("t2", ["completed"])] == ["j5"]

@@ -1,6 +1,6 @@
-"""`webhooks/deliveries` filters by job and webhook in the store query, so the right
-deliveries are found however many others the tenant has (the rows are filled straight
-into the server's database, the query goes over HTTP)."""
+"""`webhooks/deliveries` filters by job and webhook, and `jobs/list` by status, in the
+store query, so the right objects are found however many others the tenant has (the
+rows are filled straight into the server's database, the queries go over HTTP)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sqlite3
 
 import httpx
 from harness import ServerProcess
-from v1_helpers import call
+from v1_helpers import call, deploy, wait_job
 
 from engine.clock import new_job_id
 from engine.cloudtenancy import DEFAULT_TENANT
@@ -49,3 +49,25 @@ def test_deliveries_filter_past_thousands_of_newer_ones(
     assert len(hook["deliveries"]) == 3
     assert all(d["webhook_id"] == "hook-2" for d in hook["deliveries"])
     assert call(v1, "webhooks/deliveries", {"job_id": "job-none"})["deliveries"] == []
+
+
+def test_jobs_list_by_status_past_thousands_of_newer_jobs(
+        v1_server: ServerProcess, v1: httpx.Client) -> None:
+    deploy(v1)
+    done = call(v1, "jobs/create", {"workflow": "greet", "params": {"name": "a"}})["job_id"]
+    failed = call(v1, "jobs/create", {"workflow": "boom", "params": {}})["job_id"]
+    assert wait_job(v1, done)["status"] == "completed"
+    assert wait_job(v1, failed)["status"] == "failed"
+    # Thousands of newer cloud job records whose engine job is not there (never listed).
+    fill(v1_server, [CloudObject("job", new_job_id(), DEFAULT_TENANT, 2e9, 2e9,
+                                 {"workflow": "greet", "deployment_id": "d"})
+                     for _ in range(OTHERS)])
+    got = call(v1, "jobs/list", {"status": "completed", "limit": 100})
+    assert [j["job_id"] for j in got["jobs"]] == [done] and got["next_cursor"] is None
+    got = call(v1, "jobs/list", {"status": "failed", "limit": 1})
+    assert [j["job_id"] for j in got["jobs"]] == [failed] and got["next_cursor"] is None
+    assert call(v1, "jobs/list", {"status": "queued"})["jobs"] == []
+    both = call(v1, "jobs/list", {"limit": 1})
+    assert [j["job_id"] for j in both["jobs"]] == [failed]
+    rest = call(v1, "jobs/list", {"limit": 5, "cursor": both["next_cursor"]})
+    assert [j["job_id"] for j in rest["jobs"]] == [done]
