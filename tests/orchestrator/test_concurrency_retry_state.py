@@ -222,6 +222,7 @@ async def test_rerun_from_a_step_reuses_the_upstream_outputs(tmp_path: Path) -> 
         first = await rt.orchestrator.create_job("ws", "resume", {})
         assert (await rt.orchestrator.wait(first, 10)).status is JobStatus.FAILED
         (ws / "go").touch()
+        rt.workspaces.reload("ws")  # the file is part of the workspace's next revision
         second = await rt.orchestrator.rerun(first, from_step="second")
         state = await rt.orchestrator.wait(second, 10)
         assert state.status is JobStatus.COMPLETED
