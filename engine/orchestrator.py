@@ -280,6 +280,8 @@ class Orchestrator:
         paused = (await self.ops.state(workspace)).reason(task) if spec else None
         if paused is not None and skip_reason is None and when_paused == "skip":
             skip_reason = paused
+        if idempotency_key is None:
+            self.logs.prepare(job_id)  # its first line follows the append below
         async with self.concurrency.lock(group) if group else contextlib.nullcontext():
             now = self.clock.now()
             created = ev.JobCreated(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -140,3 +141,27 @@ def test_kill_9_loses_no_acked_line(tmp_path: Path) -> None:
     assert [line.line for line in lines[:acked]] == [f"line {n}" for n in range(1, acked + 1)]
     placed = store.append_sync("killed", [LogLine(0.0, "stdout", "s", "after restart")])
     assert placed[0].seq == len(lines) + 1
+
+
+async def test_prepared_file_is_opened_off_the_loop_and_numbering_holds(tmp_path: Path) -> None:
+    store = JsonlLogStore(tmp_path)
+    store.prepare("fresh")
+    # A file with lines already (a job id given again) is left to the lazy open,
+    # which counts its lines.
+    (tmp_path / "old.jsonl").write_bytes(b"".join(x.to_json() + b"\n" for x in _lines("a", 2)))
+    store.prepare("old")
+    for _ in range(500):
+        if (tmp_path / "fresh.jsonl").exists() and "fresh" in store._open:
+            break
+        await asyncio.sleep(0.01)
+    assert (tmp_path / "fresh.jsonl").exists()
+    assert "fresh" in store._open
+    assert [line.seq for line in await store.append("fresh", _lines("b", 2))] == [1, 2]
+    await asyncio.sleep(0.2)  # let the prepare of "old" finish
+    assert [line.seq for line in await store.append("old", _lines("b", 1))] == [3]
+    # Prepared after lines were appended: the open handle (and its count) is kept.
+    store.prepare("fresh")
+    await asyncio.sleep(0.2)
+    assert [line.seq for line in await store.append("fresh", _lines("c", 1))] == [3]
+    assert [line.line for line in await store.read("fresh")] == ["b 0", "b 1", "c 0"]
+    await store.close()
