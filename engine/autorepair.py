@@ -147,9 +147,7 @@ class AutoRepair:
                 await task
 
     async def _save(self, record: CloudObject, **fields: Any) -> CloudObject:
-        changed = record.changed(self.clock.now(), **fields)
-        await self.repo.update(changed)
-        return changed
+        return await self.repo.merge(record, self.clock.now(), **fields)
 
     # --- 1. a failure: run the repair task -----------------------------------------------
 

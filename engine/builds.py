@@ -181,9 +181,7 @@ class Builds:
                 await task
 
     async def _set(self, build: CloudObject, **fields: Any) -> CloudObject:
-        changed = build.changed(self.clock.now(), **fields)
-        await self.repo.update(changed)
-        return changed
+        return await self.repo.merge(build, self.clock.now(), **fields)
 
     async def _run(self, build: CloudObject, req: BuildRequest) -> None:
         try:

@@ -245,7 +245,7 @@ class Callbacks:
             with contextlib.suppress(Conflict):
                 await self.repo.insert(CloudObject(OUTBOX, delivery.id, obj.tenant, now, now))
             queued.append(delivery)
-        await self.repo.update(obj.changed(now, callbacks="queued"))
+        await self.repo.merge(obj, now, callbacks="queued")
         self._wake.set()
         return queued
 
@@ -338,22 +338,30 @@ class Callbacks:
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
         now = self.clock.now()
-        attempts = [*data["attempts"], {
-            "attempt": len(data["attempts"]) + 1, "at": iso(now), "status_code": status_code,
-            "latency_ms": round((time.monotonic() - started) * 1000, 1), "error": error}]
-        first = data["first_attempt_at"] or now
-        fields: dict[str, Any] = {"attempts": attempts, "first_attempt_at": first}
-        if error is None:
-            fields["status"] = "delivered"
-        elif (len(attempts) >= self.policy.max_attempts
-              or now - first >= self.policy.retry_for):
-            fields["status"] = "failed"
-        else:
-            delay = min(self.policy.max_delay, self.policy.base_delay * 2 ** (len(attempts) - 1))
-            fields["next_attempt_at"] = now + delay * (1 + self.rand())
-        updated = delivery.changed(now, **fields)
-        await self.repo.update(updated)
-        if fields.get("status") in ("delivered", "failed"):
+        latency = round((time.monotonic() - started) * 1000, 1)
+        jitter = 1 + self.rand()
+
+        def record(current: CloudObject) -> CloudObject:
+            # Over the stored delivery: an attempt another server recorded meanwhile stays.
+            done = current.data["attempts"]
+            attempts = [*done, {"attempt": len(done) + 1, "at": iso(now),
+                                "status_code": status_code, "latency_ms": latency,
+                                "error": error}]
+            first = current.data["first_attempt_at"] or now
+            fields: dict[str, Any] = {"attempts": attempts, "first_attempt_at": first}
+            if error is None:
+                fields["status"] = "delivered"
+            elif (len(attempts) >= self.policy.max_attempts
+                  or now - first >= self.policy.retry_for):
+                fields["status"] = "failed"
+            else:
+                delay = min(self.policy.max_delay,
+                            self.policy.base_delay * 2 ** (len(attempts) - 1))
+                fields["next_attempt_at"] = now + delay * jitter
+            return current.changed(now, **fields)
+
+        updated = await self.repo.modify(DELIVERY, delivery.id, record) or record(delivery)
+        if updated.data["status"] in ("delivered", "failed"):
             await self.repo.delete(OUTBOX, delivery.id)
         return updated
 
@@ -365,9 +373,8 @@ class Callbacks:
         now = self.clock.now()
         # Out of the deliverer's queue while this attempt runs, so it is sent once.
         await self.repo.delete(OUTBOX, delivery.id)
-        again = delivery.changed(now, status="pending", next_attempt_at=now,
-                                 first_attempt_at=None)
-        await self.repo.update(again)
+        again = await self.repo.merge(delivery, now, status="pending", next_attempt_at=now,
+                                      first_attempt_at=None)
         result = await self.attempt(again)
         if result.data["status"] == "pending":  # failed: the deliverer retries it
             with contextlib.suppress(PartiturError):

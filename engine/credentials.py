@@ -118,9 +118,7 @@ class Credentials:
         data: dict[str, Any] = {"value": self.cipher.encrypt(value)}
         if description is not None:
             data["description"] = description
-        updated = existing.changed(self.clock.now(), **data)
-        await self.repo.update(updated)
-        return updated, True
+        return await self.repo.merge(existing, self.clock.now(), **data), True
 
     async def find(self, tenant: str, *, name: str | None = None,
                    cred_id: str | None = None) -> CloudObject:

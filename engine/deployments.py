@@ -276,7 +276,7 @@ class Deployments:
 
     async def _finish(self, dep: CloudObject, status: str, **fields: Any) -> None:
         now = self.clock.now()
-        await self.repo.update(dep.changed(now, status=status, built_at=now, **fields))
+        await self.repo.merge(dep, now, status=status, built_at=now, **fields)
 
     async def wait_built(self, dep_id: str, timeout: float = 30.0) -> None:
         """Wait for the background build of `dep_id` (tests, `sync` with a wait)."""
@@ -338,9 +338,7 @@ class Deployments:
                 message=f"deployment {dep_id} has no workflow {workflow!r}", path="workflow")])
         now = self.clock.now()
         if existing is not None:
-            updated = existing.changed(now, deployment_id=dep_id)
-            await self.repo.update(updated)
-            return updated
+            return await self.repo.merge(existing, now, deployment_id=dep_id)
         pin = CloudObject(PIN, new_job_id(), tenant, now, now, {"deployment_id": dep_id},
                           name=workflow)
         await self.repo.insert(pin)
@@ -369,7 +367,7 @@ class Deployments:
         now = self.clock.now()
         hidden = await self.repo.by_name(DELETED, tenant, workflow)
         if hidden is not None:
-            await self.repo.update(hidden.changed(now, through=newest))
+            await self.repo.merge(hidden, now, through=newest)
         else:
             await self.repo.insert(CloudObject(DELETED, new_job_id(), tenant, now, now,
                                                {"through": newest}, name=workflow))

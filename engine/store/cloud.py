@@ -175,6 +175,13 @@ class CloudRepository(ABC):
             await asyncio.sleep(0)
         raise Conflict(f"{kind} {obj_id!r} kept changing; try again")
 
+    async def merge(self, obj: CloudObject, now: float, **fields: Any) -> CloudObject:
+        """Set `fields` of `obj`'s data (and `updated_at`) over the stored object's
+        current data, leaving the other fields as another writer may have left them; the
+        written object (`obj` with the fields when it is no longer stored)."""
+        done = await self.modify(obj.kind, obj.id, lambda o: o.changed(now, **fields))
+        return done if done is not None else obj.changed(now, **fields)
+
     @abstractmethod
     async def get(self, kind: str, obj_id: str) -> CloudObject | None:
         """The object `(kind, obj_id)`, or None."""

@@ -52,8 +52,7 @@ async def update(call: Call, data: dict[str, Any]) -> dict[str, Any]:
         fields["active"] = opt_bool(data, "active")
     if data.get("signing_secret") is not None:
         fields["secret"] = call.cloud.cipher.encrypt(required_str(data, "signing_secret"))
-    updated = obj.changed(call.cloud.jobs.clock.now(), **fields)
-    await call.cloud.repo.update(updated)
+    updated = await call.cloud.repo.merge(obj, call.cloud.jobs.clock.now(), **fields)
     return {"success": True, "webhook": view(updated)}
 
 

@@ -505,6 +505,10 @@ class EventStoreContract(ABC):
             # A change returning None writes nothing; an unknown object gives None.
             assert await a.modify("schedule", "s1", lambda o: None) == final
             assert await a.modify("schedule", "nope", lambda o: o) is None
+            # `merge` of a stale copy sets only its fields over the stored ones.
+            merged = await a.merge(stale, 5.0, note="x")
+            assert merged.data == {"enabled": False, "fires": 16, "edits": 15, "note": "x"}
+            assert await b.get("schedule", "s1") == merged
         finally:
             if other is not None:
                 await other.close()
