@@ -127,3 +127,15 @@ def test_steps_get_the_env_vars_of_the_design() -> None:
     assert env["job"] == job["job_id"] and env["step"] == "show-env" and env["attempt"] == "1"
     assert env["key"] == f"{job['job_id']}:show-env"  # stable across attempts
     assert env["artifacts"].endswith(f"{job['job_id']}/show-env")
+
+
+def test_a_one_shot_run_works_in_the_workspace_folder_itself(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".workflows").mkdir(parents=True)
+    (ws / ".workflows" / "main.yaml").write_text(
+        "tasks:\n  build:\n    flow:\n      out:\n        type: shell\n"
+        "        script: pwd > built.txt\n", "utf-8")
+    result = partitur("run", "build", "--workspace", str(ws))
+    assert result.returncode == 0, result.stderr
+    # No snapshot: the step ran in the folder and what it wrote is there.
+    assert Path((ws / "built.txt").read_text("utf-8").strip()).resolve() == ws.resolve()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine.runtime import Runtime, RuntimeOptions
 from engine.sources.snapshot import FolderSnapshots
+from engine.workspaces import WorkspaceRegistry
 
 TASK = """
 tasks:
@@ -111,3 +112,38 @@ def test_skipped_folders_are_neither_copied_nor_part_of_the_revision(tmp_path: P
     (folder / "lib" / "tool.sh").write_text("echo 2\n", "utf-8")
     assert snaps.take()[0] not in (revision, changed)
     assert sorted(snaps.snapshots()) == sorted({revision, changed, snaps.take()[0]})
+
+
+def test_a_kept_snapshot_serves_its_revision_after_a_restart_and_goes_when_released(
+    tmp_path: Path,
+) -> None:
+    folder, cache = tmp_path / "ws", tmp_path / "cache"
+    (folder / ".workflows").mkdir(parents=True)
+    (folder / ".workflows" / "main.yaml").write_text(TASK.format(started="s", gate="g"),
+                                                     "utf-8")
+    script(folder, "old")
+    registry = WorkspaceRegistry({"main": folder}, {}, cache_dir=cache, snapshot_folders=True)
+    registry.load_all()
+    ws = registry.get("main")
+    assert ws.current is not None and ws.snapshots is not None
+    old = ws.current.revision
+    registry.acquire("main", old)  # a job runs it
+    script(folder, "new")
+    registry.reload("main")
+    new = ws.current.revision
+    assert new != old and sorted(ws.snapshots.snapshots()) == sorted([old, new])
+
+    # A broken load leaves no snapshot behind and keeps the last good revision.
+    (folder / ".workflows" / "main.yaml").write_text("tasks: [oops\n", "utf-8")
+    registry.reload("main")
+    assert ws.load_error and ws.current.revision == new
+    assert sorted(ws.snapshots.snapshots()) == sorted([old, new])
+
+    # Another process on the same cache finds the old revision's files for its job.
+    again = WorkspaceRegistry({"main": folder}, {}, cache_dir=cache, snapshot_folders=True)
+    pinned = again.revision("main", old)
+    assert pinned.revision == old
+    assert (pinned.path / "script.sh").read_text("utf-8").count("old") == 1
+
+    registry.release("main", old)
+    assert ws.snapshots.snapshots() == [new]
