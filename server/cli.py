@@ -106,11 +106,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from engine.compiler.validate import report
+    from engine.sources.snapshot import copy_and_hash
 
     path: Path = args.path
     if not path.exists():
         _fail(f"no such folder: {path}")
-    text, code = report(path)
+    # The revision a server shows for this folder: a hash of every file it would copy.
+    text, code = report(path, copy_and_hash(path.resolve(), None, None))
     if text:
         print(text)
     return code

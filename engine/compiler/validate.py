@@ -144,8 +144,9 @@ def validate_result(
     return workspace, issues
 
 
-def report(path: Path) -> tuple[str, int]:
-    """What `partitur validate PATH` prints, and its exit code (1 on errors)."""
+def report(path: Path, revision: str | None = None) -> tuple[str, int]:
+    """What `partitur validate PATH` prints, and its exit code (1 on errors). `revision`
+    is shown instead of the YAML's own hash (a served folder's covers all its files)."""
     workspace, issues = validate_path(path)
     text = format_issues(issues)
     if workspace is None:
@@ -153,7 +154,7 @@ def report(path: Path) -> tuple[str, int]:
     spec = workspace.spec
     summary = (
         f"{path}: ok ({len(spec.tasks)} tasks, {len(spec.actions)} actions, "
-        f"{len(spec.triggers)} triggers; revision {workspace.revision})"
+        f"{len(spec.triggers)} triggers; revision {revision or workspace.revision})"
     )
     return (f"{text}\n{summary}" if issues else summary), 0
 

@@ -69,6 +69,47 @@ def fingerprint(root: Path, exclude: Path | None = None) -> str:
     return digest.hexdigest()
 
 
+def copy_and_hash(source: Path, exclude: Path | None, dest: Path | None) -> str:
+    """The revision of the folder `source`: a hash of every file a snapshot holds (paths,
+    contents, executable bits, link targets). With `dest`, the files are copied there."""
+    digest = hashlib.sha256()
+    for rel, path, kind in walk(source, exclude):
+        target = dest / rel if dest is not None else None
+        name = rel.encode("utf-8", "surrogateescape")
+        if kind == "dir":
+            if target is not None:
+                target.mkdir(exist_ok=True)
+            digest.update(b"d\0" + name + b"\0")
+        elif kind == "link":
+            link = os.readlink(path)
+            if target is not None:
+                os.symlink(link, target)
+            digest.update(b"l\0" + name + b"\0" + os.fsencode(link) + b"\0")
+        else:
+            try:
+                mode = path.stat().st_mode
+                if not stat.S_ISREG(mode):
+                    continue  # sockets, fifos, devices
+                executable = b"x" if mode & stat.S_IXUSR else b"-"
+                digest.update(b"f\0" + name + b"\0" + executable)
+                with path.open("rb") as src:
+                    out = target.open("wb") if target is not None else None
+                    try:
+                        while chunk := src.read(_CHUNK):
+                            digest.update(chunk)
+                            if out is not None:
+                                out.write(chunk)
+                    finally:
+                        if out is not None:
+                            out.close()
+                if target is not None:
+                    os.chmod(target, stat.S_IMODE(mode))
+            except FileNotFoundError:
+                continue  # removed while copying: the next change makes a new one
+            digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
 class FolderSnapshots:
     """The snapshots of the folder `source`, kept under `cache/<revision>/`."""
 
@@ -102,33 +143,7 @@ class FolderSnapshots:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _copy(self, dest: Path) -> str:
-        digest = hashlib.sha256()
-        for rel, path, kind in walk(self.source, self.root):
-            target = dest / rel
-            name = rel.encode("utf-8", "surrogateescape")
-            if kind == "dir":
-                target.mkdir(exist_ok=True)
-                digest.update(b"d\0" + name + b"\0")
-            elif kind == "link":
-                link = os.readlink(path)
-                os.symlink(link, target)
-                digest.update(b"l\0" + name + b"\0" + os.fsencode(link) + b"\0")
-            else:
-                try:
-                    mode = path.stat().st_mode
-                    if not stat.S_ISREG(mode):
-                        continue  # sockets, fifos, devices
-                    executable = b"x" if mode & stat.S_IXUSR else b"-"
-                    digest.update(b"f\0" + name + b"\0" + executable)
-                    with path.open("rb") as src, target.open("wb") as out:
-                        while chunk := src.read(_CHUNK):
-                            digest.update(chunk)
-                            out.write(chunk)
-                    os.chmod(target, stat.S_IMODE(mode))
-                except FileNotFoundError:
-                    continue  # removed while copying: the next change makes a new one
-                digest.update(b"\0")
-        return digest.hexdigest()[:16]
+        return copy_and_hash(self.source, self.root, dest)
 
     def remove(self, revision: str) -> None:
         """Delete the snapshot of `revision` (no job uses it any more)."""

@@ -4,6 +4,8 @@ edited script makes a new revision for new jobs, and a snapshot no job uses is r
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -147,3 +149,25 @@ def test_a_kept_snapshot_serves_its_revision_after_a_restart_and_goes_when_relea
 
     registry.release("main", old)
     assert ws.snapshots.snapshots() == [new]
+
+
+def test_validate_prints_the_revision_a_server_serves(tmp_path: Path) -> None:
+    folder = tmp_path / "ws"
+    (folder / ".workflows").mkdir(parents=True)
+    (folder / ".workflows" / "main.yaml").write_text(
+        "tasks:\n  t:\n    flow:\n      s: {type: shell, script: sh script.sh}\n", "utf-8")
+    script(folder, "one")
+
+    def validated() -> str:
+        out = subprocess.run([sys.executable, "-m", "server.cli", "validate", str(folder)],
+                             capture_output=True, text=True, check=True).stdout
+        return out.rsplit("revision ", 1)[1].rstrip(")\n")
+
+    def served() -> str:
+        revision, _ = FolderSnapshots(folder, tmp_path / "cache").take()
+        return revision
+
+    first = validated()
+    assert first == served()
+    script(folder, "two")  # not YAML, yet a new revision
+    assert validated() == served() != first
