@@ -2,7 +2,8 @@
 
 `Cloud` owns the cloud repository and the services the `/v1` routes call: deployments,
 credentials, jobs, schedules and callbacks. `attach()` hooks it into the runtime before
-it opens: ready deployments are registered before jobs are recovered, a cloud job's end
+it opens: ready deployments are registered before jobs are recovered (and a job of one
+built on another replica gets it registered here), a cloud job's end
 writes its callbacks' outbox row in the same transaction as its end event, job ends feed
 the schedules' bookkeeping and auto-repair, stored schedules fire with the scheduler, and
 the leader alone delivers callbacks. `builds` runs `workflows/build` (engine.builds).
@@ -90,6 +91,7 @@ class Cloud:
         """Hook into the runtime (call before `runtime.open()`)."""
         self.runtime.on_open.append(self._opened)
         self.runtime.orchestrator.add_outbox(self.callbacks.outbox_for)
+        self.runtime.orchestrator.on_events(self.deployments.listener)
         self.runtime.orchestrator.on_events(self.callbacks.listener)
         self.runtime.orchestrator.on_events(self.schedules.listener)
         self.runtime.orchestrator.on_events(self.repair.listener)

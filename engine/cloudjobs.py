@@ -120,7 +120,7 @@ class CloudJobs:
             if earlier is not None:
                 return earlier, True
         dep = await self.deployments.resolve(tenant, req.workflow)
-        loaded = self.deployments.loaded(dep)
+        loaded = await self.deployments.load(dep)
         task = loaded.spec.tasks[req.workflow]
         params, used = await self.credentials.for_task(tenant, task, req.params)
         job_id = new_job_id()
@@ -166,6 +166,8 @@ class CloudJobs:
         row = await self.store.get_job(job_id) if obj is not None else None
         if obj is None or row is None or obj.tenant != tenant:
             raise NotFound(f"job {job_id!r} not found")
+        with contextlib.suppress(PartiturError, OSError):
+            await self.deployments.ensure_named(row.workspace)  # built on another replica
         return obj, row
 
     def _loaded(self, row: JobRow) -> LoadedWorkspace | None:

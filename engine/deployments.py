@@ -10,6 +10,12 @@ is registered with the `WorkspaceRegistry` as the immutable workspace
 
 A workflow name resolves to its pinned deployment, else to the newest ready deployment
 that contains it (`workflows/delete` hides the name from deployments up to that point).
+
+The uploaded tarball is kept in the store (a `deployment_source` cloud object with the
+deployment's id), so every replica on the same database can run a ready deployment: a
+replica asked for one it has not registered (`ensure`: a job, a workflow lookup, its
+start) fetches the tarball, unpacks it with the same checks into its own
+`<data>/deployments/<tenant>/<id>` and registers it, once, under a lock.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import io
 import logging
 import os
 import re
+import secrets
 import shutil
 import tarfile
 import zlib
@@ -32,16 +39,25 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from engine.clock import Clock, SystemClock, new_job_id
-from engine.cloudtenancy import cloud_workspace, safe_tenant
+from engine.cloudtenancy import WORKSPACE_PREFIX, cloud_workspace, safe_tenant
 from engine.compiler.plan import compile_task
 from engine.compiler.validate import LoadedWorkspace, load_workspace
-from engine.errors import Conflict, Issue, LimitExceeded, NotFound, PartiturError, ValidationFailed
+from engine.errors import (
+    Conflict,
+    Issue,
+    LimitExceeded,
+    NotFound,
+    PartiturError,
+    ValidationFailed,
+    WorkspaceInvalid,
+)
 from engine.store.cloud import CloudObject, CloudRepository
-from engine.workspaces import WorkspaceRegistry
+from engine.workspaces import Workspace, WorkspaceRegistry
 
 log = logging.getLogger("partitur.deployments")
 
 DEPLOYMENT = "deployment"
+SOURCE = "deployment_source"
 PIN = "pin"
 DELETED = "deleted_workflow"
 BUILDING, READY, FAILED = "building", "ready", "failed"
@@ -199,15 +215,107 @@ class Deployments:
         self.clock: Clock = clock or SystemClock()
         self._spawn = spawn
         self._builds: set[asyncio.Task[Any]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._pending: set[str] = set()
+        self._foreign: set[str] = set()
 
     async def open(self) -> int:
-        """Register every ready deployment's workspace (before jobs are recovered)."""
+        """Register every ready deployment's workspace (before jobs are recovered),
+        unpacking the stored tarball of those whose files this server does not have."""
         count = 0
         for dep in await self.repo.all(DEPLOYMENT, None):
-            if dep.data.get("status") == READY:
-                self.registry.add(workspace_name(dep.tenant, dep.id), Path(dep.data["source_path"]))
+            if dep.data.get("status") != READY:
+                continue
+            try:
+                await self.ensure(dep)
                 count += 1
+            except (PartiturError, OSError) as exc:
+                log.error("deployment %s: cannot register its workspace: %s", dep.id, exc)
         return count
+
+    def listener(self, state: Any, events: Any) -> None:
+        """`Orchestrator.on_events`: a job of a deployment this replica has not registered
+        (made on another replica) gets it registered in the background."""
+        name = str(state.workspace)
+        if not name.startswith(WORKSPACE_PREFIX) or self._registered(name) is not None \
+                or name in self._pending or name in self._foreign:
+            return
+        self._pending.add(name)
+        task = asyncio.ensure_future(self._register_named(name))
+        self._builds.add(task)
+        task.add_done_callback(self._builds.discard)
+
+    async def _register_named(self, name: str) -> None:
+        try:
+            if not await self.ensure_named(name):
+                self._foreign.add(name)  # not a deployment's (a build's replay): no look-ups
+        except (PartiturError, OSError) as exc:
+            log.error("workspace %s: cannot register it: %s", name, exc)
+        finally:
+            self._pending.discard(name)
+
+    def local_path(self, tenant: str, dep_id: str) -> Path:
+        """Where this server keeps the files of a deployment."""
+        return self.root / safe_tenant(tenant) / dep_id
+
+    def _registered(self, name: str) -> Workspace | None:
+        try:
+            ws = self.registry.get(name)
+        except NotFound:
+            return None
+        return ws if ws.current is not None else None
+
+    async def ensure(self, dep: CloudObject) -> Workspace:
+        """The registered workspace of the ready deployment `dep`. A replica that has not
+        registered it (built on another replica) unpacks the stored tarball into its own
+        data folder and registers it; idempotent, one at a time per deployment."""
+        name = str(dep.data["workspace"])
+        found = self._registered(name)
+        if found is not None:
+            return found
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            found = self._registered(name)
+            if found is not None:
+                return found
+            path = self.local_path(dep.tenant, dep.id)
+            if not (path / ".workflows").is_dir():
+                stored = await self.repo.get(SOURCE, dep.id)
+                if stored is not None:
+                    await asyncio.to_thread(self._materialize, str(stored.data["source"]), path)
+                elif (Path(dep.data["source_path"]) / ".workflows").is_dir():
+                    path = Path(dep.data["source_path"])  # made before tarballs were kept
+                else:
+                    raise WorkspaceInvalid(f"deployment {dep.id}: its files are not on this "
+                                           "server and its tarball is not stored")
+            ws = self.registry.add(name, path)
+            log.info("deployment %s: registered %s from %s", dep.id, name, path)
+            return ws
+
+    def _materialize(self, source: str, path: Path) -> None:
+        """Unpack `source` into a fresh sibling folder, then move it to `path` at once, so
+        a crash never leaves a half-written deployment folder behind."""
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        unpack_tarball(source, partial, self.limits)
+        try:
+            partial.rename(path)
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+            if not (path / ".workflows").is_dir():
+                raise
+
+    async def ensure_named(self, workspace: str) -> bool:
+        """`ensure` for a workspace name; False when it is no ready deployment's."""
+        if self._registered(workspace) is not None:
+            return True
+        if "." not in workspace:
+            return False
+        dep = await self.repo.get(DEPLOYMENT, workspace.rsplit(".", 1)[1])
+        if dep is None or dep.data.get("workspace") != workspace \
+                or dep.data.get("status") != READY:
+            return False
+        await self.ensure(dep)
+        return True
 
     async def close(self) -> None:
         for task in list(self._builds):
@@ -232,6 +340,7 @@ class Deployments:
             "built_at": None, "workflows": [], "auto_repair": auto_repair,
             "revision": None, "workspace": workspace_name(tenant, dep_id)})
         await self.repo.insert(dep)
+        await self.repo.insert(CloudObject(SOURCE, dep_id, tenant, now, now, {"source": source}))
         task = asyncio.ensure_future(self._build(dep, source))
         self._builds.add(task)
         task.add_done_callback(self._builds.discard)
@@ -244,11 +353,11 @@ class Deployments:
         except PartiturError as exc:
             issues = getattr(exc, "issues", None) or []
             text = build_error_text(issues) if issues else exc.message
-            await self._finish(dep, FAILED, build_error=text)
+            await self._failed(dep, text)
             return
         except Exception as exc:
             log.exception("deployment %s: build crashed", dep.id)
-            await self._finish(dep, FAILED, build_error=f"internal build error: {exc}")
+            await self._failed(dep, f"internal build error: {exc}")
             return
         self.registry.add(dep.data["workspace"], path)
         await self._finish(dep, READY, workflows=sorted(loaded.spec.tasks),
@@ -273,6 +382,10 @@ class Deployments:
             raise ValidationFailed("the workspace has no tasks, so the deployment has no "
                                    "workflows")
         return loaded
+
+    async def _failed(self, dep: CloudObject, text: str) -> None:
+        await self._finish(dep, FAILED, build_error=text)
+        await self.repo.delete(SOURCE, dep.id)  # a failed deployment never runs
 
     async def _finish(self, dep: CloudObject, status: str, **fields: Any) -> None:
         now = self.clock.now()
@@ -374,5 +487,9 @@ class Deployments:
         return True
 
     def loaded(self, dep: CloudObject) -> LoadedWorkspace:
-        """The loaded workspace of a ready deployment."""
+        """The loaded workspace of a ready deployment registered here."""
         return self.registry.get(dep.data["workspace"]).require()
+
+    async def load(self, dep: CloudObject) -> LoadedWorkspace:
+        """The loaded workspace of a ready deployment, registering it here if needed."""
+        return (await self.ensure(dep)).require()

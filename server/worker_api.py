@@ -172,6 +172,9 @@ async def revision(request: Request) -> Response:
     _authorize(request)
     workspace = path_param(request, "workspace")
     rev = path_param(request, "revision")
+    cloud = getattr(request.app.state, "cloud", None)
+    if cloud is not None:  # a deployment built on another replica: register it here first
+        await cloud.deployments.ensure_named(workspace)
     loaded = runtime_of(request).workspaces.revision(workspace, rev)
     if loaded.revision != rev:
         raise NotFound(f"revision {rev} of workspace {workspace!r} is no longer kept")

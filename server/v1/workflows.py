@@ -106,7 +106,7 @@ async def get(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     name = required_str(data, "workflow")
     deployments = call.cloud.deployments
     dep = await deployments.resolve(call.tenant, name)
-    loaded = deployments.loaded(dep)
+    loaded = await deployments.load(dep)
     task = loaded.spec.tasks[name]
     candidates = await deployments.candidates(call.tenant, name)
     first = min((d.created_at for d in candidates), default=dep.created_at)
