@@ -111,6 +111,8 @@ class Runtime:
         """More duties of the leader, started after the scheduler (the callback deliverer)."""
         self.on_unlead: list[Callable[[], Awaitable[None]]] = []
         """Stop them when this process no longer leads."""
+        self.on_recovered: list[Callable[[], Awaitable[None]]] = []
+        """Called once every unfinished job is recovered (its revision pinned)."""
 
     async def open(self) -> None:
         """Open the store (migrations), load workspaces, recover unfinished jobs."""
@@ -129,6 +131,9 @@ class Runtime:
                                         self.queue.waker.wake if self.queue else None)
             await self.replicas.start()
         await self.orchestrator.recover()
+        self.workspaces.prune()  # revisions only a crash kept
+        for recovered in self.on_recovered:
+            await recovered()
 
     def start_triggers(self) -> None:
         """Start the scheduler, event triggers and source polling (`partitur serve`)."""

@@ -12,7 +12,10 @@ checkout or snapshot.
 With `snapshot_folders` (what a server does), a folder workspace configured at start is
 loaded from a snapshot (`engine.sources.snapshot`: a copy of the folder per revision, the
 revision is a hash of every file copied), so its jobs run their revision's files however
-the folder changes later; the snapshot is removed when no job uses it. Without it (the
+the folder changes later; the snapshot is removed when no job uses it. A process killed
+with jobs running releases nothing, so at start, once recovery has pinned every unfinished
+job, `prune` removes every snapshot and git checkout that is neither current nor used by
+an unfinished job (and half-made copies). Without it (the
 one-shot `partitur run`), and for folders registered with `add` (deployments and builds,
 which never change in place), the files are read in place.
 """
@@ -187,6 +190,14 @@ class WorkspaceRegistry:
             self._workspaces[name] = ws
         return self._load(ws, ws.path, None)
 
+    def discard(self, name: str) -> bool:
+        """Unregister the workspace `name` (a deployment whose files go away) unless an
+        unfinished job uses it; False when one does. Unknown names are ignored."""
+        if self.in_use(name):
+            return False
+        self._workspaces.pop(name, None)
+        return True
+
     # --- lookup ----------------------------------------------------------------------
 
     def get(self, name: str) -> Workspace:
@@ -227,6 +238,42 @@ class WorkspaceRegistry:
         elif state.terminal and job_id in self._jobs:
             workspace, revision = self._jobs.pop(job_id)
             self.release(workspace, revision)
+
+    def in_use(self, name: str) -> set[str]:
+        """The revisions of workspace `name` that unfinished jobs are pinned to."""
+        return {rev for ws, rev in self._jobs.values() if ws == name}
+
+    def prune(self) -> list[str]:
+        """Remove the snapshots and git checkouts whose revision is neither current nor
+        used by an unfinished job, and half-made copies; `workspace/revision` of each
+        removed. Call it once recovery has pinned every unfinished job (a job of a
+        removed revision would run the current one). A workspace with no current
+        revision (its load failed) is left as it is."""
+        removed: list[str] = []
+        for ws in list(self._workspaces.values()):
+            if ws.current is None or (ws.git is None and ws.snapshots is None):
+                continue
+            keep = self.in_use(ws.name) | set(ws.users) | {ws.current.revision}
+            if ws.git is not None:
+                if ws.commit is not None:
+                    keep.add(ws.commit)
+                ws.git.remove_partial()
+                stale = [r for r in ws.git.checkouts() if r not in keep]
+                for revision in stale:
+                    ws.git.remove(revision)
+            else:
+                assert ws.snapshots is not None
+                ws.snapshots.remove_partial()
+                stale = [r for r in ws.snapshots.snapshots() if r not in keep]
+                for revision in stale:
+                    ws.snapshots.remove(revision)
+            for revision in stale:
+                ws.revisions.pop(revision, None)
+                removed.append(f"{ws.name}/{revision}")
+        if removed:
+            log.info("removed %d unused revision folders: %s", len(removed),
+                     ", ".join(removed))
+        return removed
 
     def acquire(self, name: str, revision: str) -> None:
         """Keep `revision` while a job uses it."""

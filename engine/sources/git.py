@@ -131,6 +131,16 @@ class GitRepo:
         """Delete the checkout of `sha` (no job uses it any more)."""
         shutil.rmtree(self.path_of(sha), ignore_errors=True)
 
+    def remove_partial(self) -> int:
+        """Delete half-extracted checkouts (`.<sha>-*`) a crash left behind; how many there
+        were. Only call it when no `checkout` runs."""
+        if not self.revisions.is_dir():
+            return 0
+        partial = [p for p in self.revisions.iterdir() if p.name.startswith(".")]
+        for path in partial:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(partial)
+
     def checkouts(self) -> list[str]:
         """The revisions checked out in the cache."""
         if not self.revisions.is_dir():

@@ -5,7 +5,9 @@ into a temporary folder under `<cache>/`, hashing every file as it is copied, an
 the copy to `<cache>/<revision>/` (the revision is that hash, so a snapshot's files are
 exactly what its revision names; an edited script makes a new revision). Jobs run in
 their revision's snapshot, which is read-only by convention; the registry
-(`engine.workspaces`) removes a snapshot no job uses any more.
+(`engine.workspaces`) removes a snapshot no job uses any more, and at start (`prune`)
+every snapshot that is neither current nor used by an unfinished job, with the half-made
+copies a crash left behind.
 
 Files are copied, never hard-linked: an editor that writes a file in place would change
 a hard-linked snapshot too. Folders named in `SKIP_DIRS` (at any depth) are neither
@@ -148,6 +150,16 @@ class FolderSnapshots:
     def remove(self, revision: str) -> None:
         """Delete the snapshot of `revision` (no job uses it any more)."""
         shutil.rmtree(self.path_of(revision), ignore_errors=True)
+
+    def remove_partial(self) -> int:
+        """Delete half-made copies (`.take-*`) a crash left behind; how many there were.
+        Only call it when no `take` runs."""
+        if not self.root.is_dir():
+            return 0
+        partial = [p for p in self.root.iterdir() if p.name.startswith(".take-")]
+        for path in partial:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(partial)
 
     def snapshots(self) -> list[str]:
         """The revisions with a snapshot on disk."""

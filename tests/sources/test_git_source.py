@@ -1,4 +1,5 @@
-"""Git workspaces against a real local repository (file://): pinning, reloads, errors."""
+"""Git workspaces against a real local repository (file://): pinning, reloads, errors,
+and removing unused checkouts at start."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+from engine.core import commands as cmd
 from engine.runtime import Runtime, RuntimeOptions
 from engine.sources.git import GitSpec
 
@@ -101,5 +103,57 @@ async def test_an_unreachable_repository_is_a_load_error(tmp_path: Path) -> None
         ws = rt.workspaces.get("ops")
         assert ws.current is None
         assert "git fetch" in (ws.load_error_text() or "")
+    finally:
+        await rt.close()
+
+
+def durable_runtime(tmp: Path, repo: Path) -> Runtime:
+    # No local workers: a job stays queued, unfinished, across the restart.
+    return Runtime(RuntimeOptions(
+        db_url=f"sqlite:///{tmp / 'partitur.db'}", logs_dir=tmp / "logs",
+        artifacts_dir=tmp / "artifacts",
+        git_workspaces={"ops": GitSpec(url=f"file://{repo}", ref="main")},
+        cache_dir=tmp / "cache", concurrency=0,
+    ))
+
+
+def checkouts(tmp: Path) -> set[str]:
+    return {p.name for p in (tmp / "cache" / "ops" / "rev").iterdir()}
+
+
+async def test_a_restart_removes_unused_checkouts_and_keeps_an_unfinished_jobs(
+        tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    first = commit(repo, {".workflows/main.yaml": TASKS, "data.txt": "one"}, "one")
+    rt = durable_runtime(tmp_path, repo)
+    await rt.open()
+    job = await rt.orchestrator.create_job("ops", "show", {})
+    second = commit(repo, {"data.txt": "two"}, "two")
+    await rt.workspaces.refresh("ops")
+    assert checkouts(tmp_path) == {first, second}
+    # What a crash can leave too: a checkout nobody released, a half-extracted one.
+    (tmp_path / "cache" / "ops" / "rev" / ("f" * 40)).mkdir()
+    (tmp_path / "cache" / "ops" / "rev" / ".abc-crashed").mkdir()
+    # Closing releases no revision either (a kill -9 leaves the same folders).
+    await rt.close()
+
+    third = commit(repo, {"data.txt": "three"}, "three")
+    rt = durable_runtime(tmp_path, repo)
+    await rt.open()
+    try:
+        ws = rt.workspaces.get("ops")
+        assert ws.current is not None and ws.current.revision == third
+        # `second` was current before but no job uses it; the job keeps `first`.
+        assert checkouts(tmp_path) == {first, third}
+        state = await rt.orchestrator.get_state(job)
+        assert not state.terminal and state.revision == first
+        assert rt.workspaces.revision("ops", first).path == tmp_path / "cache" / "ops" / \
+            "rev" / first
+
+        await rt.orchestrator.command(job, cmd.Cancel(reason="done"))
+        assert (await rt.orchestrator.get_state(job)).terminal
+        assert checkouts(tmp_path) == {third}
     finally:
         await rt.close()
