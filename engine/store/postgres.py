@@ -144,6 +144,10 @@ GET_JOB = "SELECT " + JOB_COLUMNS + " FROM jobs WHERE job_id = $1"
 LIST_JOBS = "SELECT " + JOB_COLUMNS + " FROM jobs"
 LIST_JOBS_PAGE = " ORDER BY created_at DESC, job_id DESC LIMIT ${} OFFSET ${}"
 COUNT_JOBS = "SELECT COUNT(*) FROM jobs"
+# The same total from the per-(workspace, task, status, source) counters (migration 011),
+# when the filter uses only those dimensions.
+SUM_JOB_COUNTS = "SELECT COALESCE(SUM(n), 0)::bigint FROM job_counts"
+COUNTED_FILTERS = frozenset({"workspace", "task_name", "source_type"})
 JOB_FILTERS = {
     "workspace": "workspace = ${}",
     "task_name": "task_name = ${}",
@@ -183,7 +187,7 @@ ON CONFLICT (job_id, step_name) DO UPDATE SET
 GET_STEPS = (
     "SELECT " + STEP_COLUMNS + " FROM steps WHERE job_id = $1 ORDER BY position, step_name"
 )
-RESET_PROJECTIONS = "TRUNCATE steps, jobs"
+RESET_PROJECTIONS = "TRUNCATE steps, jobs, job_counts"
 
 CLAIM_SLOT = """
 INSERT INTO trigger_slots (trigger, fire_time, job_id, claimed_at) VALUES ($1, $2, $3, $4)
@@ -519,20 +523,23 @@ class PostgresStore(EventStore):
     async def list_jobs(self, where: JobFilter) -> tuple[list[JobRow], int]:
         clauses: list[str] = []
         params: list[Any] = []
+        counted = True  # the filter uses only the dimensions of `job_counts`
         for name, clause in JOB_FILTERS.items():
             value = getattr(where, name)
             if value is not None:
                 params.append(value)
                 clauses.append(clause.format(len(params)))
+                counted = counted and name in COUNTED_FILTERS
         if where.status:
             params.append(list(where.status))
             clauses.append(STATUS_FILTER.format(len(params)))
         condition = " WHERE " + " AND ".join(clauses) if clauses else ""
         page = LIST_JOBS_PAGE.format(len(params) + 1, len(params) + 2)
+        count = (SUM_JOB_COUNTS if counted else COUNT_JOBS) + condition
 
         async def fetch(conn: Any) -> tuple[list[JobRow], int]:
             async with conn.transaction(readonly=True, isolation="repeatable_read"):
-                total: int = await conn.fetchval(COUNT_JOBS + condition, *params)
+                total: int = await conn.fetchval(count, *params)
                 rows = await conn.fetch(
                     LIST_JOBS + condition + page, *params, where.limit, where.offset
                 )

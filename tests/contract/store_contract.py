@@ -297,6 +297,49 @@ class EventStoreContract(ABC):
         assert await ids(limit=2, offset=6) == ([], 6)
         assert await ids(workspace="none") == ([], 0)
 
+    async def test_list_total_equals_the_real_count_under_every_filter(
+        self, store: EventStore
+    ) -> None:
+        # The total may come from counters kept beside the jobs; under each filter it must
+        # equal the number of matching rows after creates, status changes and a rebuild.
+        filters: list[dict[str, Any]] = [
+            {}, {"workspace": "default"}, {"workspace": "ops"}, {"task_name": "deploy"},
+            {"source_type": "cron"}, {"status": ("running",)},
+            {"status": ("completed", "failed")}, {"workspace": "ops", "task_name": "build"},
+            {"workspace": "default", "status": ("pending", "running")},
+            {"workspace": "default", "task_name": "build", "source_type": "api",
+             "status": ("completed",)},
+            {"since": 300.0}, {"parent_job_id": "j1"}, {"workspace": "nowhere"},
+        ]
+
+        async def check(expected_jobs: int) -> None:
+            everything, _ = await store.list_jobs(JobFilter(limit=10_000))
+            assert len(everything) == expected_jobs
+            for where in filters:
+                rows, total = await store.list_jobs(JobFilter(limit=10_000, **where))
+                assert total == len(rows), where
+                _, paged_total = await store.list_jobs(JobFilter(limit=1, offset=1, **where))
+                assert paged_total == total, where
+
+        states = await self._jobs(store)
+        await check(6)
+        # j6 moves from pending through running to completed; j3 (running) fails.
+        for batch in job_batches("j6", created_at=500.0)[1:]:
+            states["j6"], _ = await record_job(store, "j6", [batch], state=states["j6"])
+            await check(6)
+        await record_job(store, "j3", job_batches("j3", created_at=300.0, task="deploy",
+                                                  source_type="cron", finish="failed")[-1:],
+                         state=states["j3"])
+        rows, total = await store.list_jobs(JobFilter(status=("failed",)))
+        assert (sorted(r.job_id for r in rows), total) == (["j2", "j3"], 2)
+        await check(6)
+        await rebuild(store, page_size=5, flush_jobs=2)
+        await check(6)
+        await store.reset_projections()
+        await check(0)
+        await rebuild(store)
+        await check(6)
+
     async def test_active_job_ids(self, store: EventStore) -> None:
         await self._jobs(store)
         assert sorted(await store.active_job_ids()) == ["j3", "j6"]
