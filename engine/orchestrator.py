@@ -26,7 +26,7 @@ from engine.compiler.step_render import TemplateStepRenderer
 from engine.concurrency import Concurrency, group_of
 from engine.core import commands as cmd
 from engine.core import events as ev
-from engine.core.decide import Env, decide, dispatchable, next_wakeup
+from engine.core.decide import Env, decide, decide_state, dispatchable, next_wakeup
 from engine.core.plan import Plan
 from engine.core.projections import job_row, job_status, step_rows
 from engine.core.state import JobState, JobStatus, StepStatus, evolve, fold
@@ -386,11 +386,11 @@ class Orchestrator:
             for _ in range(3):
                 state = active.state
                 now = self.clock.now()
-                events = decide(state, command, now, self._env(state))
+                events, decided = decide_state(state, command, now, self._env(state))
                 if not events:
                     return state
                 try:
-                    await self._append(active, events)
+                    await self._append(active, events, decided)
                 except VersionConflict:
                     # Another process appended first: fold its events, decide again.
                     records = await self.store.read(job_id, after_version=state.version)
@@ -563,9 +563,11 @@ class Orchestrator:
                 self._after_append(active, [])
         return active
 
-    async def _append(self, active: ActiveJob, events: Sequence[ev.Event]) -> None:
+    async def _append(self, active: ActiveJob, events: Sequence[ev.Event],
+                      new_state: JobState) -> None:
+        """Append `events` to the job held in `active`; `new_state` is what they fold to
+        (`decide_state` computed it while deciding)."""
         state = active.state
-        new_state = fold(events, state)
         touched: set[str] = set()
         for event in events:
             if isinstance(event, ev.StepEvent):

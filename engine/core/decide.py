@@ -74,13 +74,22 @@ class Env:
 def decide(state: JobState, command: cmd.Command, now: float, env: Env) -> list[ev.Event]:
     """The events `command` causes, then those of `advance`; raises a domain error if the
     command is not allowed now. Never mutates `state`."""
+    return decide_state(state, command, now, env)[0]
+
+
+def decide_state(
+    state: JobState, command: cmd.Command, now: float, env: Env
+) -> tuple[list[ev.Event], JobState]:
+    """`decide`, with the state its events lead to (`fold(events, state)`, which deciding
+    computes anyway: the caller need not fold them again)."""
     if isinstance(command, cmd.RecordHook):
         if command.hook in state.hooks_fired:
-            return []
-        return [ev.HookFired(ts=now, hook=command.hook, job_id=command.job_id)]
+            return [], state
+        hook = ev.HookFired(ts=now, hook=command.hook, job_id=command.job_id)
+        return [hook], evolve(state, hook)
     if state.terminal:
         if isinstance(command, cmd.Tick):
-            return []
+            return [], state
         raise InvalidTransition(f"job {state.job_id}", state.status, "?",
                                 f"job already {state.status}")
     events = _command_events(state, command, now, env)
@@ -92,7 +101,8 @@ def decide(state: JobState, command: cmd.Command, now: float, env: Env) -> list[
             touched = None
     if isinstance(command, cmd.Tick | cmd.Start | cmd.Resume):
         touched = None
-    return events + _advance(fold(events, state), now, env, touched)
+    log = _advance_log(fold(events, state), now, env, touched)
+    return events + log.events, log.state
 
 
 def _command_events(
@@ -245,6 +255,10 @@ def advance(state: JobState, now: float, env: Env) -> list[ev.Event]:
 def _advance(
     state: JobState, now: float, env: Env, touched: set[str] | None
 ) -> list[ev.Event]:
+    return _advance_log(state, now, env, touched).events
+
+
+def _advance_log(state: JobState, now: float, env: Env, touched: set[str] | None) -> _Log:
     """`advance`, looking only at the steps an event on `touched` can affect.
 
     With `touched=None` (or while a step waits for a time) every step is looked at, in
@@ -252,9 +266,9 @@ def _advance(
     steps affected by what changed, visited in the same order and passes, so both give
     the same events; a decision then costs what it changes, not the size of the plan.
     """
-    if state.terminal:
-        return []
     log = _Log(state)
+    if state.terminal:
+        return log
     if state.status is JobStatus.PENDING and not state.cancel_requested and not state.queued:
         log.emit(ev.JobStarted(ts=now))
         touched = None
@@ -263,7 +277,7 @@ def _advance(
     else:
         _worklist_passes(log, now, env, touched)
     log.emit(_job_end(log.state, now))
-    return log.events
+    return log
 
 
 def _visit(log: _Log, name: str, now: float, env: Env) -> bool:

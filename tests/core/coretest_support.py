@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.core import commands as cmd
 from engine.core import events as ev
-from engine.core.decide import Env, decide
+from engine.core.decide import Env, decide_state
 from engine.core.plan import Plan, PlanStep, Retry
 from engine.core.state import JobState, evolve, fold
 from engine.errors import RenderError
@@ -138,9 +138,11 @@ class Job:
         """Decide `command` at `now` (default: the job's clock), apply and keep the events."""
         if now is not None:
             self.now = now
-        events = decide(self.state, command, self.now, self.env)
+        events, decided = decide_state(self.state, command, self.now, self.env)
         for event in events:
             self.state = evolve(self.state, event)
+        # The orchestrator keeps the state deciding computed instead of folding again.
+        assert decided == self.state, "decide_state's state is not the fold of its events"
         self.events.extend(events)
         return events
 

@@ -9,7 +9,7 @@ from coretest_support import Job, PlainRenderer, created, step, types
 
 from engine.core import commands as cmd
 from engine.core import events as ev
-from engine.core.decide import Env, advance, decide, dispatchable, next_wakeup
+from engine.core.decide import Env, advance, decide, decide_state, dispatchable, next_wakeup
 from engine.core.plan import Retry
 from engine.core.state import JobStatus, StepStatus, fold
 from engine.errors import Conflict, InvalidTransition, NotFound
@@ -535,3 +535,19 @@ def test_fold_of_the_decided_events_is_the_kept_state() -> None:
     assert job.state.status is JobStatus.COMPLETED
     assert fold(job.events) == job.state
     assert fold([created(step("a"))]).status is JobStatus.PENDING
+
+
+def test_decide_state_is_the_fold_of_the_events_on_every_path() -> None:
+    # A hook recorded once, a step's whole life, the job's end, a Tick after the end.
+    job = Job(step("a"), step("b", depends_on=["a"]))
+    for command in (cmd.RecordHook(hook="h", job_id=job.state.job_id),
+                    cmd.RecordHook(hook="h", job_id=job.state.job_id)):
+        events, state = decide_state(job.state, command, 1.0, job.env)
+        assert state == fold(events, job.state)
+        job.do(command)
+    assert job.state.hooks_fired == ("h",)
+    job.run("a")
+    job.run("b")
+    assert job.state.terminal
+    events, state = decide_state(job.state, cmd.Tick(), 2.0, job.env)
+    assert events == [] and state is job.state
