@@ -11,6 +11,11 @@ tailing `global_seq > n` can never see a larger seq commit before a smaller one.
 append also sends `NOTIFY partitur_events, '<last global_seq>'`, delivered on commit;
 `listen()` receives them on a dedicated connection.
 
+Round trips of an append: BEGIN together with the lock, the state read (its own
+statement, after the lock), one statement that inserts the events, upserts the job row and
+sends the NOTIFY, then one per further table it touches (steps, idempotency key, work
+queue, outbox objects, slots), and COMMIT.
+
 Errors: driver and socket errors become `engine.errors` — `StoreUnavailable` (retryable)
 for a lost or refused connection, `VersionConflict`/`Conflict` for constraint
 violations, `ValidationFailed` for a value PostgreSQL cannot store (e.g. a NUL
@@ -28,6 +33,7 @@ Advisory lock keys of Partitur live in this module's `*_LOCK` constants.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -103,6 +109,8 @@ FROM unnest($2::bigint[], $3::int[], $4::text[], $5::int[], $6::text[], $7::floa
     AS e(seq, version, type, schema_version, data, ts)
 """
 NOTIFY = "SELECT pg_notify($1, $2)"
+# BEGIN and the append lock in one round trip (the simple-query protocol runs both).
+BEGIN_APPEND = f"BEGIN; SELECT pg_advisory_xact_lock({APPEND_LOCK})"
 EVENT_COLUMNS = "global_seq, stream_id, version, type, schema_version, data, ts"
 READ_STREAM = (
     "SELECT " + EVENT_COLUMNS + " FROM events "
@@ -188,6 +196,18 @@ GET_STEPS = (
     "SELECT " + STEP_COLUMNS + " FROM steps WHERE job_id = $1 ORDER BY position, step_name"
 )
 RESET_PROJECTIONS = "TRUNCATE steps, jobs, job_counts"
+
+# The writes of an append in one statement (one round trip): its events, the job row when
+# it carries a projection, and the NOTIFY (delivered on commit like a NOTIFY statement).
+# Data-modifying CTEs all run, whether or not the outer SELECT reads them.
+_EVENTS_CTE = "WITH e AS (" + INSERT_EVENTS.strip() + ")"
+APPEND_WRITE = _EVENTS_CTE + " SELECT pg_notify($8, $9)"
+APPEND_WRITE_JOB = (
+    _EVENTS_CTE
+    + ", j AS ("
+    + re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + 9}", UPSERT_JOB.strip())
+    + ") SELECT pg_notify($8, $9)"
+)
 
 CLAIM_SLOT = """
 INSERT INTO trigger_slots (trigger, fire_time, job_id, claimed_at) VALUES ($1, $2, $3, $4)
@@ -383,16 +403,32 @@ class PostgresStore(EventStore):
                 await pool.expire_connections()
         raise AssertionError("unreachable")
 
-    async def _write(self, fn: Callable[[Any], Awaitable[T]], *, what: str) -> T:
+    async def _write(
+        self, fn: Callable[[Any], Awaitable[T]], *, what: str, begin: str | None = None,
+    ) -> T:
         """`fn(connection)` in one transaction; retried on a lost connection only if the
-        loss came before COMMIT was sent (so the first try certainly wrote nothing)."""
+        loss came before COMMIT was sent (so the first try certainly wrote nothing).
+
+        `begin` replaces the plain BEGIN: statements without parameters that open the
+        transaction and run first, in the same round trip.
+        """
         committing = False
 
         async def transaction(conn: Any) -> T:
             nonlocal committing
-            async with conn.transaction():
+            if begin is None:
+                async with conn.transaction():
+                    result = await fn(conn)
+                    committing = True
+                return result
+            await conn.execute(begin)
+            try:
                 result = await fn(conn)
-                committing = True
+            except BaseException:
+                await rollback(conn)
+                raise
+            committing = True
+            await conn.execute("COMMIT")
             return result
 
         return await self._run(transaction, retry=lambda: not committing, what=what)
@@ -435,7 +471,6 @@ class PostgresStore(EventStore):
         scope, key = idempotency if idempotency is not None else (None, None)
 
         async def write(conn: Any) -> int:
-            await conn.execute(LOCK, APPEND_LOCK)
             current, last, owner = await conn.fetchrow(APPEND_STATE, stream_id, scope, key)
             if owner is not None and idempotency is not None:
                 raise DuplicateKey(idempotency[0], idempotency[1], owner)
@@ -444,12 +479,14 @@ class PostgresStore(EventStore):
                     f"stream {stream_id} is at version {current}, not {expected_version}"
                 )
             seqs = list(range(last + 1, last + 1 + len(events)))
-            await conn.execute(
-                INSERT_EVENTS, stream_id, seqs, versions, types, schema_versions,
-                payloads, stamps,
-            )
-            if projection is not None:
-                await conn.execute(UPSERT_JOB, *_job_params(projection.job, seqs[-1]))
+            inserted = (stream_id, seqs, versions, types, schema_versions, payloads, stamps,
+                        EVENTS_CHANNEL, str(seqs[-1]))
+            if projection is None:
+                await conn.execute(APPEND_WRITE, *inserted)
+            else:
+                await conn.execute(
+                    APPEND_WRITE_JOB, *inserted, *_job_params(projection.job, seqs[-1])
+                )
                 if projection.steps:
                     await conn.executemany(
                         UPSERT_STEP, [_step_params(s) for s in projection.steps]
@@ -463,10 +500,10 @@ class PostgresStore(EventStore):
                 await conn.executemany(PG_OUTBOX, objects)
             if outbox is not None and (outbox.take_slots or outbox.free_slots):
                 await pg_apply(conn, outbox.take_slots, outbox.free_slots)
-            await conn.execute(NOTIFY, EVENTS_CHANNEL, str(seqs[-1]))
             return seqs[0]
 
-        first = await self._write(write, what=f"append to stream {stream_id}")
+        first = await self._write(write, what=f"append to stream {stream_id}",
+                                  begin=BEGIN_APPEND)
         return AppendResult([
             RecordedEvent(first + i, stream_id, versions[i], types[i], schema_versions[i],
                           through_json(d), stamps[i])
@@ -599,6 +636,20 @@ def write_all(fn: Callable[[Any], Awaitable[T]]) -> Callable[[Any], Awaitable[T]
             return await fn(conn)
 
     return transaction
+
+
+async def rollback(conn: Any) -> None:
+    """Roll back the transaction open on `conn`, if the connection still can.
+
+    When it cannot (lost, or busy with a cancelled statement), the pool's reset on
+    release rolls back or drops the connection.
+    """
+    if conn.is_closed():
+        return
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:
+        pass
 
 
 async def guarded(fn: Callable[[Any], Awaitable[T]], conn: Any) -> T:
