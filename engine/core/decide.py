@@ -366,15 +366,18 @@ def _order(state: JobState) -> list[str]:
     return order
 
 
-def dependencies(state: JobState, step: StepState) -> list[str]:
+def dependencies(state: JobState, step: StepState) -> tuple[str, ...]:
     """What `step` waits for: its plan dependencies, or for an instance of a sequential
-    loop the instance before it (a loop's dependencies were met before it expanded)."""
+    loop the instance before it (a loop's dependencies were met before it expanded).
+
+    The plan's own tuple, not a copy: a join over n branches is looked at after every
+    event of each branch, and copying its n dependencies each time made that O(n)."""
     if step.loop_of is None:
-        return list(state.plan.steps[step.name].depends_on)
+        return state.plan.steps[step.name].depends_on
     index = step.loop_index or 0
     if state.plan.steps[step.loop_of].sequential and index > 0:
-        return [instance_name(step.loop_of, index - 1)]
-    return []
+        return (instance_name(step.loop_of, index - 1),)
+    return ()
 
 
 def _promote(state: JobState, step: StepState, now: float, env: Env) -> ev.Event | None:
@@ -408,7 +411,7 @@ def _promote(state: JobState, step: StepState, now: float, env: Env) -> ev.Event
 
 
 def _skip_reason(
-    state: JobState, step: StepState, plan_step: PlanStep, deps: list[str]
+    state: JobState, step: StepState, plan_step: PlanStep, deps: tuple[str, ...]
 ) -> str | None:
     if step.loop_of is not None:
         # The only dependency of an instance is the previous instance of a sequential loop.
