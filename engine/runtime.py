@@ -20,6 +20,7 @@ from engine.leases import LeaseSweeper
 from engine.logs.bus import LiveBus
 from engine.logs.store import JsonlLogStore, LogStore
 from engine.orchestrator import Orchestrator
+from engine.retention import JobRetention
 from engine.scheduler import Scheduler
 from engine.sources.git import GitSpec
 from engine.sources.poller import SourcePoller
@@ -32,6 +33,8 @@ from engine.workspaces import WorkspaceRegistry
 
 if TYPE_CHECKING:
     from engine.replicas import ReplicaSync
+
+RETENTION_INTERVAL = 3_600.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class RuntimeOptions:
     worker_mode: str = "auto"  # local | remote | auto (remote when concurrency is 0)
     lease_timeout: float = 30.0  # recovery.heartbeat_timeout
     aging: float | None = None  # scheduling.aging: one priority level per this many seconds
+    job_days: float = 0.0  # retention.job_days: 0 keeps finished jobs forever
+    retention_interval: float = RETENTION_INTERVAL  # seconds between retention sweeps
 
 
 class Runtime:
@@ -102,6 +107,9 @@ class Runtime:
                                     on_change=lambda _name: self.scheduler.wake())
         self.sweeper = (LeaseSweeper(self.queue, timeout=options.lease_timeout)
                         if self.queue is not None else None)
+        self.retention = JobRetention(self.store, self.logs, options.artifacts_dir,
+                                      options.job_days, interval=options.retention_interval,
+                                      now=self.orchestrator.clock.now)
         self.leader = Leader(self.postgres_url, self._lead, self._unlead)
         self.replicas: ReplicaSync | None = None  # replicas on one Postgres stay in sync
         self._triggers_started = False
@@ -145,11 +153,12 @@ class Runtime:
         self.sources.start()
 
     async def _lead(self) -> None:
-        """This process became the leader: run the scheduler, the lease sweeper and the
-        duties of `on_lead`."""
+        """This process became the leader: run the scheduler, the lease sweeper, job
+        retention and the duties of `on_lead`."""
         self.scheduler.start()
         if self.sweeper is not None:
             self.sweeper.start()
+        self.retention.start()
         for duty in self.on_lead:
             await duty()
 
@@ -157,6 +166,7 @@ class Runtime:
         await self.scheduler.stop()
         if self.sweeper is not None:
             await self.sweeper.stop()
+        await self.retention.stop()
         for duty in self.on_unlead:
             await duty()
 
@@ -165,6 +175,7 @@ class Runtime:
         await self.sources.stop()
         await self.leader.stop()
         await self.scheduler.stop()
+        await self.retention.stop()
         if self.replicas is not None:
             await self.replicas.stop()
         if self.queue is not None:

@@ -161,6 +161,7 @@ def runtime_options(settings: Any) -> tuple[RuntimeOptions, list[str]]:
         worker_mode=settings.workers.mode,
         lease_timeout=float(settings.recovery.heartbeat_timeout),
         aging=getattr(getattr(settings, "scheduling", None), "aging", None),
+        job_days=float(getattr(getattr(settings, "retention", None), "job_days", 0)),
     )
     return options, []
 

@@ -10,6 +10,7 @@ what a real store would give it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import Sequence
 
 from engine.core.events import Event, RecordedEvent, encode
@@ -37,7 +38,8 @@ class MemoryStore(EventStore):
     def __init__(self) -> None:
         self._open = False
         self._lock = asyncio.Lock()
-        self._log: list[RecordedEvent] = []  # global_seq n is at index n - 1
+        self._log: list[RecordedEvent] = []  # in global_seq order (retention leaves gaps)
+        self._seq = 0  # the highest global_seq ever given
         self._streams: dict[str, list[RecordedEvent]] = {}
         self._keys: dict[tuple[str, str], str] = {}
         self._jobs: dict[str, tuple[JobRow, int]] = {}  # job row and its last_seq
@@ -85,12 +87,13 @@ class MemoryStore(EventStore):
                 )
             if outbox is not None:
                 memory_check(self.slots, outbox.take_slots)
-            first = len(self._log) + 1
+            first = self._seq + 1
             recorded = [
                 RecordedEvent(first + i, stream_id, expected_version + i + 1, t, sv, d, ts)
                 for i, (t, sv, d, ts) in enumerate(payloads)
             ]
             self._log.extend(recorded)
+            self._seq = recorded[-1].global_seq
             self._streams.setdefault(stream_id, []).extend(recorded)
             if projection is not None:
                 self._write(projection, recorded[-1].global_seq)
@@ -117,12 +120,12 @@ class MemoryStore(EventStore):
 
     async def tail(self, after_seq: int, limit: int = 1000) -> list[RecordedEvent]:
         self._check()
-        start = max(after_seq, 0)
+        start = bisect.bisect_right(self._log, after_seq, key=lambda e: e.global_seq)
         return self._log[start : start + limit]
 
     async def last_seq(self) -> int:
         self._check()
-        return len(self._log)
+        return self._seq
 
     async def find_key(self, scope: str, key: str) -> str | None:
         self._check()
