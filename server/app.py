@@ -162,6 +162,8 @@ def runtime_options(settings: Any) -> tuple[RuntimeOptions, list[str]]:
         lease_timeout=float(settings.recovery.heartbeat_timeout),
         aging=getattr(getattr(settings, "scheduling", None), "aging", None),
         job_days=float(getattr(getattr(settings, "retention", None), "job_days", 0)),
+        retention_interval=float(getattr(getattr(settings, "retention", None),
+                                         "sweep_interval", 3600.0)),
     )
     return options, []
 

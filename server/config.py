@@ -231,9 +231,11 @@ class RecoverySettings(_Section):
 
 
 class RetentionSettings(_Section):
-    """`retention`: how many days finished jobs are kept (0 keeps them forever)."""
+    """`retention`: how many days finished jobs are kept (0 keeps them forever) and how
+    often the leader sweeps expired ones (`engine.retention`)."""
 
     job_days: int = Field(default=30, ge=0)
+    sweep_interval: Duration = Field(default=3600.0, gt=0)
 
 
 class BrowserSettings(_Section):

@@ -38,6 +38,7 @@ def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert settings.workers.local.concurrency == (os.cpu_count() or 1)
     assert settings.recovery.heartbeat_timeout == 30.0
     assert settings.retention.job_days == 30
+    assert settings.retention.sweep_interval == 3600.0
     assert settings.browser.executable is None
     assert settings.secrets_key is None
     assert settings.auth is None
@@ -423,3 +424,16 @@ def test_cloud_workspace_names_are_reserved(tmp_path: Path) -> None:
     issue = excinfo.value.issues[0]
     assert "kept for cloud deployments" in issue.message
     assert issue.path.startswith("workspaces")
+
+
+def test_retention_sweep_interval(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "retention: {job_days: 7, sweep_interval: 15m}\n")
+    settings = load_settings(cfg, environ={})
+    assert (settings.retention.job_days, settings.retention.sweep_interval) == (7, 900.0)
+    from server.app import runtime_options
+
+    options, _ = runtime_options(settings)
+    assert (options.job_days, options.retention_interval) == (7.0, 900.0)
+    with pytest.raises(ConfigInvalid) as excinfo:
+        load_settings(write(tmp_path, "retention: {sweep_interval: 0s}\n"), environ={})
+    assert [i.path for i in excinfo.value.issues] == ["retention.sweep_interval"]
