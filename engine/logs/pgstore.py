@@ -4,7 +4,9 @@
 `engine/store/sql/postgres/002_log_lines.sql` (the event store's series). An append is one
 transaction: bump the job's row in `log_counters` (its row lock orders the job's
 appenders, so each job's `seq`s are contiguous and commit in order), insert the lines,
-and `NOTIFY partitur_logs, '<job_id>:<last seq>'`, delivered on commit. `listen()` gets
+and `NOTIFY partitur_logs, '<job_id>:<last seq>'`, delivered on commit. The three are
+one statement, so an append costs three round trips (BEGIN, it, COMMIT); BEGIN stays
+separate so that a connection found dead there is retried without doubt. `listen()` gets
 those notifications on a dedicated connection, so a WebSocket on any replica can stream
 lines produced by any other.
 
@@ -52,6 +54,19 @@ FROM unnest($2::bigint[], $3::float8[], $4::text[], $5::text[], $6::text[])
     AS l(seq, ts, stream, step, line)
 """
 NOTIFY = "SELECT pg_notify($1, $2)"
+# The three writes of `append` as one statement (one round trip): the counter bump (its row
+# lock held to COMMIT as before), the lines numbered after it, the NOTIFY; returns the
+# job's new count.
+APPEND_LINES = """
+WITH c AS (""" + BUMP_COUNTER.strip() + """),
+l AS (
+    INSERT INTO log_lines (job_id, seq, ts, stream, step, line)
+    SELECT $1::text, c.count - $2 + l.ord, l.ts, l.stream, l.step, l.line
+    FROM c, unnest($3::float8[], $4::text[], $5::text[], $6::text[])
+        WITH ORDINALITY AS l(ts, stream, step, line, ord)
+)
+SELECT c.count, pg_notify($7, $1::text || ':' || c.count::text) FROM c
+"""
 READ_LINES = """
 SELECT seq, ts, stream, step, line FROM log_lines
 WHERE job_id = $1 AND seq > $2 AND ($3::text IS NULL OR step = $3)
@@ -171,16 +186,13 @@ class PostgresLogStore(LogStore):
             nonlocal committing
             committing = False
             async with conn.transaction():
-                count: int = await conn.fetchval(BUMP_COUNTER, job_id, n)
-                first = count - n + 1
-                await conn.execute(
-                    INSERT_LINES, job_id, list(range(first, count + 1)),
-                    [line.ts for line in lines], [line.stream for line in lines],
-                    [_clean(line.step) for line in lines], [_clean(line.line) for line in lines],
+                count: int = await conn.fetchval(
+                    APPEND_LINES, job_id, n, [line.ts for line in lines],
+                    [line.stream for line in lines], [_clean(line.step) for line in lines],
+                    [_clean(line.line) for line in lines], LOGS_CHANNEL,
                 )
-                await conn.execute(NOTIFY, LOGS_CHANNEL, f"{job_id}:{count}")
                 committing = True
-            return first
+            return count - n + 1
 
         # Retried only when it broke before COMMIT left: then nothing was written.
         first = await self._run(
