@@ -90,6 +90,7 @@ class Cloud:
     def attach(self) -> None:
         """Hook into the runtime (call before `runtime.open()`)."""
         self.runtime.on_open.append(self._opened)
+        self.runtime.on_recovered.append(self.deployments.after_recovery)
         self.runtime.orchestrator.add_outbox(self.callbacks.outbox_for)
         self.runtime.orchestrator.on_events(self.deployments.listener)
         self.runtime.orchestrator.on_events(self.callbacks.listener)

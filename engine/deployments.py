@@ -16,6 +16,15 @@ deployment's id), so every replica on the same database can run a ready deployme
 replica asked for one it has not registered (`ensure`: a job, a workflow lookup, its
 start) fetches the tarball, unpacks it with the same checks into its own
 `<data>/deployments/<tenant>/<id>` and registers it, once, under a lock.
+
+A replica removes the unpacked folder of a ready deployment no workflow resolves to any
+more (`prune`: every workflow of it deleted, or superseded by a newer deployment or a
+pin to another one) once no unfinished job uses it, and unregisters its workspace; the
+tarball stays stored, so asked for again (a rollback, a pin, an old job) it is unpacked
+again. It prunes after recovery at start, after `workflows/delete`, a pin or rollback,
+a new ready deployment, and when the last job of a deployment out of service ends.
+Deployments made before tarballs were kept and those with `auto_repair` (a repair packs
+the folder) are never pruned.
 """
 
 from __future__ import annotations
@@ -235,8 +244,13 @@ class Deployments:
 
     def listener(self, state: Any, events: Any) -> None:
         """`Orchestrator.on_events`: a job of a deployment this replica has not registered
-        (made on another replica) gets it registered in the background."""
+        (made on another replica) gets it registered in the background; when the last
+        unfinished job of a deployment ends, unused deployments are pruned."""
         name = str(state.workspace)
+        if state.terminal and events and name.startswith(WORKSPACE_PREFIX):
+            if not self.registry.in_use(name) and "." in name:
+                self._spawn_task(self._prune_of(name.rsplit(".", 1)[1]))
+            return
         if not name.startswith(WORKSPACE_PREFIX) or self._registered(name) is not None \
                 or name in self._pending or name in self._foreign:
             return
@@ -244,6 +258,86 @@ class Deployments:
         task = asyncio.ensure_future(self._register_named(name))
         self._builds.add(task)
         task.add_done_callback(self._builds.discard)
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._builds.add(task)
+        task.add_done_callback(self._builds.discard)
+
+    async def _prune_of(self, dep_id: str) -> None:
+        try:
+            dep = await self.repo.get(DEPLOYMENT, dep_id)
+            if dep is not None:
+                await self.prune(dep.tenant)
+        except (PartiturError, OSError) as exc:
+            log.error("deployment %s: cannot prune: %s", dep_id, exc)
+
+    async def after_recovery(self) -> None:
+        """`Runtime.on_recovered`: prune every tenant's unused deployments."""
+        await self._tidy(None)
+
+    async def _tidy(self, tenant: str | None) -> None:
+        """`prune`, logging a failure (pruning is never worth failing a request for)."""
+        try:
+            await self.prune(tenant)
+        except (PartiturError, OSError) as exc:
+            log.error("cannot prune deployments: %s", exc)
+
+    async def serving(self, tenant: str) -> set[str]:
+        """Ids of the ready deployments some workflow of `tenant` resolves to (`resolve`)."""
+        ready = [d for d in await self.list_for(tenant) if d.data.get("status") == READY]
+        ids = {d.id for d in ready}
+        serving: set[str] = set()
+        pinned: set[str] = set()
+        for pin in await self.repo.all(PIN, tenant, cap=10_000):
+            if pin.data.get("deployment_id") in ids and pin.name is not None:
+                serving.add(str(pin.data["deployment_id"]))
+                pinned.add(pin.name)
+        hidden = {h.name: str(h.data["through"])
+                  for h in await self.repo.all(DELETED, tenant, cap=10_000)}
+        names = {str(w) for d in ready for w in d.data.get("workflows", ())}
+        for workflow in names - pinned:
+            through = hidden.get(workflow, "")
+            found = [d.id for d in ready
+                     if workflow in d.data.get("workflows", ()) and d.id > through]
+            if found:
+                serving.add(max(found))
+        return serving
+
+    async def prune(self, tenant: str | None) -> list[str]:
+        """Remove this replica's unpacked folder (and registration) of every ready
+        deployment of `tenant` (None: all) that no workflow resolves to and no
+        unfinished job uses, if its tarball is stored; the ids of those removed."""
+        deps = [d for d in await self.repo.all(DEPLOYMENT, tenant)
+                if d.data.get("status") == READY and not d.data.get("auto_repair")]
+        serving: dict[str, set[str]] = {}
+        removed: list[str] = []
+        for dep in deps:
+            if dep.tenant not in serving:
+                serving[dep.tenant] = await self.serving(dep.tenant)
+            if dep.id in serving[dep.tenant]:
+                continue
+            name = str(dep.data["workspace"])
+            path = self.local_path(dep.tenant, dep.id)
+            if self.registry.in_use(name) or not (path.exists() or self._known(name)):
+                continue
+            if await self.repo.get(SOURCE, dep.id) is None:
+                continue  # made before tarballs were kept: its files are all there is
+            async with self._locks.setdefault(name, asyncio.Lock()):
+                if not self.registry.discard(name):
+                    continue  # a job started meanwhile
+                shutil.rmtree(path, ignore_errors=True)
+            removed.append(dep.id)
+            log.info("deployment %s: no workflow runs it and no job uses it; removed %s",
+                     dep.id, path)
+        return removed
+
+    def _known(self, name: str) -> bool:
+        try:
+            self.registry.get(name)
+        except NotFound:
+            return False
+        return True
 
     async def _register_named(self, name: str) -> None:
         try:
@@ -362,6 +456,7 @@ class Deployments:
         self.registry.add(dep.data["workspace"], path)
         await self._finish(dep, READY, workflows=sorted(loaded.spec.tasks),
                            revision=loaded.revision, bundle_path=str(path / ".workflows"))
+        await self._tidy(dep.tenant)  # deployments it supersedes
 
     def _build_sync(self, source: str, path: Path, dep: CloudObject) -> LoadedWorkspace:
         unpack_tarball(source, path, self.limits)
@@ -442,6 +537,7 @@ class Deployments:
         if dep_id is None:
             if existing is not None:
                 await self.repo.delete(PIN, existing.id)
+                await self._tidy(tenant)
             return None
         dep = await self.get(tenant, dep_id)
         if dep.data.get("status") != READY:
@@ -451,10 +547,12 @@ class Deployments:
                 message=f"deployment {dep_id} has no workflow {workflow!r}", path="workflow")])
         now = self.clock.now()
         if existing is not None:
-            return await self.repo.merge(existing, now, deployment_id=dep_id)
-        pin = CloudObject(PIN, new_job_id(), tenant, now, now, {"deployment_id": dep_id},
-                          name=workflow)
-        await self.repo.insert(pin)
+            pin = await self.repo.merge(existing, now, deployment_id=dep_id)
+        else:
+            pin = CloudObject(PIN, new_job_id(), tenant, now, now, {"deployment_id": dep_id},
+                              name=workflow)
+            await self.repo.insert(pin)
+        await self._tidy(tenant)  # the deployment it ran before may be out of service
         return pin
 
     async def rollback(self, tenant: str, workflow: str, dep_id: str | None) -> CloudObject:
@@ -484,6 +582,7 @@ class Deployments:
         else:
             await self.repo.insert(CloudObject(DELETED, new_job_id(), tenant, now, now,
                                                {"through": newest}, name=workflow))
+        await self._tidy(tenant)
         return True
 
     def loaded(self, dep: CloudObject) -> LoadedWorkspace:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,10 +268,15 @@ def test_decompressed_size_is_capped_while_streaming(tmp_path: Path) -> None:
 
 def test_each_deployment_is_a_fresh_folder_and_names_resolve(srv: httpx.Client) -> None:
     first = deploy(srv, tarball({".workflows/main.yaml": MORE, "stale.txt": "old"}))
+    assert (Path(first["source_path"]) / "stale.txt").exists()
     second = deploy(srv, workspace(MORE))
     assert first["source_path"] != second["source_path"]
-    assert (Path(first["source_path"]) / "stale.txt").exists()
     assert not (Path(second["source_path"]) / "stale.txt").exists()
+    # Nothing runs `first` any more: its unpacked folder goes (docs/cloud-api.md).
+    deadline = time.monotonic() + 30
+    while Path(first["source_path"]).exists():
+        assert time.monotonic() < deadline, "the superseded folder stayed"
+        time.sleep(0.05)
     # A newer failed deployment, or one without the workflow, does not take it over.
     deploy(srv, tarball({".workflows/main.yaml": "tasks: [broken"}), expect="failed")
     only_other = "tasks:\n  lonely:\n    flow:\n      s:\n        type: shell\n" \
