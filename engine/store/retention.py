@@ -3,8 +3,10 @@
 A job expires when it is terminal (completed, failed, cancelled, skipped), ended
 (`completed_at`) before the cutoff, and none of its child jobs is still active. Deleting
 it removes everything the store keeps under its id: its events, `jobs`/`steps` rows,
-idempotency keys, work-queue rows and concurrency-slot rows, and on PostgreSQL its log
-tables (`log_lines`, `log_counters`, `log_positions`). Cron slots (`trigger_slots`) stay:
+idempotency keys, work-queue rows, concurrency-slot rows, its stored objects (the cloud
+job record, callback markers and deliveries, debug notes, failure email, auto-repair
+record), and on PostgreSQL its log tables (`log_lines`, `log_counters`,
+`log_positions`). Cron slots (`trigger_slots`) stay:
 they record which fire times were claimed, not the job. On PostgreSQL the job holding the
 store's latest event is kept until a newer event exists, since the next `global_seq` is
 the highest one plus one. `engine.retention` runs the batches and removes the files
@@ -14,6 +16,7 @@ the highest one plus one. `engine.retention` runs the batches and removes the fi
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from typing import Any
 
@@ -40,6 +43,20 @@ SQLITE_DELETES = (
     "DELETE FROM concurrency_slots WHERE job_id = ?",
     "DELETE FROM jobs WHERE job_id = ?",
 )
+# Stored objects of a job (`cloud_objects`): the records whose id is the job id (the cloud
+# job `job`, the callback marker `job_end`, `debug_llm` notes, the `failure_email`, the
+# `autorepair` record), and its callback deliveries (`data.job_id`) with their outbox rows.
+_JOB_KINDS = "('job', 'job_end', 'debug_llm', 'failure_email', 'autorepair')"
+JOB_OBJECT_KINDS = frozenset({"job", "job_end", "debug_llm", "failure_email", "autorepair"})
+SQLITE_OBJECT_DELETES = (
+    "DELETE FROM cloud_objects WHERE kind = 'outbox' AND id IN (SELECT id FROM cloud_objects "
+    "WHERE kind = 'delivery' AND json_extract(data, '$.job_id') IN "
+    "(SELECT value FROM json_each(?)))",
+    "DELETE FROM cloud_objects WHERE kind = 'delivery' AND json_extract(data, '$.job_id') IN "
+    "(SELECT value FROM json_each(?))",
+    f"DELETE FROM cloud_objects WHERE kind IN {_JOB_KINDS} AND id IN "
+    "(SELECT value FROM json_each(?))",
+)
 
 PG_EXPIRED = (
     "SELECT job_id FROM jobs AS j "
@@ -60,6 +77,11 @@ PG_DELETES = (
     "DELETE FROM log_lines WHERE job_id = ANY($1::text[])",
     "DELETE FROM log_counters WHERE job_id = ANY($1::text[])",
     "DELETE FROM log_positions WHERE job_id = ANY($1::text[])",
+    "DELETE FROM cloud_objects WHERE kind = 'outbox' AND id IN (SELECT id FROM cloud_objects "
+    "WHERE kind = 'delivery' AND (data::jsonb ->> 'job_id') = ANY($1::text[]))",
+    "DELETE FROM cloud_objects WHERE kind = 'delivery' "
+    "AND (data::jsonb ->> 'job_id') = ANY($1::text[])",
+    f"DELETE FROM cloud_objects WHERE kind IN {_JOB_KINDS} AND id = ANY($1::text[])",
     "DELETE FROM jobs WHERE job_id = ANY($1::text[])",
 )
 
@@ -102,6 +124,11 @@ async def _memory(store: MemoryStore, cutoff: float, batch: int) -> list[str]:
             store._steps.pop(job_id, None)
         store._keys = {k: v for k, v in store._keys.items() if v not in gone}
         store._work = {k: v for k, v in store._work.items() if k[0] not in gone}
+        # In place: the memory cloud repositories share this dict.
+        for key in [key for key, obj in store.objects.items()
+                    if (key[0] in JOB_OBJECT_KINDS and key[1] in gone)
+                    or obj.data.get("job_id") in gone]:
+            del store.objects[key]
         for holders in store.slots.values():
             for job_id in gone & holders.keys():
                 del holders[job_id]
@@ -113,6 +140,9 @@ async def _sqlite(store: Any, cutoff: float, batch: int) -> list[str]:
         ids = [r[0] for r in conn.execute(SQLITE_EXPIRED, (*TERMINAL, cutoff, *TERMINAL, batch))]
         for sql in SQLITE_DELETES:
             conn.executemany(sql, [(job_id,) for job_id in ids])
+        if ids:
+            for sql in SQLITE_OBJECT_DELETES:
+                conn.execute(sql, (json.dumps(ids),))
         return ids
 
     ids: list[str] = await store._run(store._write, delete)

@@ -18,7 +18,8 @@ from engine.core import events as ev
 from engine.logs.model import LogLine
 from engine.logs.store import JsonlLogStore, LogStore
 from engine.retention import DAY, JobRetention
-from engine.store.base import EventStore, JobFilter, Outbox
+from engine.store.base import EventStore, JobFilter, Outbox, OutboxObject
+from engine.store.cloud import CloudObject, cloud_repository_for
 from engine.store.memory import MemoryStore
 from engine.store.sqlite import SqliteStore
 from engine.store.work import WorkItem
@@ -80,8 +81,20 @@ async def test_sweep_deletes_old_terminal_jobs_whole(
         if job_id == "old-done":  # a leftover work-queue row of an old job goes with it
             await store.append(job_id, len(await store.read(job_id)),
                                [ev.StepOutput(ts=1_010.0, step="fetch", output=1)],
-                               outbox=Outbox(work=[work(job_id)]))
+                               outbox=Outbox(work=[work(job_id)], objects=[
+                                   OutboxObject("job_end", job_id, "", 1_010.0)]))
     kept = {"old-parent", "new-child", "old-running", "recent"}
+    # Stored objects of a job (SQLite, PostgreSQL; the memory repository is per caller).
+    repo = None if isinstance(store, MemoryStore) else cloud_repository_for(store)
+    if repo is not None:
+        for job_id in ("old-done", "recent"):
+            await repo.insert(CloudObject("job", job_id, "acme", 1.0, 1.0,
+                                          {"deployment_id": "d1", "workflow": "w"}))
+            await repo.insert(CloudObject("delivery", f"dl-{job_id}", "acme", 1.0, 1.0,
+                                          {"job_id": job_id, "event": "job.completed"}))
+            await repo.insert(CloudObject("outbox", f"dl-{job_id}", "acme", 1.0, 1.0))
+        await repo.insert(CloudObject("credential", "old-done-cred", "acme", 1.0, 1.0,
+                                      {"job_id": "unrelated"}))
     before = {job_id: (await store.get_job(job_id), await store.read(job_id),
                        await store.get_steps(job_id)) for job_id in kept}
     last_seq = await store.last_seq()
@@ -107,6 +120,16 @@ async def test_sweep_deletes_old_terminal_jobs_whole(
         assert await store.find_key("api", f"key-{job_id}") == job_id
         assert await logs.count(job_id) == 1
         assert (artifacts / job_id / "fetch" / "out.txt").read_text() == job_id
+    if repo is not None:
+        for kind, obj_id, there in (("job", "old-done", False), ("delivery", "dl-old-done", False),
+                                    ("outbox", "dl-old-done", False), ("job", "recent", True),
+                                    ("delivery", "dl-recent", True), ("outbox", "dl-recent", True),
+                                    ("credential", "old-done-cred", True)):
+            assert (await repo.get(kind, obj_id) is not None) is there, (kind, obj_id)
+    if repo is None:
+        assert not isinstance(store, MemoryStore) or ("job_end", "old-done") not in store.objects
+    else:
+        assert await repo.get("job_end", "old-done") is None
     tailed = await store.tail(0, limit=10_000)
     assert {e.stream_id for e in tailed} == kept
     assert await store.last_seq() == last_seq
