@@ -399,18 +399,22 @@ class Orchestrator:
                 return active.state
             raise VersionConflict(f"job {job_id}: too many concurrent writers")
 
-    async def refresh(self, job_id: str) -> None:
+    async def refresh(self, job_id: str, seen_version: int | None = None) -> None:
         """Fold events another process appended to a job held in memory (HA replicas).
 
         Its timers, waiters and end follow; ready steps are not dispatched again here
         (the appending process queued them). An operations stream (`ops/<workspace>`)
-        updates the workspace's pauses instead.
+        updates the workspace's pauses instead. `seen_version`: the highest version the
+        caller saw appended; a job already folded that far (this process appended it)
+        is left alone without reading the store.
         """
         if is_ops_stream(job_id):
             await self.ops.refresh(job_id)
             return
         active = self._active.get(job_id)
         if active is None:
+            return
+        if seen_version is not None and active.state.version >= seen_version:
             return
         async with active.lock:
             records = await self.store.read(job_id, after_version=active.state.version)

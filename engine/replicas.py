@@ -115,11 +115,14 @@ class ReplicaSync:
 
     async def _apply(self, records: list[Any]) -> None:
         jobs: dict[str, bool] = {}
+        versions: dict[str, int] = {}
         for record in records:
             ended = isinstance(record.event(), _JOB_END)
             jobs[record.stream_id] = jobs.get(record.stream_id, False) or ended
+            versions[record.stream_id] = record.version
         for job_id, ended in jobs.items():
-            await self.orchestrator.refresh(job_id)
+            # This process's own appends come back here too: those are already folded.
+            await self.orchestrator.refresh(job_id, versions[job_id])
             if self.bus.subscribers(job_id):
                 self.bus.publish(job_id, {"type": "nudge"})
                 if ended:
