@@ -407,41 +407,9 @@ class EventStoreContract(ABC):
 
     # --- rate-limit windows (engine.store.ratewindows) --------------------------------
 
-    durable = True
-    """The store keeps its data in a database that a second store object can open."""
-
-    async def test_rate_window_slides_per_key(self, store: EventStore) -> None:
-        windows = rate_windows(store)
-        assert await windows.reserve("k", 60.0, 2, 0.0) is None
-        assert await windows.reserve("k", 60.0, 2, 10.0) is None
-        # The third admission waits until the first one leaves the window.
-        assert await windows.reserve("k", 60.0, 2, 20.0) == 60.0
-        assert await windows.reserve("k", 60.0, 2, 59.9) == 60.0
-        assert await windows.reserve("k", 60.0, 2, 60.0) is None
-        assert await windows.reserve("k", 60.0, 2, 61.0) == 70.0
-        assert await windows.reserve("other", 60.0, 1, 61.0) is None
-
-    async def test_concurrent_reservations_never_exceed_the_limit(
-            self, store: EventStore) -> None:
-        windows = rate_windows(store)
-        got = await asyncio.gather(*(windows.reserve("k", 60.0, 3, 100.0 + i / 100)
-                                     for i in range(12)))
-        assert sum(1 for until in got if until is None) == 3
-
-    async def test_rate_windows_are_shared_and_survive_a_restart(
-            self, store: EventStore, tmp_path: Path) -> None:
-        if not self.durable:
-            pytest.skip("the memory store keeps nothing beyond its process")
-        assert await rate_windows(store).reserve("k", 60.0, 1, 0.0) is None
-        # A second store on the same database (another replica, or after a restart).
-        other = await self.create_store(tmp_path)
-        await other.open()
-        try:
-            assert await rate_windows(other).reserve("k", 60.0, 1, 30.0) == 60.0
-            assert await rate_windows(other).reserve("k", 60.0, 1, 61.0) is None
-        finally:
-            await other.close()
-        assert await rate_windows(store).reserve("k", 60.0, 1, 62.0) == 121.0
+    durable = False
+    """The store keeps its data in a database that a second store object can open
+    (`DurableStoreContract` says so)."""
 
     # --- concurrency slots (engine.store.slots) ---------------------------------------
 
@@ -603,3 +571,26 @@ class EventStoreContract(ABC):
         assert await ids("completed", limit=1) == ["j4"]
         assert await ids("completed", before="j4") == ["j1"]
         assert [o.id for o in await repo.jobs_page("t2", ["completed"])] == ["j5"]
+
+
+class DurableStoreContract:
+    """What only a store kept in a database that a second store object can open does
+    (SQLite, PostgreSQL); mixed into their `EventStoreContract` classes, first."""
+
+    durable = True
+
+    async def create_store(self, tmp_path: Path) -> EventStore:
+        raise NotImplementedError
+
+    async def test_rate_windows_are_shared_and_survive_a_restart(
+            self, store: EventStore, tmp_path: Path) -> None:
+        assert await rate_windows(store).reserve("k", 60.0, 1, 0.0) is None
+        # A second store on the same database (another replica, or after a restart).
+        other = await self.create_store(tmp_path)
+        await other.open()
+        try:
+            assert await rate_windows(other).reserve("k", 60.0, 1, 30.0) == 60.0
+            assert await rate_windows(other).reserve("k", 60.0, 1, 61.0) is None
+        finally:
+            await other.close()
+        assert await rate_windows(store).reserve("k", 60.0, 1, 62.0) == 121.0

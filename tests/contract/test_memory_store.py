@@ -12,7 +12,6 @@ from engine.store.memory import MemoryStore
 
 class TestMemoryStore(EventStoreContract):
     __test__ = True
-    durable = False
 
     async def create_store(self, tmp_path: Path) -> EventStore:
         return MemoryStore()

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from store_contract import EventStoreContract
+from store_contract import DurableStoreContract, EventStoreContract
 
 from engine.store.base import EventStore
 from engine.store.postgres import PostgresStore
 
 
-class TestPostgresStore(EventStoreContract):
+class TestPostgresStore(DurableStoreContract, EventStoreContract):
     __test__ = True
 
     @pytest.fixture(autouse=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from store_contract import EventStoreContract
+from store_contract import DurableStoreContract, EventStoreContract
 
 from engine.store.base import EventStore
 from engine.store.sqlite import SqliteStore
 
 
-class TestSqliteStore(EventStoreContract):
+class TestSqliteStore(DurableStoreContract, EventStoreContract):
     __test__ = True
 
     async def create_store(self, tmp_path: Path) -> EventStore:
