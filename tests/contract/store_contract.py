@@ -411,6 +411,24 @@ class EventStoreContract(ABC):
     """The store keeps its data in a database that a second store object can open
     (`DurableStoreContract` says so)."""
 
+    async def test_rate_window_slides_per_key(self, store: EventStore) -> None:
+        windows = rate_windows(store)
+        assert await windows.reserve("k", 60.0, 2, 0.0) is None
+        assert await windows.reserve("k", 60.0, 2, 10.0) is None
+        # The third admission waits until the first one leaves the window.
+        assert await windows.reserve("k", 60.0, 2, 20.0) == 60.0
+        assert await windows.reserve("k", 60.0, 2, 59.9) == 60.0
+        assert await windows.reserve("k", 60.0, 2, 60.0) is None
+        assert await windows.reserve("k", 60.0, 2, 61.0) == 70.0
+        assert await windows.reserve("other", 60.0, 1, 61.0) is None
+
+    async def test_concurrent_reservations_never_exceed_the_limit(
+            self, store: EventStore) -> None:
+        windows = rate_windows(store)
+        got = await asyncio.gather(*(windows.reserve("k", 60.0, 3, 100.0 + i / 100)
+                                     for i in range(12)))
+        assert sum(1 for until in got if until is None) == 3
+
     # --- concurrency slots (engine.store.slots) ---------------------------------------
 
     async def test_slots_are_taken_and_freed_with_appends(self, store: EventStore) -> None:
