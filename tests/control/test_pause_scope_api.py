@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from harness import ServerProcess
+from job_polling import start_job, wait_job
 
 ADMIN = {"email": "admin@example.com", "password": "admin-password-1", "name": "Admin"}
 WORKFLOW = """
@@ -38,7 +39,6 @@ triggers:
     cron: "* * * * * *"
     task: ticked-queue
 """
-TERMINAL = {"completed", "failed", "cancelled", "skipped"}
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +62,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
 
 
 def execute(client: httpx.Client, task: str) -> str:
-    r = client.post(f"/api/workspaces/main/tasks/{task}/execute", json={})
-    assert r.status_code == 200, r.text
-    job_id: str = r.json()["job_id"]
-    return job_id
-
-
-def wait_job(client: httpx.Client, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} never ended: {job}"
-        time.sleep(0.05)
+    return start_job(client, "main", task)
 
 
 def jobs_of(client: httpx.Client, task: str) -> list[dict[str, Any]]:
@@ -100,7 +87,7 @@ def test_a_paused_task_queues_new_jobs_and_starts_them_on_resume(client: httpx.C
     # A new job of the paused task waits; another task runs as usual.
     held = execute(client, "quick")
     free = execute(client, "other")
-    assert wait_job(client, free)["status"] == "completed"
+    assert wait_job(client, free, 20.0)["status"] == "completed"
     time.sleep(0.3)
     assert client.get(f"/api/jobs/{held}").json()["status"] == "pending"
     explained = client.get(f"/api/jobs/{held}/explain").json()
@@ -111,7 +98,7 @@ def test_a_paused_task_queues_new_jobs_and_starts_them_on_resume(client: httpx.C
     # Resuming starts it; resuming again changes nothing.
     r = client.post("/api/workspaces/main/tasks/quick/resume", json={})
     assert r.status_code == 200 and r.json()["paused"] is False
-    assert wait_job(client, held)["status"] == "completed"
+    assert wait_job(client, held, 20.0)["status"] == "completed"
     assert client.post("/api/workspaces/main/tasks/quick/resume").status_code == 200
     assert client.post("/api/workspaces/main/tasks/nope/pause").status_code == 404
 
@@ -133,7 +120,7 @@ def test_a_paused_workspace_holds_every_task(client: httpx.Client) -> None:
     assert client.get(f"/api/jobs/{held[0]}").json()["status"] == "pending"
     r = client.post("/api/workspaces/main/resume", json={})
     assert r.status_code == 200 and r.json()["paused"] is False
-    assert [wait_job(client, j)["status"] for j in held] == ["completed"] * 2
+    assert [wait_job(client, j, 20.0)["status"] for j in held] == ["completed"] * 2
     assert client.get("/api/workspaces").json()[0]["paused"] is False
 
 
@@ -148,7 +135,7 @@ def test_triggers_of_a_paused_task_skip_or_queue_by_their_policy(client: httpx.C
     assert queue and {j["status"] for j in queue} == {"pending"}
     for task in ("ticked-skip", "ticked-queue"):
         client.post(f"/api/workspaces/main/tasks/{task}/resume", json={})
-    assert {wait_job(client, j["job_id"])["status"] for j in queue} == {"completed"}
+    assert {wait_job(client, j["job_id"], 20.0)["status"] for j in queue} == {"completed"}
 
 
 def _iso(ts: float) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from harness import ServerProcess
+from job_polling import start_job, wait_job
 
 WORKFLOW = """
 tasks:
@@ -54,7 +55,6 @@ tasks:
         input: { pause: "<< input.pause >>" }
         script: sleep << input.pause >>
 """
-TERMINAL = {"completed", "failed", "cancelled", "skipped"}
 
 
 def _serve(tmp: Path, aging: str | None) -> ServerProcess:
@@ -90,20 +90,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
 
 
 def execute(client: httpx.Client, task: str, body: dict[str, Any] | None = None) -> str:
-    r = client.post(f"/api/workspaces/main/tasks/{task}/execute", json=body or {})
-    assert r.status_code == 200, r.text
-    job_id: str = r.json()["job_id"]
-    return job_id
-
-
-def wait_job(client: httpx.Client, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} never ended: {job}"
-        time.sleep(0.05)
+    return start_job(client, "main", task, body)
 
 
 def started(job: dict[str, Any]) -> datetime:

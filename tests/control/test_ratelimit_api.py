@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from harness import ServerProcess
+from job_polling import start_job, wait_job
 
 WORKFLOW = """
 tasks:
@@ -24,7 +25,6 @@ tasks:
         script: "true"
         rate_limit: { key: "api-<< input.customer >>", per: 1.5s, limit: 1 }
 """
-TERMINAL = {"completed", "failed", "cancelled", "skipped"}
 
 
 @pytest.fixture(scope="module")
@@ -44,21 +44,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
 
 
 def execute(client: httpx.Client, customer: str) -> str:
-    r = client.post("/api/workspaces/main/tasks/call/execute",
-                    json={"input": {"customer": customer}})
-    assert r.status_code == 200, r.text
-    job_id: str = r.json()["job_id"]
-    return job_id
-
-
-def wait_job(client: httpx.Client, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} never ended: {job}"
-        time.sleep(0.05)
+    return start_job(client, "main", "call", {"input": {"customer": customer}})
 
 
 def started(job: dict[str, Any]) -> float:
@@ -68,7 +54,7 @@ def started(job: dict[str, Any]) -> float:
 
 def test_a_step_over_its_rate_limit_waits_for_the_window(client: httpx.Client) -> None:
     first = execute(client, "acme")
-    wait_job(client, first)
+    wait_job(client, first, 20.0)
     second = execute(client, "acme")
     other = execute(client, "globex")
     # The second call of the same key waits, and explain says until when.
@@ -84,6 +70,6 @@ def test_a_step_over_its_rate_limit_waits_for_the_window(client: httpx.Client) -
     assert step["reason"].startswith("rate limit until ")
     assert client.get(f"/api/jobs/{second}").json()["status"] == "running"
     # Another key has its own window and runs at once.
-    assert wait_job(client, other)["status"] == "completed"
-    a, b = started(wait_job(client, first)), started(wait_job(client, second))
+    assert wait_job(client, other, 20.0)["status"] == "completed"
+    a, b = started(wait_job(client, first, 20.0)), started(wait_job(client, second, 20.0))
     assert b - a >= 1.4, (a, b)

@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from harness import ServerProcess
+from job_polling import start_job, wait_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -46,25 +46,10 @@ tasks:
     flow:
       run: { type: shell, interpreter: sh, script: sleep 60 }
 """
-TERMINAL = {"completed", "failed", "cancelled", "skipped"}
 
 
 def _execute(client: httpx.Client, task: str, customer: str) -> str:
-    r = client.post(f"/api/workspaces/w/tasks/{task}/execute",
-                    json={"input": {"customer": customer}})
-    assert r.status_code == 200, r.text
-    job_id: str = r.json()["job_id"]
-    return job_id
-
-
-def _wait(client: httpx.Client, job_id: str, timeout: float = 90.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} never ended: {job}"
-        time.sleep(0.1)
+    return start_job(client, "w", task, {"input": {"customer": customer}})
 
 
 def _when(stamp: str) -> datetime:
@@ -99,9 +84,9 @@ def test_a_limit_of_one_per_key_holds_across_two_replicas(
         more = [_execute(client, "sync", "acme") for client in (a, b, a, b)]
         acme = [first, second, *more]
         owner = {job: (a if n % 2 == 0 else b) for n, job in enumerate(acme)}
-        done = {job: _wait(owner[job], job) for job in acme}
+        done = {job: wait_job(owner[job], job, 90.0) for job in acme}
         assert all(job["status"] == "completed" for job in done.values()), done
-        globex = _wait(b, other)
+        globex = wait_job(b, other, 90.0)
         assert globex["status"] == "completed"
         # Never two `acme` jobs at once: their runs, ordered by start, do not overlap.
         spans = sorted((_when(j["started_at"]), _when(j["completed_at"]))
@@ -116,10 +101,10 @@ def test_a_limit_of_one_per_key_holds_across_two_replicas(
         holder = _execute(a, "sync-or-skip", "initech")
         _wait_running(a, holder)
         skipped = _execute(b, "sync-or-skip", "initech")
-        assert _wait(b, skipped)["status"] == "skipped"
-        assert _wait(a, holder)["status"] == "completed"
+        assert wait_job(b, skipped, 90.0)["status"] == "skipped"
+        assert wait_job(a, holder, 90.0)["status"] == "completed"
         # Once it ended, the key is free again on either replica.
-        assert _wait(b, _execute(b, "sync-or-skip", "initech"))["status"] == "completed"
+        assert wait_job(b, _execute(b, "sync-or-skip", "initech"), 90.0)["status"] == "completed"
 
 
 def test_cancel_previous_cancels_the_holder_on_the_other_replica(
@@ -137,11 +122,11 @@ def test_cancel_previous_cancels_the_holder_on_the_other_replica(
         other = _execute(a, "deploy", "globex")  # another key: left alone
         _wait_running(a, other)
         second = _execute(b, "deploy", "acme")
-        cancelled = _wait(a, first, timeout=60)
+        cancelled = wait_job(a, first, timeout=60)
         assert cancelled["status"] == "cancelled", cancelled
         _wait_running(b, second)  # the freed slot goes to the new job
         assert a.get(f"/api/jobs/{other}").json()["status"] == "running"
         # A cancel through either replica stops a step running on the other one.
         for client, job in ((a, second), (b, other)):
             assert client.post(f"/api/jobs/{job}/cancel").status_code == 200
-            assert _wait(client, job)["status"] == "cancelled"
+            assert wait_job(client, job, 90.0)["status"] == "cancelled"

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from harness import ServerProcess
+from job_polling import start_job, wait_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -33,24 +34,10 @@ tasks:
         script: "true"
         rate_limit: { key: "api-<< input.account >>", per: 10m, limit: 1 }
 """
-TERMINAL = {"completed", "failed", "cancelled", "skipped"}
 
 
 def _execute(client: httpx.Client, account: str) -> str:
-    r = client.post("/api/workspaces/w/tasks/call/execute", json={"input": {"account": account}})
-    assert r.status_code == 200, r.text
-    job_id: str = r.json()["job_id"]
-    return job_id
-
-
-def _wait(client: httpx.Client, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} never ended: {job}"
-        time.sleep(0.1)
+    return start_job(client, "w", "call", {"input": {"account": account}})
 
 
 def _when(stamp: str) -> float:
@@ -79,7 +66,7 @@ def test_a_rate_window_is_shared_by_replicas_and_kept_across_a_restart(
     one = make_server(workspaces={"w": ws}, settings=settings)
     two = make_server(workspaces={"w": ws}, settings=settings)
     with httpx.Client(base_url=one.url, timeout=15) as a:
-        first = _wait(a, _execute(a, "acme"))
+        first = wait_job(a, _execute(a, "acme"))
         assert first["status"] == "completed"
         first_start = _when(first["steps"][0]["started_at"])
     with httpx.Client(base_url=two.url, timeout=15) as b:
@@ -88,7 +75,7 @@ def test_a_rate_window_is_shared_by_replicas_and_kept_across_a_restart(
         assert step["reason"].startswith("rate limit until "), step
         assert b.get(f"/api/jobs/{waiting}").json()["steps"][0]["status"] == "ready"
         # Another key has its own window.
-        assert _wait(b, _execute(b, "globex"))["status"] == "completed"
+        assert wait_job(b, _execute(b, "globex"))["status"] == "completed"
     two.restart()
     with httpx.Client(base_url=two.url, timeout=15) as b:
         # After the restart the window is still full: the step still waits, and a new
