@@ -33,6 +33,7 @@ from engine.store.postgres import (
     connection_lost,
     guarded,
     init_connection,
+    keep_session,
     migrate,
     wrap_error,
 )
@@ -136,7 +137,7 @@ class PostgresLogStore(LogStore):
             try:
                 pool = await asyncpg.create_pool(
                     self.url, min_size=self.min_size, max_size=self.max_size,
-                    timeout=self.connect_timeout, init=init_connection,
+                    timeout=self.connect_timeout, init=init_connection, reset=keep_session,
                 )
             except Exception as exc:
                 raise wrap_error(exc, "cannot open the PostgreSQL log store") from exc

@@ -11,10 +11,12 @@ tailing `global_seq > n` can never see a larger seq commit before a smaller one.
 append also sends `NOTIFY partitur_events, '<last global_seq>'`, delivered on commit;
 `listen()` receives them on a dedicated connection.
 
-Round trips of an append: BEGIN together with the lock, the state read (its own
-statement, after the lock), one statement that inserts the events, upserts the job row and
-sends the NOTIFY, then one per further table it touches (steps, idempotency key, work
-queue, outbox objects, slots), and COMMIT.
+Round trips of an append: BEGIN together with the lock; one statement (after the lock, so
+its snapshot sees every earlier append) that reads the stream's version, the highest
+`global_seq` and the idempotency key and, when they allow it, inserts the events and the
+key, upserts the job and step rows and sends the NOTIFY; one per outbox table it touches
+(work queue, outbox objects, slots); and COMMIT. Released connections go back to the
+pool without asyncpg's reset query (`keep_session`).
 
 Errors: driver and socket errors become `engine.errors` — `StoreUnavailable` (retryable)
 for a lost or refused connection, `VersionConflict`/`Conflict` for constraint
@@ -33,7 +35,6 @@ Advisory lock keys of Partitur live in this module's `*_LOCK` constants.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -96,19 +97,6 @@ INSERT_MIGRATION = (
     "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)"
 )
 
-# Run after LOCK, as its own statement: its snapshot then includes every earlier append.
-APPEND_STATE = """
-SELECT (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1),
-       (SELECT COALESCE(MAX(global_seq), 0) FROM events),
-       (SELECT stream_id FROM idempotency_keys WHERE scope = $2 AND key = $3)
-"""
-INSERT_EVENTS = """
-INSERT INTO events (global_seq, stream_id, version, type, schema_version, data, ts)
-SELECT seq, $1::text, version, type, schema_version, data::jsonb, ts
-FROM unnest($2::bigint[], $3::int[], $4::text[], $5::int[], $6::text[], $7::float8[])
-    AS e(seq, version, type, schema_version, data, ts)
-"""
-NOTIFY = "SELECT pg_notify($1, $2)"
 # BEGIN and the append lock in one round trip (the simple-query protocol runs both).
 BEGIN_APPEND = f"BEGIN; SELECT pg_advisory_xact_lock({APPEND_LOCK})"
 EVENT_COLUMNS = "global_seq, stream_id, version, type, schema_version, data, ts"
@@ -124,7 +112,6 @@ LAST_SEQ = "SELECT COALESCE(MAX(global_seq), 0) FROM events"
 STREAM_IDS = "SELECT stream_id FROM events WHERE version = 1 ORDER BY global_seq"
 
 FIND_KEY = "SELECT stream_id FROM idempotency_keys WHERE scope = $1 AND key = $2"
-INSERT_KEY = "INSERT INTO idempotency_keys (scope, key, stream_id) VALUES ($1, $2, $3)"
 
 JOB_COLUMNS = (
     "job_id, workspace, task_name, revision, status, source_type, source_id, parent_job_id, "
@@ -197,17 +184,66 @@ GET_STEPS = (
 )
 RESET_PROJECTIONS = "TRUNCATE steps, jobs, job_counts"
 
-# The writes of an append in one statement (one round trip): its events, the job row when
-# it carries a projection, and the NOTIFY (delivered on commit like a NOTIFY statement).
-# Data-modifying CTEs all run, whether or not the outer SELECT reads them.
-_EVENTS_CTE = "WITH e AS (" + INSERT_EVENTS.strip() + ")"
-APPEND_WRITE = _EVENTS_CTE + " SELECT pg_notify($8, $9)"
-APPEND_WRITE_JOB = (
-    _EVENTS_CTE
-    + ", j AS ("
-    + re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + 9}", UPSERT_JOB.strip())
-    + ") SELECT pg_notify($8, $9)"
+# An append's reads and writes in one statement (one round trip), run after BEGIN and the
+# append lock so that its snapshot includes every earlier append: `s` reads the stream's
+# version, the highest `global_seq` and the owner of the idempotency key; the writes (the
+# events, numbered after that seq; the key; the job row and the step rows when the
+# append carries a projection; the NOTIFY) happen only when the version is the expected
+# one and the key is free. Data-modifying CTEs all run, whether or not the outer SELECT
+# reads them. The caller checks the returned state and rolls back when it refused.
+_APPEND_HEAD = """
+WITH s AS (
+    SELECT (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1::text) AS current,
+           (SELECT COALESCE(MAX(global_seq), 0) FROM events) AS last,
+           (SELECT stream_id FROM idempotency_keys
+            WHERE scope = $3::text AND key = $4::text) AS owner
+), ok AS (
+    SELECT last FROM s WHERE current = $2::int AND owner IS NULL
+), e AS (
+    INSERT INTO events (global_seq, stream_id, version, type, schema_version, data, ts)
+    SELECT ok.last + e.n, $1, $2 + e.n::int, e.type, e.schema_version, e.data::jsonb, e.ts
+    FROM ok, unnest($5::text[], $6::int[], $7::text[], $8::float8[])
+        WITH ORDINALITY AS e(type, schema_version, data, ts, n)
+), k AS (
+    INSERT INTO idempotency_keys (scope, key, stream_id)
+    SELECT $3, $4, $1 FROM ok WHERE $3::text IS NOT NULL
+)"""
+_APPEND_TAIL = """
+SELECT s.current, s.last, s.owner,
+       CASE WHEN s.current = $2 AND s.owner IS NULL
+            THEN pg_notify($9, (s.last + cardinality($5::text[]))::text) END
+FROM s"""
+_JOB_CAST = (
+    "text", "text", "text", "text", "text", "text", "text", "text", "jsonb", "jsonb", "text",
+    "float8", "float8", "float8", "int", "text", "text", "int",
 )
+_APPEND_JOB = (
+    ", j AS (\n    INSERT INTO jobs (" + JOB_COLUMNS + ", last_seq)\n    SELECT "
+    + ", ".join(f"${10 + i}::{t}" for i, t in enumerate(_JOB_CAST))
+    + ", ok.last + cardinality($5::text[])\n    FROM ok\n"
+    + UPSERT_JOB[UPSERT_JOB.index("ON CONFLICT"):].rstrip()
+    + "\n)"
+)
+# The step rows as one array per column; JSONB columns travel as JSON text.
+_STEP_CAST = (
+    "text", "text", "int", "text", "text", "text", "int", "text", "text", "text", "text",
+    "int", "text", "float8", "float8", "text", "int", "text", "text", "text", "float8",
+    "text",
+)
+_STEP_JSON = frozenset({"input", "output", "depends_on"})
+_STEP_NAMES = [c.strip() for c in STEP_COLUMNS.split(",")]
+_APPEND_STEPS = (
+    ", st AS (\n    INSERT INTO steps (" + STEP_COLUMNS + ")\n    SELECT "
+    + ", ".join(f"u.{c}::jsonb" if c in _STEP_JSON else f"u.{c}" for c in _STEP_NAMES)
+    + "\n    FROM ok, unnest("
+    + ", ".join(f"${28 + i}::{t}[]" for i, t in enumerate(_STEP_CAST))
+    + ") AS u(" + STEP_COLUMNS + ")\n"
+    + UPSERT_STEP[UPSERT_STEP.index("ON CONFLICT"):].rstrip()
+    + "\n)"
+)
+APPEND = _APPEND_HEAD + _APPEND_TAIL
+APPEND_JOB = _APPEND_HEAD + _APPEND_JOB + _APPEND_TAIL
+APPEND_JOB_STEPS = _APPEND_HEAD + _APPEND_JOB + _APPEND_STEPS + _APPEND_TAIL
 
 CLAIM_SLOT = """
 INSERT INTO trigger_slots (trigger, fire_time, job_id, claimed_at) VALUES ($1, $2, $3, $4)
@@ -238,6 +274,19 @@ def _step_params(row: StepRow) -> tuple[Any, ...]:
     )
 
 
+def _step_columns(rows: Sequence[StepRow]) -> list[list[Any]]:
+    """Step rows as one list per column of `STEP_COLUMNS`, JSONB columns as JSON text; a
+    step named twice keeps its last row (one statement cannot upsert a row twice)."""
+    latest = {row.step_name: row for row in rows}
+    columns: list[list[Any]] = [[] for _ in _STEP_CAST]
+    for row in latest.values():
+        for i, value in enumerate(_step_params(row)):
+            if _STEP_NAMES[i] in _STEP_JSON and value is not None:
+                value = dumps(value)
+            columns[i].append(value)
+    return columns
+
+
 def _job(r: Sequence[Any]) -> JobRow:
     return JobRow(
         job_id=r[0], workspace=r[1], task_name=r[2], revision=r[3], status=r[4],
@@ -265,6 +314,18 @@ async def init_connection(conn: Any) -> None:
     """Per-connection setup: JSON and JSONB columns read and write Python values."""
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=dumps, decoder=loads, schema="pg_catalog")
+
+
+async def keep_session(conn: Any) -> None:
+    """The pool's reset of a released connection, beyond the ROLLBACK asyncpg always does
+    when a transaction is left open: nothing.
+
+    asyncpg's default sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`,
+    a round trip per release. Pooled connections never hold what that undoes: Partitur
+    takes only transaction-scoped advisory locks on them, opens no cursors outside a
+    transaction and sets no session settings; LISTEN and the leader's session lock use
+    connections of their own.
+    """
 
 
 # --- errors --------------------------------------------------------------------------
@@ -348,7 +409,7 @@ class PostgresStore(EventStore):
             self._pool = await asyncpg.create_pool(
                 self.url, min_size=self.min_size, max_size=self.max_size,
                 timeout=self.connect_timeout, command_timeout=self.command_timeout,
-                init=init_connection,
+                init=init_connection, reset=keep_session,
             )
         except Exception as exc:
             raise wrap_error(exc, "cannot open the PostgreSQL store") from exc
@@ -470,29 +531,24 @@ class PostgresStore(EventStore):
         versions = list(range(expected_version + 1, expected_version + 1 + len(events)))
         scope, key = idempotency if idempotency is not None else (None, None)
 
+        params: list[Any] = [stream_id, expected_version, scope, key, types,
+                             schema_versions, payloads, stamps, EVENTS_CHANNEL]
+        sql = APPEND
+        if projection is not None:
+            params += _job_params(projection.job, 0)[:-1]
+            sql = APPEND_JOB
+            if projection.steps:
+                params += _step_columns(projection.steps)
+                sql = APPEND_JOB_STEPS
+
         async def write(conn: Any) -> int:
-            current, last, owner = await conn.fetchrow(APPEND_STATE, stream_id, scope, key)
+            current, last, owner, _ = await conn.fetchrow(sql, *params)
             if owner is not None and idempotency is not None:
                 raise DuplicateKey(idempotency[0], idempotency[1], owner)
             if current != expected_version:
                 raise VersionConflict(
                     f"stream {stream_id} is at version {current}, not {expected_version}"
                 )
-            seqs = list(range(last + 1, last + 1 + len(events)))
-            inserted = (stream_id, seqs, versions, types, schema_versions, payloads, stamps,
-                        EVENTS_CHANNEL, str(seqs[-1]))
-            if projection is None:
-                await conn.execute(APPEND_WRITE, *inserted)
-            else:
-                await conn.execute(
-                    APPEND_WRITE_JOB, *inserted, *_job_params(projection.job, seqs[-1])
-                )
-                if projection.steps:
-                    await conn.executemany(
-                        UPSERT_STEP, [_step_params(s) for s in projection.steps]
-                    )
-            if idempotency is not None:
-                await conn.execute(INSERT_KEY, scope, key, stream_id)
             if work:
                 await conn.executemany(PG_ENQUEUE_ONE, work)
                 await conn.execute(PG_NOTIFY)
@@ -500,7 +556,7 @@ class PostgresStore(EventStore):
                 await conn.executemany(PG_OUTBOX, objects)
             if outbox is not None and (outbox.take_slots or outbox.free_slots):
                 await pg_apply(conn, outbox.take_slots, outbox.free_slots)
-            return seqs[0]
+            return int(last) + 1
 
         first = await self._write(write, what=f"append to stream {stream_id}",
                                   begin=BEGIN_APPEND)
