@@ -15,16 +15,15 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping
-from typing import Any
-
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING, Any
 
 from engine.clock import Clock, SystemClock, new_job_id
 from engine.errors import Conflict, Issue, NotFound, PartiturError, ValidationFailed
 from engine.model import TaskSpec
 from engine.store.cloud import CloudObject, CloudRepository
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 CREDENTIAL = "credential"
 CREDENTIALS_FIELD = "credentials"
@@ -33,17 +32,35 @@ MAX_VALUE = 64 * 1024
 
 
 class Cipher:
-    """Fernet under an HKDF-derived key; `purpose` separates keys for different uses."""
+    """Fernet under an HKDF-derived key; `purpose` separates keys for different uses.
+
+    The key is derived (and `cryptography` imported) on the first encrypt or decrypt: a
+    server that never stores a credential does not load it.
+    """
 
     def __init__(self, secrets_key: str, purpose: str = "partitur/credentials/v1") -> None:
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                   info=purpose.encode()).derive(secrets_key.encode())
-        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+        self._secrets_key = secrets_key
+        self._purpose = purpose
+        self._fernet_: Fernet | None = None
+
+    @property
+    def _fernet(self) -> Fernet:
+        if self._fernet_ is None:
+            from cryptography.fernet import Fernet
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+            key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                       info=self._purpose.encode()).derive(self._secrets_key.encode())
+            self._fernet_ = Fernet(base64.urlsafe_b64encode(key))
+        return self._fernet_
 
     def encrypt(self, text: str) -> str:
         return self._fernet.encrypt(text.encode()).decode()
 
     def decrypt(self, token: str) -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:

@@ -15,14 +15,14 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from engine.errors import PartiturError
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 _HKDF_INFO = b"partitur browser profiles v1"
@@ -37,6 +37,10 @@ class ProfileError(PartiturError):
 
 def derive_key(secrets_key: str) -> bytes:
     """The Fernet key (urlsafe base64 of 32 bytes) derived from `secrets_key`."""
+    # `cryptography` is imported when a profile is used, not by every server start.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(
         secrets_key.encode()
     )
@@ -57,7 +61,11 @@ class ProfileStore:
 
     def __init__(self, root: Path, secrets_key: str | None) -> None:
         self.root = root
-        self._fernet = Fernet(derive_key(secrets_key)) if secrets_key else None
+        self._fernet: Fernet | None = None
+        if secrets_key:
+            from cryptography.fernet import Fernet
+
+            self._fernet = Fernet(derive_key(secrets_key))
 
     @property
     def enabled(self) -> bool:
@@ -83,6 +91,8 @@ class ProfileStore:
 
     def load(self, workspace: str, name: str) -> dict[str, Any] | None:
         """The stored storage state, or None when there is no such profile."""
+        from cryptography.fernet import InvalidToken
+
         fernet = self._require()
         path = self.path(workspace, name)
         try:
