@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from engine.actionlog import CompiledWorkflow, compile_action_log, workspace_yaml
@@ -115,6 +114,8 @@ async def llm_action_log(llm: LlmEndpoint, req: BuildRequest) -> str:
         f"Task: {' '.join(req.descriptions)}\nStart URL: {req.initial_url}\n"
         f"Example params: {orjson.dumps(dict(req.params)).decode()}\n"
         f"Captured network log: {network}")
+    import httpx  # on the first build, not at every start
+
     headers = {"authorization": f"Bearer {llm.api_key}"} if llm.api_key else {}
     async with httpx.AsyncClient(timeout=llm.timeout) as client:
         response = await client.post(

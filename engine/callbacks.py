@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from engine.clock import Clock, SystemClock, new_job_id
@@ -326,6 +325,8 @@ class Callbacks:
         if refused is not None:
             error = f"refused: {refused}"
         else:
+            import httpx  # on the first delivery, not at every start
+
             try:
                 async with httpx.AsyncClient(follow_redirects=False,
                                              timeout=self.policy.timeout) as client:

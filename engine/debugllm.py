@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from engine.builds import LlmEndpoint
 from engine.errors import Conflict
 from engine.store.cloud import CloudObject, CloudRepository
@@ -33,6 +31,8 @@ INSTRUCTIONS = ("You are helping to fix a failed browser workflow. Read the repo
 
 async def ask(llm: LlmEndpoint, prompt: str, *, timeout: float = 30.0) -> str:
     """One chat completion: the answer's text."""
+    import httpx  # when an LLM is asked, not at every start
+
     headers = {"authorization": f"Bearer {llm.api_key}"} if llm.api_key else {}
     async with httpx.AsyncClient(timeout=min(llm.timeout, timeout)) as client:
         response = await client.post(
@@ -61,6 +61,8 @@ class DebugNotes:
         job_id, prompt = report.get("job_id"), report.get("handoff_prompt")
         if report.get("debug_agent_status") != "completed" or not job_id or not prompt:
             return report
+        import httpx
+
         lock = self._locks.setdefault(str(job_id), asyncio.Lock())
         async with lock:
             try:

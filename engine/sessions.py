@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from engine.auth.service import RateLimited
 from engine.clock import new_job_id
 from engine.errors import Issue, NotFound, PartiturError, ValidationFailed
@@ -169,6 +167,8 @@ class SessionManager:
                        last_activity=now, profile_dir=profile, process=process)
 
     async def _wait_cdp(self, port: int, process: subprocess.Popen[bytes]) -> str:
+        import httpx  # with the first session, not at every start
+
         deadline = time.monotonic() + self.launch_timeout
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:
@@ -232,6 +232,8 @@ class SessionManager:
 
     async def page_ws_url(self, session: Session) -> str:
         """The CDP websocket of the session's first page (opening one if there is none)."""
+        import httpx
+
         async with httpx.AsyncClient(timeout=5.0) as client:
             base = f"http://127.0.0.1:{session.port}"
             targets = (await client.get(f"{base}/json/list")).json()
@@ -267,6 +269,8 @@ class SessionManager:
 
     async def _observe(self, session: Session) -> None:
         """A change in the session's pages (URL, title) counts as activity."""
+        import httpx
+
         try:
             async with httpx.AsyncClient(timeout=2.0) as client:
                 targets = (await client.get(

@@ -11,11 +11,13 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import httpx
 import orjson
+
+if TYPE_CHECKING:
+    import httpx  # imported by the commands: `partitur serve` does not load it
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 SERVER_ENV = "PARTITUR_SERVER"
@@ -54,6 +56,8 @@ def _headers(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _get(args: argparse.Namespace, path: str, **params: Any) -> httpx.Response:
+    import httpx
+
     query = {k: v for k, v in params.items() if v is not None}
     url = f"{args.server.rstrip('/')}{path}"
     return httpx.get(url, params=query, headers=_headers(args), timeout=30.0)
@@ -74,6 +78,8 @@ def _error(args: argparse.Namespace, response: httpx.Response | None,
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    import httpx
+
     try:
         response = _get(args, "/api/jobs", workspace=args.workspace, task_name=args.task,
                         status=args.status, limit=args.limit)
@@ -105,6 +111,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return asyncio.run(_follow(args))
     path = (f"/api/jobs/{args.job}/steps/{args.step}/logs" if args.step
             else f"/api/jobs/{args.job}/logs")
+    import httpx
+
     try:
         response = _get(args, path)
     except httpx.HTTPError as exc:
@@ -143,6 +151,8 @@ async def _follow(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    import httpx
+
     url = f"{args.server.rstrip('/')}/api/jobs/{args.job}/cancel"
     try:
         response = httpx.post(url, headers=_headers(args), timeout=30.0)

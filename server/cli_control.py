@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -49,6 +48,8 @@ def format_explanation(data: dict[str, Any]) -> str:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    import httpx  # client commands only: `partitur serve` does not load it
+
     url = f"{args.server.rstrip('/')}/api/jobs/{args.job}/explain"
     try:
         response = httpx.get(url, headers=headers, timeout=30.0)

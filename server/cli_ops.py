@@ -24,14 +24,16 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
 import orjson
 
 from server.cli_client import _common, _error, _follow, _headers
 from server.cli_control import format_plan
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class UsageError(Exception):
@@ -113,6 +115,8 @@ def _url(args: argparse.Namespace, *parts: str) -> str:
 def _call(args: argparse.Namespace, method: str, url: str,
           body: dict[str, Any] | None = None) -> dict[str, Any] | int:
     """The JSON answer, or the exit code after printing the error."""
+    import httpx  # client commands only: `partitur serve` does not load it
+
     try:
         response = httpx.request(method, url, json=body, headers=_headers(args), timeout=30.0)
     except httpx.HTTPError as exc:

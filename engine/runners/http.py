@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from engine.runners.base import COMPLETED, FAILED, LogSink, RunResult, StepRun
+
+if TYPE_CHECKING:
+    import httpx  # imported by the first http step, not at every start
 
 DEFAULT_TIMEOUT = 30.0
 # The body ends up in an event; a step is not a download manager.
@@ -73,6 +75,8 @@ def _text(value: Any) -> str:
 
 def check_url(value: Any) -> httpx.URL:
     """The parsed URL; `RequestRefused` unless it is an absolute http(s) URL."""
+    import httpx
+
     if not isinstance(value, str) or not value.strip():
         raise RequestRefused("http action has no url")
     if _BAD_HEADER_CHARS.search(value):
@@ -109,6 +113,8 @@ def check_headers(value: Any) -> dict[str, str]:
 
 def query_params(value: Any, what: str = "query") -> httpx.QueryParams:
     """Parameters from a mapping; a list value repeats the parameter, `null` drops it."""
+    import httpx
+
     if value is None:
         return httpx.QueryParams()
     if not isinstance(value, Mapping):
@@ -194,6 +200,8 @@ class HttpRunner:
     async def run(
         self, run: StepRun, log: LogSink, on_start: Callable[[int | None], None]
     ) -> RunResult:
+        import httpx
+
         on_start(None)
         action = run.action
         method = str(action.get("method") or "GET").upper()
