@@ -14,11 +14,14 @@ time repeated by fall-back fires once, unless the hour field is a wildcard or a 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadCronError, CroniterBadDateError, croniter
-
 from engine.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    # croniter (and dateutil) are imported by the first cron expression, not at start.
+    from croniter import croniter
 
 
 def _zone(timezone: str) -> ZoneInfo:
@@ -34,6 +37,8 @@ def _iterator(expr: str, start: datetime) -> croniter:
         raise ValidationFailed(
             f"invalid cron expression {expr!r}: expected 5 fields, or 6 with seconds first"
         )
+    from croniter import CroniterBadCronError, croniter
+
     try:
         return croniter(" ".join(fields), start, ret_type=datetime,
                         second_at_beginning=len(fields) == 6)
@@ -64,6 +69,8 @@ def next_runs(
     expr: str, timezone: str = "UTC", *, count: int = 5, after: datetime | None = None
 ) -> list[datetime]:
     """The next `count` fire times strictly after `after` (default: now), in `timezone`."""
+    from croniter import CroniterBadDateError
+
     zone = _zone(timezone)
     start = (after or datetime.now(UTC)).astimezone(zone)
     it = _iterator(expr, start)
@@ -88,6 +95,8 @@ def next_runs_iso(expr: str, timezone: str = "UTC", *, count: int = 5,
 def fire_times(expr: str, timezone: str, after: float, until: float,
                *, limit: int = 1000) -> list[float]:
     """Fire times (epoch seconds) in `(after, until]`, at most `limit`, oldest first."""
+    from croniter import CroniterBadDateError
+
     zone = _zone(timezone)
     it = _iterator(expr, datetime.fromtimestamp(after, zone))
     out: list[float] = []
@@ -107,6 +116,8 @@ def fire_times(expr: str, timezone: str, after: float, until: float,
 
 def latest_fire_time(expr: str, timezone: str, at: float) -> float | None:
     """The latest fire time at or before `at` (epoch seconds), or None."""
+    from croniter import CroniterBadDateError
+
     zone = _zone(timezone)
     it = _iterator(expr, datetime.fromtimestamp(at + 1, zone))
     try:

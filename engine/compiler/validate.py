@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from croniter import croniter
 from pydantic import TypeAdapter, ValidationError
 
 from engine.compiler import templating
@@ -551,6 +550,8 @@ def cron_problem(expression: str) -> str | None:
     if len(fields) not in (5, 6):
         return (f"invalid cron expression '{expression}': expected 5 fields "
                 f"(or 6 with seconds first), got {len(fields)}")
+    from croniter import croniter  # only workspaces with cron triggers load it
+
     try:
         croniter(expression, second_at_beginning=len(fields) == 6)
     except (ValueError, KeyError, TypeError) as exc:
