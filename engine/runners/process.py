@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import signal
 import subprocess
@@ -114,44 +113,43 @@ class _LineSplitter:
             self._buffer = b""
 
 
-class _PipeReader(asyncio.Protocol):
-    """Feeds one output pipe to its splitter; resolves `closed` at end of file."""
-
-    def __init__(self, splitter: _LineSplitter, closed: asyncio.Future[None]) -> None:
-        self.splitter = splitter
-        self.closed = closed
-
-    def data_received(self, data: bytes) -> None:
-        self.splitter.feed(data)
-
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.splitter.finish()
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
 # Spawning (fork + exec) costs 0.5–3 ms of the calling thread; done on the event loop it
 # stalls every other step's bookkeeping, so it runs here instead.
 _SPAWNER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="partitur-spawn")
+_READ_SIZE = 256 * 1024
+
+
+@dataclass(slots=True)
+class _Started:
+    """A spawned process and the parent's ends of its pipes (raw, non-blocking fds)."""
+
+    proc: subprocess.Popen[bytes]
+    stdout: int
+    stderr: int
+    stdin: int | None
 
 
 class _Child:
-    """A started process: its pipes attached to the loop, its exit watched by a pidfd.
+    """A started process: its pipes read by the loop, its exit watched by a pidfd.
 
     `exited` resolves when the program exits even if children it left behind still hold
-    the pipes open; `pipes_closed` when each output pipe reaches end of file.
+    the pipes open; `pipes_closed` when each output pipe reaches end of file. The pipes
+    are read with `add_reader` on their descriptors (no transports: a step's output is a
+    few lines, and two transports per step cost the loop more than the reading).
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
+    def __init__(self, started: _Started) -> None:
+        self.proc = started.proc
         self.loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[None] = self.loop.create_future()
         self.pipes_closed: dict[int, asyncio.Future[None]] = {}
         self.transports: list[asyncio.BaseTransport] = []
+        self._fds: dict[int, int] = {1: started.stdout, 2: started.stderr}
+        self._stdin = started.stdin
+        self._reading: set[int] = set()
         self._pidfd: int | None = None
+        self._ended: asyncio.Future[None] | None = None
+        self._drain: asyncio.TimerHandle | None = None
 
     @property
     def pid(self) -> int:
@@ -164,19 +162,39 @@ class _Child:
     async def attach(self, splitters: dict[int, _LineSplitter], stdin: bytes | None) -> None:
         loop = self.loop
         self._watch_exit()  # first: cleanup awaits `exited` even if attaching fails
-        for fd, pipe in ((1, self.proc.stdout), (2, self.proc.stderr)):
-            assert pipe is not None
-            closed = self.pipes_closed[fd] = loop.create_future()
-            transport, _ = await loop.connect_read_pipe(
-                functools.partial(_PipeReader, splitters[fd], closed), pipe)
-            self.transports.append(transport)
-        if stdin is not None:
-            assert self.proc.stdin is not None
+        for stream, fd in self._fds.items():
+            closed = self.pipes_closed[stream] = loop.create_future()
+            loop.add_reader(fd, self._read, fd, splitters[stream], closed)
+            self._reading.add(fd)
+        if stdin is not None and self._stdin is not None:
             # Buffered by the transport; a program that exits unread just drops it.
-            writer, _ = await loop.connect_write_pipe(asyncio.Protocol, self.proc.stdin)
+            pipe = os.fdopen(self._stdin, "wb", buffering=0)
+            self._stdin = None
+            writer, _ = await loop.connect_write_pipe(asyncio.Protocol, pipe)
             self.transports.append(writer)
             writer.write(stdin)
             writer.close()
+
+    def _read(self, fd: int, splitter: _LineSplitter, closed: asyncio.Future[None]) -> None:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""  # a broken pipe ends the stream like end of file
+        if data:
+            splitter.feed(data)
+            return
+        self._stop_reading(fd)
+        splitter.finish()
+        if not closed.done():
+            closed.set_result(None)
+        self._check_ended()
+
+    def _stop_reading(self, fd: int) -> None:
+        if fd in self._reading:
+            self._reading.discard(fd)
+            self.loop.remove_reader(fd)
 
     def _watch_exit(self) -> None:
         try:
@@ -201,6 +219,29 @@ class _Child:
     def _set_exited(self) -> None:
         if not self.exited.done():
             self.exited.set_result(None)
+        self._check_ended()
+
+    def ended(self) -> asyncio.Future[None]:
+        """A new future, resolved once the program exited and its pipes reached end of
+        file, or `_DRAIN_AFTER_EXIT` seconds after it exited (children left in the
+        background may hold the pipes open)."""
+        self._ended = self.loop.create_future()
+        self._check_ended()
+        return self._ended
+
+    def _check_ended(self) -> None:
+        ended = self._ended
+        if ended is None or ended.done() or not self.exited.done():
+            return
+        if all(f.done() for f in self.pipes_closed.values()):
+            ended.set_result(None)
+        elif self._drain is None:
+            self._drain = self.loop.call_later(_DRAIN_AFTER_EXIT, self._drained)
+
+    def _drained(self) -> None:
+        self._drain = None
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
 
     def _stop_watching(self) -> None:
         if self._pidfd is not None:
@@ -210,42 +251,70 @@ class _Child:
 
     def close(self) -> None:
         self._stop_watching()
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
         for transport in self.transports:
             transport.close()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
+        for fd in (*self._fds.values(), self._stdin):
+            if fd is None:
+                continue
+            self._stop_reading(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = {}
+        self._stdin = None
 
 
 def _spawn(
-    argv: Sequence[str], cwd: Path, env: dict[str, str], with_stdin: bool,
-    make_dir: Path | None = None,
-) -> subprocess.Popen[bytes]:
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str], with_stdin: bool,
+    make_dir: Path | None = None, inherit_env: bool = False,
+) -> _Started:
     if make_dir is not None:
         os.makedirs(make_dir, exist_ok=True)
-    return subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-    )
+    if inherit_env:
+        env = {**os.environ, **env}
+    # Pipes made here rather than by Popen: the parent keeps bare descriptors (no file
+    # objects), non-blocking for the loop; the child's ends are blocking.
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    in_r, in_w = os.pipe2(os.O_CLOEXEC) if with_stdin else (None, None)
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL if in_r is None else in_r,
+            stdout=out_w,
+            stderr=err_w,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except BaseException:
+        for fd in (out_r, err_r, in_w):
+            if fd is not None:
+                os.close(fd)
+        raise
+    finally:
+        for fd in (out_w, err_w, in_r):
+            if fd is not None:
+                os.close(fd)
+    os.set_blocking(out_r, False)
+    os.set_blocking(err_r, False)
+    return _Started(proc, out_r, err_r, in_w)
 
 
-def _kill_orphan(spawn: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+def _kill_orphan(spawn: asyncio.Future[_Started]) -> None:
     """The caller was cancelled while its process was being started: end that process."""
     if spawn.cancelled() or spawn.exception() is not None:
         return
-    proc = spawn.result()
+    started = spawn.result()
     with contextlib.suppress(ValueError):
-        kill_process_group(proc.pid, signal.SIGKILL)
-    for pipe in (proc.stdin, proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
-    _SPAWNER.submit(proc.wait)  # reap it (killed: a moment)
+        kill_process_group(started.proc.pid, signal.SIGKILL)
+    for fd in (started.stdout, started.stderr, started.stdin):
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _SPAWNER.submit(started.proc.wait)  # reap it (killed: a moment)
 
 
 async def run_process(
@@ -261,6 +330,7 @@ async def run_process(
     max_line: int = MAX_LINE,
     stdin: bytes | None = None,
     make_dir: Path | None = None,
+    inherit_env: bool = False,
 ) -> ProcessResult:
     """Run `argv` to its end (or `timeout`), logging every line; see the module docstring.
 
@@ -269,6 +339,7 @@ async def run_process(
     when given, is written to the program's standard input, which is then closed.
     `make_dir` (the step's artifacts folder) is created first, with the spawn, off the
     event loop: creating a directory costs a journal write (~0.4 ms on a busy disk).
+    With `inherit_env`, `env` is laid over this process's environment, also off the loop.
     """
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
 
@@ -283,32 +354,41 @@ async def run_process(
 
     splitters = {1: _LineSplitter(out, max_line), 2: _LineSplitter(err, max_line)}
     loop = asyncio.get_running_loop()
-    spawn = loop.run_in_executor(_SPAWNER, _spawn, argv, cwd, dict(env), stdin is not None,
-                                 make_dir)
+    spawn = loop.run_in_executor(_SPAWNER, _spawn, argv, cwd, env, stdin is not None,
+                                 make_dir, inherit_env)
     try:
-        proc = await asyncio.shield(spawn)
+        started = await asyncio.shield(spawn)
     except asyncio.CancelledError:
         spawn.add_done_callback(_kill_orphan)
         raise
-    child = _Child(proc)
-    pgid = proc.pid
+    child = _Child(started)
+    pgid = started.proc.pid
     timed_out = False
     try:
         on_start(pgid)
         await child.attach(splitters, stdin)
         try:
-            async with asyncio.timeout(timeout):
-                # Shielded: a timeout or cancellation must not cancel `exited` itself,
-                # which the cleanup waits on.
-                await asyncio.shield(child.exited)
-                # Children left in the background may still hold the pipes open.
-                await asyncio.wait(child.pipes_closed.values(), timeout=_DRAIN_AFTER_EXIT)
+            # `ended` is a future of its own: a timeout or cancellation cancels it, not
+            # `exited`, which the cleanup waits on.
+            if timeout is None:
+                await child.ended()
+            else:
+                async with asyncio.timeout(timeout):
+                    await child.ended()
         except TimeoutError:
             timed_out = True
     finally:
-        # Runs on exit, timeout and cancellation alike; shielded so that a second
-        # cancellation cannot leave the group half-killed.
-        await asyncio.shield(_cleanup(pgid, child, grace))
+        if child.exited.done() and all(f.done() for f in child.pipes_closed.values()):
+            # The usual end: the program exited and its pipes are drained. What it left
+            # running in its group (holding no pipe) is killed now.
+            try:
+                kill_process_group(pgid, signal.SIGKILL)
+            finally:
+                child.close()
+        else:
+            # Runs on timeout and cancellation alike; shielded so that a second
+            # cancellation cannot leave the group half-killed.
+            await asyncio.shield(_cleanup(pgid, child, grace))
     return ProcessResult(
         returncode=None if timed_out else child.returncode,
         timed_out=timed_out,

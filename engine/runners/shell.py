@@ -9,6 +9,7 @@ last stdout line starting with `OUTPUT:`; the last `STATE:` line likewise sets t
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -29,7 +30,12 @@ def interpreter_argv(interpreter: str | None) -> list[str]:
     """The program and leading arguments for `interpreter`, before `-c <script>`."""
     if interpreter is None or interpreter.strip() in ("", "bash"):
         return ["bash"] if shutil.which("bash") else ["sh"]
-    return shlex.split(interpreter)
+    return list(_split(interpreter))
+
+
+@functools.lru_cache(maxsize=64)
+def _split(interpreter: str) -> tuple[str, ...]:
+    return tuple(shlex.split(interpreter))
 
 
 def _describe_exit(returncode: int) -> tuple[str, int]:
@@ -75,8 +81,10 @@ class ShellRunner:
         if _which(argv[0], os.environ.get("PATH", "")) is None:
             return RunResult(FAILED, error=f"interpreter not found: {argv[0]}")
 
-        env = {**os.environ, **run.env}
-        env.setdefault("ARTIFACTS_DIR", str(run.artifacts_dir))
+        # Laid over this process's environment by `run_process`, off the event loop.
+        env = dict(run.env)
+        if "ARTIFACTS_DIR" not in env and "ARTIFACTS_DIR" not in os.environ:
+            env["ARTIFACTS_DIR"] = str(run.artifacts_dir)
         markers: dict[str, str] = {}
 
         def on_stdout(text: str) -> None:
@@ -90,6 +98,7 @@ class ShellRunner:
                 [*argv, "-c", script],
                 cwd=run.workdir,
                 env=env,
+                inherit_env=True,
                 log=log,
                 on_start=on_start,
                 make_dir=run.artifacts_dir,

@@ -122,6 +122,19 @@ ON CONFLICT (job_id) DO UPDATE SET
     priority = excluded.priority, created_by = excluded.created_by,
     retry_of = excluded.retry_of, version = excluded.version, last_seq = excluded.last_seq
 """
+# An append rewrites only what events can change: a job's identity, input and creation
+# are fixed by `JobCreated`, and leaving them out of the SET spares the five indexes on
+# them (SQLite rewrites an index entry whenever the SET names one of its columns).
+APPEND_JOB = """
+INSERT INTO jobs (job_id, workspace, task_name, revision, status, source_type, source_id,
+                  parent_job_id, input, output, error, created_at, started_at, completed_at,
+                  priority, created_by, retry_of, version, last_seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (job_id) DO UPDATE SET
+    status = excluded.status, output = excluded.output, error = excluded.error,
+    started_at = excluded.started_at, completed_at = excluded.completed_at,
+    priority = excluded.priority, version = excluded.version, last_seq = excluded.last_seq
+"""
 GET_JOB = "SELECT " + JOB_COLUMNS + " FROM jobs WHERE job_id = ?"
 # The job list: WHERE is assembled from the fixed clauses below, values always bound.
 LIST_JOBS = "SELECT " + JOB_COLUMNS + " FROM jobs"
@@ -467,7 +480,7 @@ class SqliteStore(EventStore):
             conn.executemany(INSERT_EVENT, params)
             last: int = conn.execute(LAST_ROWID).fetchone()[0]
             if projection is not None:
-                conn.execute(UPSERT_JOB, _job_params(projection.job, last))
+                conn.execute(APPEND_JOB, _job_params(projection.job, last))
                 if projection.steps:
                     conn.executemany(UPSERT_STEP, [_step_params(s) for s in projection.steps])
             if idempotency is not None:
