@@ -298,11 +298,51 @@ def encode(event: Event) -> tuple[str, int, dict[str, Any]]:
     return type(event).__name__, type(event).SCHEMA_VERSION, data
 
 
+_Maker = Callable[[float, Mapping[str, Any]], "Event | None"]
+_MAKERS: dict[type[Event], _Maker] = {}
+
+
+def _maker(cls: type[Event]) -> _Maker:
+    """A constructor of `cls` from stored data that holds exactly every field but `ts`
+    (what `encode` writes); it returns None for any other data, which `decode` then reads
+    the general way. It sets the slots directly: the frozen `__init__` is several times
+    slower, and replay decodes every event of the log."""
+    names = [f.name for f in fields(cls) if f.name != "ts"]
+    tuples = set(_tuple_fields(cls))
+    body = [
+        "def make(ts, d):",
+        f"    if len(d) != {len(names)}:",
+        "        return None",
+        "    try:",
+        *(f"        v{i} = d[{n!r}]" for i, n in enumerate(names)),
+        "        pass",
+        "    except KeyError:",
+        "        return None",
+        *(f"    if v{i} is not None:\n        v{i} = tuple(v{i})"
+          for i, n in enumerate(names) if n in tuples),
+        "    new = _new(_cls)",
+        "    _set_ts(new, ts)",
+        *(f"    _set{i}(new, v{i})" for i in range(len(names))),
+        "    return new",
+    ]
+    setters = {n: getattr(cls, n).__set__ for n in ("ts", *names)}
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_set_ts": setters["ts"]}
+    scope.update({f"_set{i}": setters[n] for i, n in enumerate(names)})
+    exec("\n".join(body), scope)  # built from the class's own field names only
+    make: _Maker = scope["make"]
+    _MAKERS[cls] = make
+    return make
+
+
 def decode(type_: str, schema_version: int, data: Mapping[str, Any], ts: float) -> Event:
     """Rebuild an event from stored data, upcasting older payloads first."""
     cls = EVENT_TYPES.get(type_)
     if cls is None:
         raise UnknownEvent(f"unknown event type {type_!r}")
+    if schema_version == cls.SCHEMA_VERSION:
+        event = (_MAKERS.get(cls) or _maker(cls))(ts, data)
+        if event is not None:
+            return event
     if schema_version > cls.SCHEMA_VERSION:
         raise UnknownEvent(
             f"{type_} has schema version {schema_version}; this version reads up to "

@@ -142,6 +142,26 @@ class Plan:
         return [name for name in self.steps if name not in needed]
 
 
+# id of a plan's data → (that data, its Plan). The data is kept, so its id is not reused.
+_DECODED: dict[int, tuple[Mapping[str, Any], Plan]] = {}
+_DECODED_MAX = 64
+
+
+def plan_from_data(data: Mapping[str, Any]) -> Plan:
+    """`Plan.from_dict(data)`, decoded once per data object (plans are immutable).
+
+    Replay (`engine.store.rebuild`) hands the same mapping for every job whose stored plan
+    has the same JSON text, so every job of one task revision shares one Plan."""
+    cached = _DECODED.get(id(data))
+    if cached is not None and cached[0] is data:
+        return cached[1]
+    plan = Plan.from_dict(data)
+    if len(_DECODED) >= _DECODED_MAX:
+        _DECODED.clear()
+    _DECODED[id(data)] = (data, plan)
+    return plan
+
+
 @dataclass(frozen=True, slots=True)
 class PlanIndex:
     """Lookups over a plan that decisions need often: positions and dependents."""

@@ -8,7 +8,7 @@ function per event. A stream that asks for a move the tables forbid raises
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from dataclasses import replace as _dataclass_replace
 from enum import StrEnum
@@ -16,7 +16,7 @@ from functools import singledispatch
 from typing import Any, TypeVar
 
 from engine.core import events as ev
-from engine.core.plan import Plan, PlanStep
+from engine.core.plan import Plan, PlanStep, plan_from_data
 from engine.errors import InvalidTransition
 
 
@@ -174,44 +174,56 @@ _T = TypeVar("_T")
 
 
 def _make_replace(cls: type[_T]) -> Any:
-    """A `dataclasses.replace` for one frozen, slotted dataclass, ~3× faster.
+    """A `dataclasses.replace` for one frozen, slotted dataclass, several times faster.
 
-    Replay spends most of its time copying states: `dataclasses.replace` loops over
-    `fields()` and goes through `__init__`. This straight-line copy sets each slot through
-    its descriptor, then the changed ones. Only valid for classes with no `__post_init__`
-    and every field in `__init__` (checked here).
+    Replay spends most of its time copying states, and a frozen class can only have its
+    slots set through their descriptors. The copy is therefore built in a mutable twin
+    class with the same `__slots__` (plain, specialised attribute stores), then given
+    `cls` as its class: CPython allows `__class__` assignment between classes of the same
+    layout. Only valid for classes with no base fields, no `__post_init__` and every field
+    in `__init__` (checked here); where the assignment is refused, `dataclasses.replace`.
     """
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    if hasattr(cls, "__post_init__") or not all(f.init for f in fields(cls)):  # type: ignore[arg-type]
+    slots = tuple(getattr(cls, "__slots__", ()))
+    if (hasattr(cls, "__post_init__") or not all(f.init for f in fields(cls))  # type: ignore[arg-type]
+            or sorted(slots) != sorted(names) or cls.__bases__ != (object,)):
         raise TypeError(f"{cls.__name__}: fast replace needs plain init fields")
+    twin = type(f"_{cls.__name__}Copy", (), {"__slots__": slots})
+    try:
+        object.__setattr__(object.__new__(twin), "__class__", cls)
+    except TypeError:  # not CPython's layout rules: the generic copy
+        return _dataclass_replace
     body = [
         "def replace(obj, /, **changes):",
-        "    new = _new(_cls)",
-        *(f"    _set{i}(new, obj.{n})" for i, n in enumerate(names)),
+        "    new = _new(_twin)",
+        *(f"    new.{n} = obj.{n}" for n in names),
         "    for name, value in changes.items():",
-        "        setter = _setters.get(name)",
-        "        if setter is None:",
+        "        if name not in _names:",
         "            raise TypeError(f'{_cls.__name__} has no field {name!r}')",
-        "        setter(new, value)",
+        "        _setattr(new, name, value)",
+        "    _set_class(new, '__class__', _cls)",
         "    return new",
     ]
-    setters = {n: cls.__dict__[n].__set__ for n in names}
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_setters": setters}
-    scope.update({f"_set{i}": setters[n] for i, n in enumerate(names)})
+    scope: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": cls,
+                             "_names": frozenset(names), "_setattr": setattr,
+                             "_set_class": object.__setattr__}
     exec("\n".join(body), scope)  # built from the class's own field names only
     return scope["replace"]
 
 
-_replace_step = _make_replace(StepState)
-_replace_job = _make_replace(JobState)
+_replace_step: Callable[..., StepState] = _make_replace(StepState)
+_replace_job: Callable[..., JobState] = _make_replace(JobState)
+# New states are copies of blank ones: the frozen `__init__` sets each field the slow way.
+_BLANK_STEP = StepState("")
+_BLANK_JOB = JobState("", "", "", "", {}, Plan("", {}), {}, 0.0)
 
 
 def replace(obj: _T, /, **changes: Any) -> _T:
     """`dataclasses.replace` for `JobState`/`StepState` (fast path), any dataclass else."""
     if type(obj) is JobState:
-        return _replace_job(obj, **changes)  # type: ignore[no-any-return]
+        return _replace_job(obj, **changes)  # type: ignore[return-value]
     if type(obj) is StepState:
-        return _replace_step(obj, **changes)  # type: ignore[no-any-return]
+        return _replace_step(obj, **changes)  # type: ignore[return-value]
     return _dataclass_replace(obj, **changes)  # type: ignore[type-var]
 
 
@@ -241,15 +253,25 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
         if not isinstance(event, ev.JobCreated):
             raise StreamCorrupt("stream", "empty", event.type, "a stream starts with JobCreated")
         return _created(event)
-    new = _apply(event, state)
-    return replace(new, version=max(new.version, state.version + 1), last_event_at=event.ts)
+    apply = _HANDLERS.get(type(event))
+    if apply is None:
+        apply = _HANDLERS[type(event)] = _apply.dispatch(type(event))
+    new = apply(event, state)
+    # The handlers count the event and stamp its time themselves (one copy per event);
+    # this covers those that leave the state as it was.
+    if new.version <= state.version or new.last_event_at is not event.ts:
+        new = _replace_job(new, version=max(new.version, state.version + 1),
+                           last_event_at=event.ts)
+    return new
 
 
 def _created(e: ev.JobCreated) -> JobState:
-    plan = Plan.from_dict(e.plan)
-    return JobState(
+    plan = plan_from_data(e.plan)
+    return _replace_job(
+        _BLANK_JOB,
         job_id=e.job_id, workspace=e.workspace, revision=e.revision, task=e.task,
-        input=e.input, plan=plan, steps={name: StepState(name) for name in plan.steps},
+        input=e.input, plan=plan,
+        steps={name: _replace_step(_BLANK_STEP, name=name) for name in plan.steps},
         open_steps=len(plan.steps), created_at=e.ts, last_event_at=e.ts, version=1,
         source_type=e.source_type, source_id=e.source_id,
         parent=e.parent, parent_step=e.parent_step, depth=e.depth,
@@ -259,28 +281,39 @@ def _created(e: ev.JobCreated) -> JobState:
     )
 
 
-def _job(state: JobState, to: JobStatus, **changes: Any) -> JobState:
+def _job(state: JobState, e: ev.Event, to: JobStatus, **changes: Any) -> JobState:
     if to != state.status and to not in JOB_TRANSITIONS[state.status]:
         raise InvalidTransition(f"job {state.job_id}", state.status, to)
-    return replace(state, status=to, version=state.version + 1, **changes)
+    return _replace_job(state, status=to, version=state.version + 1, last_event_at=e.ts,
+                        **changes)
 
 
-def _step(state: JobState, name: str, to: StepStatus | None = None, **changes: Any) -> JobState:
+def _counted(state: JobState, e: ev.Event, **changes: Any) -> JobState:
+    """The state with `changes`, one more event counted and the event's time stamped."""
+    return _replace_job(state, version=state.version + 1, last_event_at=e.ts, **changes)
+
+
+def _step(state: JobState, e: ev.StepEvent, to: StepStatus | None = None,
+          **changes: Any) -> JobState:
+    """The job with step `e.step` moved to `to` (None: kept) and given `changes`."""
+    name = e.step
     current = state.steps.get(name)
     if current is None:
         raise StreamCorrupt(f"step {name}", "missing", str(to), f"unknown step {name!r}")
-    if to is not None and to != current.status and to not in STEP_TRANSITIONS[current.status]:
-        raise InvalidTransition(f"step {name}", current.status, to)
-    updated = replace(current, status=to or current.status, **changes)
+    if to is not None:
+        if to != current.status and to not in STEP_TRANSITIONS[current.status]:
+            raise InvalidTransition(f"step {name}", current.status, to)
+        changes["status"] = to
+    updated = _replace_step(current, **changes)
     steps = dict(state.steps)
     steps[name] = updated
-    opened = (not updated.terminal) - (not current.terminal)
+    opened = (updated.status not in STEP_TERMINAL) - (current.status not in STEP_TERMINAL)
     if opened and current.loop_of is not None:
         loop = steps[current.loop_of]
-        steps[current.loop_of] = replace(loop, open_instances=loop.open_instances + opened)
-    return replace(state, steps=steps, version=state.version + 1,
-                   open_steps=state.open_steps + opened,
-                   waiting=state.waiting + updated.waits - current.waits)
+        steps[current.loop_of] = _replace_step(loop, open_instances=loop.open_instances + opened)
+    return _replace_job(state, steps=steps, version=state.version + 1, last_event_at=e.ts,
+                        open_steps=state.open_steps + opened,
+                        waiting=state.waiting + updated.waits - current.waits)
 
 
 @singledispatch
@@ -288,154 +321,158 @@ def _apply(event: ev.Event, state: JobState) -> JobState:
     raise StreamCorrupt("event", event.type, "state", f"{event.type} cannot follow JobCreated")
 
 
+# event class → its `_apply` implementation, filled on first use (skips the dispatch).
+_HANDLERS: dict[type[ev.Event], Any] = {}
+
+
 @_apply.register
 def _(e: ev.JobStarted, state: JobState) -> JobState:
-    return _job(state, J.RUNNING, started_at=e.ts, queued=False)
+    return _job(state, e, J.RUNNING, started_at=e.ts, queued=False)
 
 
 @_apply.register
 def _(e: ev.JobQueued, state: JobState) -> JobState:
     if state.status is not J.PENDING:
         raise InvalidTransition(f"job {state.job_id}", state.status, "queued")
-    return replace(state, queued=True, version=state.version + 1)
+    return _counted(state, e, queued=True)
 
 
 @_apply.register
 def _(e: ev.TaskStateLoaded, state: JobState) -> JobState:
-    return replace(state, task_state=e.state, version=state.version + 1)
+    return _counted(state, e, task_state=e.state)
 
 
 @_apply.register
 def _(e: ev.TaskStateSaved, state: JobState) -> JobState:
-    _step(state, e.step)  # the step must exist
-    return replace(state, saved_state=e.state, version=state.version + 1)
+    _step(state, e)  # the step must exist
+    return _counted(state, e, saved_state=e.state)
 
 
 @_apply.register
 def _(e: ev.JobCancelRequested, state: JobState) -> JobState:
-    return replace(state, cancel_requested=True, cancelled_by=e.by, cancel_reason=e.reason,
-                   version=state.version + 1)
+    return _counted(state, e, cancel_requested=True, cancelled_by=e.by,
+                    cancel_reason=e.reason)
 
 
 @_apply.register
 def _(e: ev.JobPaused, state: JobState) -> JobState:
-    return replace(state, paused=True, paused_by=e.by, version=state.version + 1)
+    return _counted(state, e, paused=True, paused_by=e.by)
 
 
 @_apply.register
 def _(e: ev.JobResumed, state: JobState) -> JobState:
-    return replace(state, paused=False, paused_by=None, version=state.version + 1)
+    return _counted(state, e, paused=False, paused_by=None)
 
 
 @_apply.register
 def _(e: ev.JobCompleted, state: JobState) -> JobState:
-    return _job(state, J.COMPLETED, output=dict(e.output), completed_at=e.ts)
+    return _job(state, e, J.COMPLETED, output=dict(e.output), completed_at=e.ts)
 
 
 @_apply.register
 def _(e: ev.JobFailed, state: JobState) -> JobState:
-    return _job(state, J.FAILED, error=e.error, completed_at=e.ts)
+    return _job(state, e, J.FAILED, error=e.error, completed_at=e.ts)
 
 
 @_apply.register
 def _(e: ev.JobCancelled, state: JobState) -> JobState:
-    return _job(state, J.CANCELLED, error=e.reason, completed_at=e.ts)
+    return _job(state, e, J.CANCELLED, error=e.reason, completed_at=e.ts)
 
 
 @_apply.register
 def _(e: ev.JobSkipped, state: JobState) -> JobState:
-    return _job(state, J.SKIPPED, error=e.reason, completed_at=e.ts)
+    return _job(state, e, J.SKIPPED, error=e.reason, completed_at=e.ts)
 
 
 @_apply.register
 def _(e: ev.StepReady, state: JobState) -> JobState:
-    return _step(state, e.step, S.READY, input=dict(e.input), attempt=e.attempt,
+    return _step(state, e, S.READY, input=dict(e.input), attempt=e.attempt,
                  ready_at=e.ts, retry_at=None, error=None, error_kind=None, exit_code=None)
 
 
 @_apply.register
 def _(e: ev.StepSkipped, state: JobState) -> JobState:
-    return _step(state, e.step, S.SKIPPED, skip_reason=e.reason, completed_at=e.ts)
+    return _step(state, e, S.SKIPPED, skip_reason=e.reason, completed_at=e.ts)
 
 
 @_apply.register
 def _(e: ev.StepClaimed, state: JobState) -> JobState:
-    return _step(state, e.step, S.RUNNING, attempt=e.attempt, worker_id=e.worker_id,
+    return _step(state, e, S.RUNNING, attempt=e.attempt, worker_id=e.worker_id,
                  lease=e.lease, started_at=e.ts)
 
 
 @_apply.register
 def _(e: ev.StepStarted, state: JobState) -> JobState:
-    return _step(state, e.step, S.RUNNING, attempt=e.attempt, worker_id=e.worker_id,
+    return _step(state, e, S.RUNNING, attempt=e.attempt, worker_id=e.worker_id,
                  pid=e.pid, started_at=e.ts)
 
 
 @_apply.register
 def _(e: ev.StepOutput, state: JobState) -> JobState:
-    return _step(state, e.step, output=e.output)
+    return _step(state, e, output=e.output)
 
 
 @_apply.register
 def _(e: ev.StepCompleted, state: JobState) -> JobState:
     current = state.steps.get(e.step)
     started = current.started_at if current and current.started_at else e.ts
-    return _step(state, e.step, S.COMPLETED, output=e.output, completed_at=e.ts, lease=None,
+    return _step(state, e, S.COMPLETED, output=e.output, completed_at=e.ts, lease=None,
                  reused_from=e.reused_from, started_at=started, attempt=max(e.attempt, 1))
 
 
 @_apply.register
 def _(e: ev.StepFailed, state: JobState) -> JobState:
     current = state.steps.get(e.step)
-    return _step(state, e.step, S.FAILED, error=e.error, error_kind=e.kind,
+    return _step(state, e, S.FAILED, error=e.error, error_kind=e.kind,
                  exit_code=e.exit_code, completed_at=e.ts, lease=None,
                  attempt=max(e.attempt, current.attempt if current else 0))
 
 
 @_apply.register
 def _(e: ev.StepRetryScheduled, state: JobState) -> JobState:
-    return _step(state, e.step, S.PENDING, attempt=e.attempt - 1, retry_at=e.at,
+    return _step(state, e, S.PENDING, attempt=e.attempt - 1, retry_at=e.at,
                  completed_at=None, worker_id=None, pid=None)
 
 
 @_apply.register
 def _(e: ev.StepSuspended, state: JobState) -> JobState:
-    return _step(state, e.step, S.SUSPENDED, message=e.message, timeout_at=e.timeout_at,
+    return _step(state, e, S.SUSPENDED, message=e.message, timeout_at=e.timeout_at,
                  started_at=state.steps[e.step].started_at or e.ts)
 
 
 @_apply.register
 def _(e: ev.StepApproved, state: JobState) -> JobState:
     output = {"approved": True, "approved_by": e.by, "approved_at": e.ts, "input": dict(e.input)}
-    return _step(state, e.step, S.COMPLETED, output=output, decided_by=e.by,
+    return _step(state, e, S.COMPLETED, output=output, decided_by=e.by,
                  decision_input=dict(e.input), completed_at=e.ts)
 
 
 @_apply.register
 def _(e: ev.StepRejected, state: JobState) -> JobState:
     reason = e.reason or "rejected"
-    return _step(state, e.step, S.FAILED, decided_by=e.by, error=f"rejected: {reason}",
+    return _step(state, e, S.FAILED, decided_by=e.by, error=f"rejected: {reason}",
                  error_kind="rejected", completed_at=e.ts)
 
 
 @_apply.register
 def _(e: ev.LoopExpanded, state: JobState) -> JobState:
-    state = _step(state, e.step, S.RUNNING, items=tuple(e.items), started_at=e.ts,
+    state = _step(state, e, S.RUNNING, items=tuple(e.items), started_at=e.ts,
                   open_instances=len(e.items))
     steps = dict(state.steps)
     for index, item in enumerate(e.items):
         name = instance_name(e.step, index)
         steps[name] = StepState(name, loop_of=e.step, loop_index=index, item=item)
-    return replace(state, steps=steps, open_steps=state.open_steps + len(e.items))
+    return _replace_job(state, steps=steps, open_steps=state.open_steps + len(e.items))
 
 
 @_apply.register
 def _(e: ev.StepCancelled, state: JobState) -> JobState:
-    return _step(state, e.step, S.CANCELLED, completed_at=e.ts, error=e.reason, lease=None)
+    return _step(state, e, S.CANCELLED, completed_at=e.ts, error=e.reason, lease=None)
 
 
 @_apply.register
 def _(e: ev.HookFired, state: JobState) -> JobState:
-    return replace(state, hooks_fired=(*state.hooks_fired, e.hook), version=state.version + 1)
+    return _counted(state, e, hooks_fired=(*state.hooks_fired, e.hook))
 
 
 @_apply.register
@@ -445,5 +482,5 @@ def _(e: ev.CallbackQueued, state: JobState) -> JobState:
 
 @_apply.register
 def _(e: ev.ChildJobStarted, state: JobState) -> JobState:
-    state = _step(state, e.step, child_job_id=e.child_job_id)
-    return replace(state, children=(*state.children, e.child_job_id))
+    state = _step(state, e, child_job_id=e.child_job_id)
+    return _replace_job(state, children=(*state.children, e.child_job_id))
