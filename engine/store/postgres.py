@@ -11,11 +11,13 @@ tailing `global_seq > n` can never see a larger seq commit before a smaller one.
 append also sends `NOTIFY partitur_events, '<last global_seq>'`, delivered on commit;
 `listen()` receives them on a dedicated connection.
 
-Round trips of an append: BEGIN together with the lock; one statement (after the lock, so
-its snapshot sees every earlier append) that reads the stream's version, the highest
-`global_seq` and the idempotency key and, when they allow it, inserts the events and the
-key, upserts the job and step rows and sends the NOTIFY; one per outbox table it touches
-(work queue, outbox objects, slots); and COMMIT. Released connections go back to the
+Round trips of an append: one, a call of the `partitur_append` function (migration 012)
+that takes the lock, reads the stream's version, the highest `global_seq` and the
+idempotency key (its statements start after the lock, so they see every earlier append)
+and, when these allow it, inserts the events and the key, upserts the job and step rows
+and sends the NOTIFY, all in the call's own transaction. An append with an outbox (work
+queue rows, outbox objects, slots) runs the same call inside BEGIN (with the lock) …
+COMMIT, one round trip per outbox table in between. Released connections go back to the
 pool without asyncpg's reset query (`keep_session`).
 
 Errors: driver and socket errors become `engine.errors` — `StoreUnavailable` (retryable)
@@ -24,10 +26,12 @@ violations, `ValidationFailed` for a value PostgreSQL cannot store (e.g. a NUL
 character in a JSON string). The pool may hold connections that died while idle (a
 server restart, terminated backends): when an operation finds its connection lost, the
 pool's connections are all expired (replaced on next use) and the operation is tried
-once more — a read always, an append only if it broke before its COMMIT was sent (so it
-was certainly not written). An append that fails otherwise raises and was not
-acknowledged; one whose COMMIT was cut off may or may not be written, and a retry of it
-then meets `VersionConflict`.
+once more: a read always; a one-call append too, and when the retry finds the stream
+moved on by exactly its events (types, payloads and timestamps), the lost try had
+committed them and the append returns those; an append with an outbox only if it broke
+before its COMMIT was sent (so it was certainly not written). An append that fails
+otherwise raises and was not acknowledged; one whose commit was cut off may or may not be
+written, and a later append expecting the same version then meets `VersionConflict`.
 
 Advisory lock keys of Partitur live in this module's `*_LOCK` constants.
 """
@@ -184,66 +188,19 @@ GET_STEPS = (
 )
 RESET_PROJECTIONS = "TRUNCATE steps, jobs, job_counts"
 
-# An append's reads and writes in one statement (one round trip), run after BEGIN and the
-# append lock so that its snapshot includes every earlier append: `s` reads the stream's
-# version, the highest `global_seq` and the owner of the idempotency key; the writes (the
-# events, numbered after that seq; the key; the job row and the step rows when the
-# append carries a projection; the NOTIFY) happen only when the version is the expected
-# one and the key is free. Data-modifying CTEs all run, whether or not the outer SELECT
-# reads them. The caller checks the returned state and rolls back when it refused.
-_APPEND_HEAD = """
-WITH s AS (
-    SELECT (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1::text) AS current,
-           (SELECT COALESCE(MAX(global_seq), 0) FROM events) AS last,
-           (SELECT stream_id FROM idempotency_keys
-            WHERE scope = $3::text AND key = $4::text) AS owner
-), ok AS (
-    SELECT last FROM s WHERE current = $2::int AND owner IS NULL
-), e AS (
-    INSERT INTO events (global_seq, stream_id, version, type, schema_version, data, ts)
-    SELECT ok.last + e.n, $1, $2 + e.n::int, e.type, e.schema_version, e.data::jsonb, e.ts
-    FROM ok, unnest($5::text[], $6::int[], $7::text[], $8::float8[])
-        WITH ORDINALITY AS e(type, schema_version, data, ts, n)
-), k AS (
-    INSERT INTO idempotency_keys (scope, key, stream_id)
-    SELECT $3, $4, $1 FROM ok WHERE $3::text IS NOT NULL
-)"""
-_APPEND_TAIL = """
-SELECT s.current, s.last, s.owner,
-       CASE WHEN s.current = $2 AND s.owner IS NULL
-            THEN pg_notify($9, (s.last + cardinality($5::text[]))::text) END
-FROM s"""
-_JOB_CAST = (
-    "text", "text", "text", "text", "text", "text", "text", "text", "jsonb", "jsonb", "text",
-    "float8", "float8", "float8", "int", "text", "text", "int",
+# An append in one call of `partitur_append` (migration 012): the lock, the state read,
+# the events, the key, the job and step rows and the NOTIFY. Alone it is one round trip
+# and its own transaction; an append with an outbox runs it inside BEGIN … COMMIT.
+# The function has `APPEND_LOCK`'s value written in.
+CALL_APPEND = (
+    "SELECT o_version, o_last, o_owner FROM partitur_append("
+    + ", ".join(f"${i}" for i in range(1, 50)) + ")"
 )
-_APPEND_JOB = (
-    ", j AS (\n    INSERT INTO jobs (" + JOB_COLUMNS + ", last_seq)\n    SELECT "
-    + ", ".join(f"${10 + i}::{t}" for i, t in enumerate(_JOB_CAST))
-    + ", ok.last + cardinality($5::text[])\n    FROM ok\n"
-    + UPSERT_JOB[UPSERT_JOB.index("ON CONFLICT"):].rstrip()
-    + "\n)"
-)
+_NO_JOB: tuple[None, ...] = (None,) * 18
 # The step rows as one array per column; JSONB columns travel as JSON text.
-_STEP_CAST = (
-    "text", "text", "int", "text", "text", "text", "int", "text", "text", "text", "text",
-    "int", "text", "float8", "float8", "text", "int", "text", "text", "text", "float8",
-    "text",
-)
-_STEP_JSON = frozenset({"input", "output", "depends_on"})
 _STEP_NAMES = [c.strip() for c in STEP_COLUMNS.split(",")]
-_APPEND_STEPS = (
-    ", st AS (\n    INSERT INTO steps (" + STEP_COLUMNS + ")\n    SELECT "
-    + ", ".join(f"u.{c}::jsonb" if c in _STEP_JSON else f"u.{c}" for c in _STEP_NAMES)
-    + "\n    FROM ok, unnest("
-    + ", ".join(f"${28 + i}::{t}[]" for i, t in enumerate(_STEP_CAST))
-    + ") AS u(" + STEP_COLUMNS + ")\n"
-    + UPSERT_STEP[UPSERT_STEP.index("ON CONFLICT"):].rstrip()
-    + "\n)"
-)
-APPEND = _APPEND_HEAD + _APPEND_TAIL
-APPEND_JOB = _APPEND_HEAD + _APPEND_JOB + _APPEND_TAIL
-APPEND_JOB_STEPS = _APPEND_HEAD + _APPEND_JOB + _APPEND_STEPS + _APPEND_TAIL
+_STEP_JSON = frozenset({"input", "output", "depends_on"})
+_NO_STEPS: list[list[Any]] = [[] for _ in _STEP_NAMES]
 
 CLAIM_SLOT = """
 INSERT INTO trigger_slots (trigger, fire_time, job_id, claimed_at) VALUES ($1, $2, $3, $4)
@@ -278,7 +235,7 @@ def _step_columns(rows: Sequence[StepRow]) -> list[list[Any]]:
     """Step rows as one list per column of `STEP_COLUMNS`, JSONB columns as JSON text; a
     step named twice keeps its last row (one statement cannot upsert a row twice)."""
     latest = {row.step_name: row for row in rows}
-    columns: list[list[Any]] = [[] for _ in _STEP_CAST]
+    columns: list[list[Any]] = [[] for _ in _STEP_NAMES]
     for row in latest.values():
         for i, value in enumerate(_step_params(row)):
             if _STEP_NAMES[i] in _STEP_JSON and value is not None:
@@ -531,24 +488,49 @@ class PostgresStore(EventStore):
         versions = list(range(expected_version + 1, expected_version + 1 + len(events)))
         scope, key = idempotency if idempotency is not None else (None, None)
 
-        params: list[Any] = [stream_id, expected_version, scope, key, types,
-                             schema_versions, payloads, stamps, EVENTS_CHANNEL]
-        sql = APPEND
-        if projection is not None:
-            params += _job_params(projection.job, 0)[:-1]
-            sql = APPEND_JOB
-            if projection.steps:
-                params += _step_columns(projection.steps)
-                sql = APPEND_JOB_STEPS
+        n = len(events)
+        call = [
+            stream_id, expected_version, scope, key, types, schema_versions, payloads, stamps,
+            EVENTS_CHANNEL,
+            *(_job_params(projection.job, 0)[:-1] if projection is not None else _NO_JOB),
+            *(_step_columns(projection.steps) if projection is not None else _NO_STEPS),
+        ]
 
-        async def write(conn: Any) -> int:
-            current, last, owner, _ = await conn.fetchrow(sql, *params)
+        def refuse(version: int, owner: str | None) -> None:
             if owner is not None and idempotency is not None:
                 raise DuplicateKey(idempotency[0], idempotency[1], owner)
-            if current != expected_version:
+            if version != expected_version:
                 raise VersionConflict(
-                    f"stream {stream_id} is at version {current}, not {expected_version}"
+                    f"stream {stream_id} is at version {version}, not {expected_version}"
                 )
+
+        async def mine(conn: Any, version: int, owner: str | None) -> int | None:
+            """The first seq of these very events when an earlier try wrote them."""
+            if version != expected_version + n or owner not in (None, stream_id):
+                return None
+            rows = await conn.fetch(READ_STREAM, stream_id, expected_version)
+            stored = [(r[3], r[4], r[5], r[6]) for r in rows]
+            ours = [(t, sv, through_json(d), ts)
+                    for ((t, sv, d), ts) in encoded]
+            return int(rows[0][0]) if stored == ours else None
+
+        tries = 0
+
+        async def alone(conn: Any) -> int:
+            nonlocal tries
+            tries += 1
+            version, last, owner = await conn.fetchrow(CALL_APPEND, *call)
+            if tries > 1 and (version != expected_version or owner is not None):
+                # The try whose connection was lost may have committed before it broke.
+                found = await mine(conn, version, owner)
+                if found is not None:
+                    return found
+            refuse(version, owner)
+            return int(last) + 1
+
+        async def with_outbox(conn: Any) -> int:
+            version, last, owner = await conn.fetchrow(CALL_APPEND, *call)
+            refuse(version, owner)
             if work:
                 await conn.executemany(PG_ENQUEUE_ONE, work)
                 await conn.execute(PG_NOTIFY)
@@ -558,8 +540,11 @@ class PostgresStore(EventStore):
                 await pg_apply(conn, outbox.take_slots, outbox.free_slots)
             return int(last) + 1
 
-        first = await self._write(write, what=f"append to stream {stream_id}",
-                                  begin=BEGIN_APPEND)
+        what = f"append to stream {stream_id}"
+        if work or objects or (outbox is not None and (outbox.take_slots or outbox.free_slots)):
+            first = await self._write(with_outbox, what=what, begin=BEGIN_APPEND)
+        else:
+            first = await self._run(alone, retry=True, what=what)
         return AppendResult([
             RecordedEvent(first + i, stream_id, versions[i], types[i], schema_versions[i],
                           through_json(d), stamps[i])
