@@ -81,6 +81,9 @@ class LocalExecutor:
         self.slot_waiting: set[tuple[str, str]] = set()
         self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self._inner: dict[tuple[str, str], asyncio.Task[RunResult]] = {}
+        # Steps claimed with the completion of the step whose slot they took: the state
+        # after that append (None: not claimed, the step claims itself).
+        self._preclaims: dict[tuple[str, str], asyncio.Future[JobState | None]] = {}
         self.started_steps = 0
         self._closing = False
 
@@ -125,6 +128,7 @@ class LocalExecutor:
         pending = [*self._running.values(), *self._inner.values()]
         if pending:
             await asyncio.wait(pending, timeout=5)
+        self._preclaims.clear()
 
     # --- running a step --------------------------------------------------------------
 
@@ -135,13 +139,17 @@ class LocalExecutor:
             log.error("step %s of job %s crashed", key[1], key[0], exc_info=task.exception())
 
     async def _run(self, job_id: str, step: str, attempt: int, priority: int) -> None:
-        ticket = await self._acquire(job_id, step, priority)
+        ticket = await self._acquire(job_id, step, attempt, priority)
         try:
-            await self._run_held(job_id, step, attempt)
+            claimed = None
+            pending = self._preclaims.pop((job_id, step), None)
+            if pending is not None:
+                claimed = await pending
+            await self._run_held(job_id, step, attempt, ticket, claimed)
         finally:
             self._slots.release(ticket)
 
-    async def _acquire(self, job_id: str, step: str, priority: int) -> int:
+    async def _acquire(self, job_id: str, step: str, attempt: int, priority: int) -> int:
         """A slot for the step, once its rate limit (if any) lets it start."""
         key = (job_id, step)
         orch = self.orchestrator
@@ -149,7 +157,7 @@ class LocalExecutor:
             while True:
                 self.slot_waiting.add(key)
                 try:
-                    ticket = await self._slots.acquire(priority, job_id)
+                    ticket = await self._slots.acquire(priority, job_id, (job_id, step, attempt))
                 finally:
                     self.slot_waiting.discard(key)
                 state = orch.active_state(job_id)
@@ -165,13 +173,17 @@ class LocalExecutor:
         finally:
             self.rates.waiting.pop(key, None)
 
-    async def _run_held(self, job_id: str, step: str, attempt: int) -> None:
+    async def _run_held(self, job_id: str, step: str, attempt: int, ticket: int,
+                        claimed: JobState | None = None) -> None:
         orch = self.orchestrator
-        try:
-            state = await orch.command(job_id, cmd.Claim(
-                step=step, attempt=attempt, worker_id=self.worker_id, lease=new_token(12)))
-        except (Conflict, NotFound):
-            return  # cancelled or taken meanwhile
+        if claimed is not None:
+            state = claimed
+        else:
+            try:
+                state = await orch.command(job_id, cmd.Claim(
+                    step=step, attempt=attempt, worker_id=self.worker_id, lease=new_token(12)))
+            except (Conflict, NotFound):
+                return  # cancelled or taken meanwhile
         plan_step = state.plan_step(step)
         if plan_step.action_type == "approval":
             await self._suspend(state, step, attempt)
@@ -217,8 +229,9 @@ class LocalExecutor:
                                                      state=result.state))
         result = self._check_artifacts(job_id, step, result)
         if result.status == "completed":
-            await self._report(job_id, cmd.Complete(step=step, attempt=attempt,
-                                                    output=result.output))
+            complete = cmd.Complete(step=step, attempt=attempt, output=result.output)
+            if not await self._complete_and_claim(job_id, complete, ticket):
+                await self._report(job_id, complete)
         elif result.status == "suspended":
             await self._report(job_id, cmd.Suspend(step=step, attempt=attempt,
                                                    message=result.message))
@@ -226,6 +239,39 @@ class LocalExecutor:
             await self._report(job_id, cmd.Fail(
                 step=step, attempt=attempt, error=result.error or "failed",
                 exit_code=result.exit_code, kind=result.kind))
+
+    async def _complete_and_claim(self, job_id: str, complete: cmd.Complete,
+                                  ticket: int) -> bool:
+        """When the step next in line for this slot is of the same job (and has no rate
+        limit), hand it the slot now and claim it in the append of `complete`: one
+        append instead of two. False when there is no such step (nothing was done)."""
+        waiter = self._slots.next_waiter()
+        tag = waiter.tag if waiter is not None else None
+        if waiter is None or not isinstance(tag, tuple) or tag[0] != job_id:
+            return False
+        _, step, attempt = tag
+        orch = self.orchestrator
+        state = orch.active_state(job_id)
+        if (state is None or self._closing or (job_id, step) in self._preclaims
+                or limit_of(orch.workspaces, state, step) is not None):
+            return False
+        if not self._slots.hand_over(ticket, waiter):
+            return False
+        # The next step waits for this append before it runs (it claims itself if the
+        # claim was not recorded).
+        pending: asyncio.Future[JobState | None] = asyncio.get_running_loop().create_future()
+        self._preclaims[(job_id, step)] = pending
+        claimed: JobState | None = None
+        try:
+            new_state, recorded = await orch.command_then(job_id, complete, cmd.Claim(
+                step=step, attempt=attempt, worker_id=self.worker_id, lease=new_token(12)))
+            if recorded:
+                claimed = new_state
+        except (Conflict, NotFound) as exc:
+            log.info("result of Complete for job %s not recorded: %s", job_id, exc)
+        finally:
+            pending.set_result(claimed)
+        return True
 
     def _check_artifacts(self, job_id: str, step: str, result: RunResult) -> RunResult:
         """Enforce the artifact limits; a step that broke one fails, saying which."""

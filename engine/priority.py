@@ -48,6 +48,7 @@ class _Waiter:
     seq: int
     holder: str
     future: asyncio.Future[None] = field(repr=False)
+    tag: object = None  # what the waiter is (the executor: job, step, attempt)
 
 
 class PrioritySlots:
@@ -78,13 +79,14 @@ class PrioritySlots:
 
     # --- acquire / release -----------------------------------------------------------
 
-    async def acquire(self, priority: int | None, holder: str) -> int:
+    async def acquire(self, priority: int | None, holder: str, tag: object = None) -> int:
         """Wait for a slot; returns the ticket to pass to `release`."""
         prio = clamp(priority)
         if len(self._held) < self.limit and not self.waiting:
             return self._take(holder)
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(prio, self._clock(), next(self._seq), holder, loop.create_future())
+        waiter = _Waiter(prio, self._clock(), next(self._seq), holder, loop.create_future(),
+                         tag)
         self._queues[prio].append(waiter)
         try:
             await waiter.future
@@ -110,6 +112,22 @@ class PrioritySlots:
             self._held[waiter.seq] = waiter.holder
             waiter.future.set_result(None)
 
+    def next_waiter(self) -> _Waiter | None:
+        """The waiter `release` would serve now (left waiting)."""
+        return self._pick(take=False)
+
+    def hand_over(self, ticket: int, waiter: _Waiter) -> bool:
+        """Give the slot of `ticket` straight to `waiter`, the one `next_waiter` named
+        (False, and nothing changes, if the ticket is not held or the waiter is gone)."""
+        queue = self._queues[waiter.priority]
+        if ticket not in self._held or waiter.future.done() or waiter not in queue:
+            return False
+        del self._held[ticket]
+        queue.remove(waiter)
+        self._held[waiter.seq] = waiter.holder
+        waiter.future.set_result(None)
+        return True
+
     def _take(self, holder: str) -> int:
         ticket = next(self._seq)
         self._held[ticket] = holder
@@ -119,7 +137,7 @@ class PrioritySlots:
         # A waiter's ticket is its sequence number (drawn from the same counter).
         return waiter.seq if waiter.seq in self._held else None
 
-    def _pick(self) -> _Waiter | None:
+    def _pick(self, take: bool = True) -> _Waiter | None:
         """The waiter to serve next: best effective priority, then longest waiting."""
         now = self._clock()
         best: _Waiter | None = None
@@ -133,7 +151,7 @@ class PrioritySlots:
             key = (effective(head.priority, now - head.since, self.aging), head.since, head.seq)
             if best_key is None or key < best_key:
                 best, best_key = head, key
-        if best is not None:
+        if best is not None and take:
             self._queues[best.priority].popleft()
         return best
 
