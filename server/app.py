@@ -9,6 +9,7 @@ from the settings and closes it on shutdown (SIGTERM: running steps get
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -229,8 +230,10 @@ def create_app(settings: Any, *, runtime: Runtime | None = None) -> Starlette:
     app.state.metrics = metrics
     app.state.git_workspaces = git_workspaces
     app.state.started_at = time.time()
-    app.state.openapi = document_auth(build_openapi(table, version=API_VERSION), table,
-                                      settings, {**users.AUTH_STATUSES, **auth.AUTH_STATUSES})
+    # The document is built by the first GET /openapi.json (~0.3 MiB), not at start.
+    app.state.openapi = functools.cache(lambda: document_auth(
+        build_openapi(table, version=API_VERSION), table, settings,
+        {**users.AUTH_STATUSES, **auth.AUTH_STATUSES}))
     app.state.ws_buffer = int(os.environ.get(WS_BUFFER_ENV, DEFAULT_BUFFER))
     app.state.ws_send_timeout = float(os.environ.get(WS_SEND_TIMEOUT_ENV, DEFAULT_SEND_TIMEOUT))
     return app

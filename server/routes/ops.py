@@ -37,7 +37,7 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return ORJSONResponse(request.app.state.openapi)
+    return ORJSONResponse(request.app.state.openapi())
 
 
 _STATUS = {"type": "object", "properties": {"status": {"type": "string"}}}
