@@ -5,13 +5,22 @@ relative to that folder. This module lists and finds them for the API, never let
 name leave the folder (`..`, absolute paths, backslashes, NUL, links), gives each a safe
 content type (only a few are shown inline; everything else is an attachment), and
 enforces the size limits after a step ends (`enforce_limits`).
+
+Every step that runs a program gets its folder before it starts (`make_step_dir`).
+Creating a directory costs ~0.15 ms of CPU (an inode and a journal write), so the empty
+folders of ended steps are kept for reuse (`SpareFolders`): renaming one into place
+costs a fraction of that. A step that wrote nothing has no folder afterwards.
 """
 
 from __future__ import annotations
 
+import itertools
 import mimetypes
 import os
+import secrets
+import shutil
 import stat
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -214,3 +223,86 @@ def enforce_limits(root: Path, job_id: str, step: str, limits: ArtifactLimits) -
             problems.append(f"artifact {artifact.name} would take the job over its "
                             f"{limits.per_job} byte limit; removed")
     return problems
+
+
+SPARE_PREFIX = ".spare-"
+_SPARES: dict[str, SpareFolders] = {}
+
+
+class SpareFolders:
+    """Empty step folders of ended steps, kept under `<root>/.spare-<token>/` for the
+    next steps of this process (at most `keep`). `take` runs on the spawning threads,
+    `give` on the event loop: the free list is a deque (atomic append and pop)."""
+
+    def __init__(self, root: Path, keep: int = 32) -> None:
+        self.root = root
+        self.dir = root / f"{SPARE_PREFIX}{secrets.token_hex(6)}"
+        self.keep = keep
+        self._free: deque[str] = deque()
+        self._names = itertools.count()
+        _SPARES[str(root)] = self
+
+    def take(self, dest: Path) -> bool:
+        """Move a spare folder to `dest` (which must not hold anything); False if there
+        is none or it cannot be moved there (the caller creates `dest`)."""
+        try:
+            spare = self._free.pop()
+        except IndexError:
+            return False
+        try:
+            os.rename(spare, dest)
+        except OSError:
+            self._free.append(spare)  # `dest`'s job folder is new, or `dest` holds files
+            return False
+        return True
+
+    def give_if_empty(self, step_dir: Path) -> bool:
+        """Keep `step_dir` for reuse if it is a real, empty folder (True: it is gone
+        from the job's folder). False, and nothing moved, otherwise."""
+        if len(self._free) >= self.keep:
+            return False
+        try:
+            fd = os.open(step_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False  # missing, a link or not a folder: `enforce_limits` decides
+        try:
+            with os.scandir(fd) as entries:
+                if next(entries, None) is not None:
+                    return False
+        finally:
+            os.close(fd)
+        target = f"{self.dir}/{next(self._names)}"
+        try:
+            os.rename(step_dir, target)
+        except FileNotFoundError:
+            try:
+                os.mkdir(self.dir)
+                os.rename(step_dir, target)
+            except OSError:
+                return False
+        except OSError:
+            return False
+        self._free.append(target)
+        return True
+
+    def close(self) -> None:
+        """Remove the spare folders (they are empty)."""
+        if _SPARES.get(str(self.root)) is self:
+            del _SPARES[str(self.root)]
+        self._free.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def make_step_dir(path: Path) -> None:
+    """Create a step's artifacts folder `<root>/<job>/<step>` (it may exist: a retry),
+    reusing a spare folder of the root's `SpareFolders` when there is one."""
+    spares = _SPARES.get(str(path.parent.parent))
+    if spares is not None and spares.take(path):
+        return
+    try:
+        os.mkdir(path)
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import tracing
-from engine.artifacts import ArtifactLimits, enforce_limits
+from engine.artifacts import ArtifactLimits, SpareFolders, enforce_limits
 from engine.clock import new_token
 from engine.core import commands as cmd
 from engine.core.state import JobState
@@ -74,6 +74,7 @@ class LocalExecutor:
         self.concurrency = max(1, concurrency)
         self.artifacts_root = artifacts_root
         self.artifact_limits = artifact_limits or ArtifactLimits.from_env()
+        self.spare_folders = SpareFolders(artifacts_root, keep=4 * self.concurrency)
         self.worker_id = worker_id or f"local:{socket.gethostname()}"
         # Slots go to waiting steps by job priority, FIFO within one, with aging.
         self._slots = PrioritySlots(self.concurrency, aging=aging)
@@ -129,6 +130,7 @@ class LocalExecutor:
         if pending:
             await asyncio.wait(pending, timeout=5)
         self._preclaims.clear()
+        self.spare_folders.close()
 
     # --- running a step --------------------------------------------------------------
 
@@ -275,6 +277,8 @@ class LocalExecutor:
 
     def _check_artifacts(self, job_id: str, step: str, result: RunResult) -> RunResult:
         """Enforce the artifact limits; a step that broke one fails, saying which."""
+        if self.spare_folders.give_if_empty(self.artifacts_root / job_id / step):
+            return result  # the usual case: it wrote nothing (its folder is kept for reuse)
         try:
             problems = enforce_limits(self.artifacts_root, job_id, step, self.artifact_limits)
         except OSError as exc:

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.artifacts import make_step_dir
 from engine.runners.base import LogSink
 
 MAX_LINE = 1024 * 1024
@@ -271,7 +272,7 @@ def _spawn(
     make_dir: Path | None = None, inherit_env: bool = False,
 ) -> _Started:
     if make_dir is not None:
-        os.makedirs(make_dir, exist_ok=True)
+        make_step_dir(make_dir)
     if inherit_env:
         env = {**os.environ, **env}
     # Pipes made here rather than by Popen: the parent keeps bare descriptors (no file
