@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.core.frozen import fast_new
 from engine.core.state import JobState, StepState
 
 
@@ -72,6 +73,10 @@ class JobRow:
 
 
 PAUSED = "paused"
+# Rows are built once per job and step on every projection write and for the whole log on
+# rebuild: without the frozen `__init__`.
+_new_job_row = fast_new(JobRow)
+_new_step_row = fast_new(StepRow)
 
 
 def job_status(state: JobState) -> str:
@@ -84,7 +89,7 @@ def job_status(state: JobState) -> str:
 
 def job_row(state: JobState) -> JobRow:
     """The `jobs` row of a job."""
-    return JobRow(
+    return _new_job_row(
         job_id=state.job_id, workspace=state.workspace, task_name=state.task,
         revision=state.revision, status=job_status(state), source_type=state.source_type,
         source_id=state.source_id, parent_job_id=state.parent, input=state.input,
@@ -98,7 +103,7 @@ def job_row(state: JobState) -> JobRow:
 def step_row(state: JobState, step: StepState, position: int) -> StepRow:
     """The `steps` row of one step of a job."""
     plan_step = state.plan.steps[step.loop_of or step.name]
-    return StepRow(
+    return _new_step_row(
         job_id=state.job_id, step_name=step.name, position=position,
         action_name=plan_step.action_name, action_type=plan_step.action_type,
         status=step.status.value, attempt=step.attempt, input=step.input, output=step.output,

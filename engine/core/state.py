@@ -8,14 +8,15 @@ function per event. A stream that asks for a move the tables forbid raises
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from dataclasses import replace as _dataclass_replace
 from enum import StrEnum
 from functools import singledispatch
 from typing import Any, TypeVar
 
 from engine.core import events as ev
+from engine.core.frozen import fast_replace
 from engine.core.plan import Plan, PlanStep, plan_from_data
 from engine.errors import InvalidTransition
 
@@ -172,47 +173,8 @@ class JobState:
 
 _T = TypeVar("_T")
 
-
-def _make_replace(cls: type[_T]) -> Any:
-    """A `dataclasses.replace` for one frozen, slotted dataclass, several times faster.
-
-    Replay spends most of its time copying states, and a frozen class can only have its
-    slots set through their descriptors. The copy is therefore built in a mutable twin
-    class with the same `__slots__` (plain, specialised attribute stores), then given
-    `cls` as its class: CPython allows `__class__` assignment between classes of the same
-    layout. Only valid for classes with no base fields, no `__post_init__` and every field
-    in `__init__` (checked here); where the assignment is refused, `dataclasses.replace`.
-    """
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    slots = tuple(getattr(cls, "__slots__", ()))
-    if (hasattr(cls, "__post_init__") or not all(f.init for f in fields(cls))  # type: ignore[arg-type]
-            or sorted(slots) != sorted(names) or cls.__bases__ != (object,)):
-        raise TypeError(f"{cls.__name__}: fast replace needs plain init fields")
-    twin = type(f"_{cls.__name__}Copy", (), {"__slots__": slots})
-    try:
-        object.__setattr__(object.__new__(twin), "__class__", cls)
-    except TypeError:  # not CPython's layout rules: the generic copy
-        return _dataclass_replace
-    body = [
-        "def replace(obj, /, **changes):",
-        "    new = _new(_twin)",
-        *(f"    new.{n} = obj.{n}" for n in names),
-        "    for name, value in changes.items():",
-        "        if name not in _names:",
-        "            raise TypeError(f'{_cls.__name__} has no field {name!r}')",
-        "        _setattr(new, name, value)",
-        "    _set_class(new, '__class__', _cls)",
-        "    return new",
-    ]
-    scope: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": cls,
-                             "_names": frozenset(names), "_setattr": setattr,
-                             "_set_class": object.__setattr__}
-    exec("\n".join(body), scope)  # built from the class's own field names only
-    return scope["replace"]
-
-
-_replace_step: Callable[..., StepState] = _make_replace(StepState)
-_replace_job: Callable[..., JobState] = _make_replace(JobState)
+_replace_step = fast_replace(StepState)
+_replace_job = fast_replace(JobState)
 # New states are copies of blank ones: the frozen `__init__` sets each field the slow way.
 _BLANK_STEP = StepState("")
 _BLANK_JOB = JobState("", "", "", "", {}, Plan("", {}), {}, 0.0)
