@@ -135,6 +135,12 @@ ON CONFLICT (job_id) DO UPDATE SET
     started_at = excluded.started_at, completed_at = excluded.completed_at,
     priority = excluded.priority, version = excluded.version, last_seq = excluded.last_seq
 """
+# Most appends leave a job's status as it was: this update then spares the status
+# index too (no row updated: the job is new or its status changed, APPEND_JOB follows).
+UPDATE_JOB_SAME_STATUS = (
+    "UPDATE jobs SET output = ?, error = ?, started_at = ?, completed_at = ?, priority = ?, "
+    "version = ?, last_seq = ? WHERE job_id = ? AND status = ?"
+)
 GET_JOB = "SELECT " + JOB_COLUMNS + " FROM jobs WHERE job_id = ?"
 # The job list: WHERE is assembled from the fixed clauses below, values always bound.
 LIST_JOBS = "SELECT " + JOB_COLUMNS + " FROM jobs"
@@ -480,7 +486,12 @@ class SqliteStore(EventStore):
             conn.executemany(INSERT_EVENT, params)
             last: int = conn.execute(LAST_ROWID).fetchone()[0]
             if projection is not None:
-                conn.execute(APPEND_JOB, _job_params(projection.job, last))
+                job = projection.job
+                same = conn.execute(UPDATE_JOB_SAME_STATUS, (
+                    dumps(job.output), job.error, job.started_at, job.completed_at,
+                    job.priority, job.version, last, job.job_id, job.status))
+                if same.rowcount != 1:
+                    conn.execute(APPEND_JOB, _job_params(job, last))
                 if projection.steps:
                     conn.executemany(UPSERT_STEP, [_step_params(s) for s in projection.steps])
             if idempotency is not None:
