@@ -1,10 +1,14 @@
 """The remote worker: `partitur worker --server URL --token T` (DESIGN §6).
 
-It registers, heartbeats, and runs `concurrency` claim loops that long-poll
-`POST /worker/claim`. A claimed step runs with the same runners as the embedded executor,
-in the step's workspace revision (fetched as a tarball and cached by ETag under
-`cache_dir`). While it runs, its lease is renewed every `heartbeat_interval` seconds and
-its lines are shipped in batches; its result is reported presenting the lease. When the
+It registers, heartbeats, and long-polls `POST /worker/claim` for its `concurrency`
+slots: a poll asks for as many steps as slots are free and not asked for by another poll
+(one poll per slot with a server that predates `max`). A claimed step runs with the same
+runners as the embedded executor, in the step's workspace revision (fetched as a tarball
+and cached under `cache_dir`, its ETag checked again after `REVALIDATE_AFTER`). While it
+runs, its lease is renewed every `heartbeat_interval` seconds and its lines are shipped
+in batches; its result, presenting the lease, carries its last lines. The server records
+a step's start with its claim: a short step costs the server two calls, claim and
+result (a server without these features gets the calls of the first protocol). When the
 server refuses the lease (409: the step was declared lost, or finished elsewhere), the
 step is cancelled, which kills its process group, and nothing more is reported. When the
 job was cancelled, the step is killed and reported as cancelled.
@@ -35,6 +39,9 @@ log = logging.getLogger("partitur.worker")
 
 BATCH_INTERVAL = 0.1
 BATCH_LINES = 500
+# A revision's files are fixed by its id (a commit, or a hash of the files), so a fetched
+# revision is used as it is for this long before its ETag is checked again.
+REVALIDATE_AFTER = 60.0
 
 
 class LeaseLost(Exception):
@@ -78,6 +85,9 @@ class Worker:
             headers={"Authorization": f"Bearer {options.token}"},
             timeout=httpx.Timeout(10.0, read=options.claim_timeout + 10.0))
         self.completed = 0
+        self.features: frozenset[str] = frozenset()  # what the server announced
+        self._claim_failures = 0
+        self._validated: dict[str, float] = {}  # revision key → when its ETag was checked
         self._stopping = asyncio.Event()
         self._revision_locks: dict[str, asyncio.Lock] = {}
 
@@ -86,8 +96,11 @@ class Worker:
     async def run(self) -> None:
         """Register and work until `stop()`."""
         await self._register()
-        loops = [asyncio.ensure_future(self._claim_loop(i))
-                 for i in range(max(1, self.options.concurrency))]
+        if "claim-many" in self.features:
+            loops = [asyncio.ensure_future(self._claim_many_loop())]
+        else:
+            loops = [asyncio.ensure_future(self._claim_loop(i))
+                     for i in range(max(1, self.options.concurrency))]
         beat = asyncio.ensure_future(self._heartbeat_loop())
         try:
             await self._stopping.wait()
@@ -116,6 +129,7 @@ class Worker:
                     data = r.json()
                     self.worker_id = data["worker_id"]
                     self.heartbeat_interval = float(data.get("heartbeat_interval", 5.0))
+                    self.features = frozenset(data.get("features") or ())
                     log.info("registered as %s", self.worker_id)
                     return
                 log.warning("register: %s %s", r.status_code, r.text[:200])
@@ -158,6 +172,84 @@ class Worker:
             except Exception:
                 log.exception("step failed in the worker")
 
+    async def _claim_many_loop(self) -> None:
+        """Long polls that ask for as many steps as slots are free: when slots free up
+        while other polls wait, one more poll asks for those; each step runs in a slot
+        of its own."""
+        free = max(1, self.options.concurrency)
+        asked = 0  # slots the polls under way ask for
+        changed = asyncio.Event()
+        tasks: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            changed.set()
+
+        def slot_done(task: asyncio.Task[None]) -> None:
+            nonlocal free
+            free += 1
+            done(task)
+
+        async def poll(count: int) -> None:
+            nonlocal asked, free
+            try:
+                try:
+                    steps = await self._claim_steps(count)
+                except Exception:
+                    log.exception("claim failed")
+                    await asyncio.sleep(1.0)
+                    steps = []
+            finally:
+                asked -= count
+            for job in steps:
+                free -= 1
+                task = asyncio.ensure_future(self._slot(job))
+                tasks.add(task)
+                task.add_done_callback(slot_done)
+
+        try:
+            while True:
+                changed.clear()
+                if free - asked > 0:
+                    count = free - asked
+                    asked += count
+                    task = asyncio.ensure_future(poll(count))
+                    tasks.add(task)
+                    task.add_done_callback(done)
+                await changed.wait()
+        finally:
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _claim_steps(self, count: int) -> list[dict[str, Any]]:
+        """One long poll for up to `count` steps (after a failure: a pause, then [])."""
+        try:
+            r = await self.client.post("/worker/claim", json={
+                "worker_id": self.worker_id, "timeout": self.options.claim_timeout,
+                "max": count, "start": "claim-start" in self.features})
+        except httpx.TransportError as exc:
+            log.warning("claim failed: %s", exc)
+            self._claim_failures += 1
+            await asyncio.sleep(min(5.0, 0.2 * 2 ** min(5, self._claim_failures - 1)))
+            return []
+        self._claim_failures = 0
+        if r.status_code == 404:
+            await self._register()
+            return []
+        if r.status_code != 200:
+            log.warning("claim: %s %s", r.status_code, r.text[:200])
+            await asyncio.sleep(1.0)
+            return []
+        steps: list[dict[str, Any]] = r.json().get("steps") or []
+        return steps
+
+    async def _slot(self, job: dict[str, Any]) -> None:
+        try:
+            await self._execute(job)
+        except Exception:
+            log.exception("step failed in the worker")
+
     # --- one step --------------------------------------------------------------------
 
     async def _execute(self, job: dict[str, Any]) -> None:
@@ -184,14 +276,19 @@ class Worker:
             return
 
         notes: list[asyncio.Future[Any]] = []
+        along = "result-lines" in self.features
 
         def on_start(pid: int | None) -> None:
+            if job.get("started"):
+                return  # the server recorded it with the claim
             notes.append(asyncio.ensure_future(
                 self._post(f"{prefix}/started", {"pid": pid}, quiet=True)))
 
         inner = asyncio.ensure_future(runner.run(run, lines, on_start))
         stop_reason: list[str] = []
-        shipper = asyncio.ensure_future(self._ship_loop(prefix, lines, inner, stop_reason))
+        done = asyncio.Event()
+        shipper = asyncio.ensure_future(
+            self._ship_loop(prefix, lines, inner, stop_reason, done))
         keeper = asyncio.ensure_future(self._keep_lease(prefix, inner, stop_reason))
         result: RunResult | None
         try:
@@ -203,7 +300,10 @@ class Worker:
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-        shipper.cancel()
+            done.set()  # a call under way ends first: its answer says what it stored
+            lines.ready.set()
+            if inner.cancelled() or not along:
+                shipper.cancel()
         await asyncio.gather(shipper, *notes, return_exceptions=True)
         if stop_reason and stop_reason[0] == "lost":
             log.warning("lease of step %s (job %s) refused: step killed, nothing reported",
@@ -236,11 +336,13 @@ class Worker:
                 return
 
     async def _ship_loop(self, prefix: str, lines: _Lines, inner: asyncio.Future[Any],
-                         reason: list[str]) -> None:
-        while True:
+                         reason: list[str], done: asyncio.Event) -> None:
+        while not done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lines.ready.wait(), BATCH_INTERVAL)
             lines.ready.clear()
+            if done.is_set():
+                return  # the result carries what is left
             try:
                 await self._ship(prefix, lines)
             except LeaseLost:
@@ -248,8 +350,10 @@ class Worker:
                 inner.cancel()
                 return
 
-    async def _ship(self, prefix: str, lines: _Lines) -> None:
-        while lines.pending:
+    async def _ship(self, prefix: str, lines: _Lines, keep: int = 0) -> None:
+        """Ship pending lines in batches until at most `keep` are left (they go with the
+        result)."""
+        while len(lines.pending) > keep:
             batch = lines.pending[:BATCH_LINES]
             r = await self._post(f"{prefix}/logs", {"offset": lines.sent, "lines": batch})
             if r is None:
@@ -258,13 +362,19 @@ class Worker:
             lines.sent += len(batch)
 
     async def _report(self, prefix: str, lines: _Lines, body: dict[str, Any]) -> None:
+        """Report the result; with a server that takes them, the last lines (up to one
+        batch) go in the same call."""
+        along = "result-lines" in self.features
         deadline = time.monotonic() + 120.0
         while time.monotonic() < deadline:
             try:
-                await self._ship(prefix, lines)
-                if lines.pending:
+                await self._ship(prefix, lines, keep=BATCH_LINES if along else 0)
+                if len(lines.pending) > (BATCH_LINES if along else 0):
                     raise httpx.TransportError("log lines not shipped yet")
-                r = await self._post(f"{prefix}/result", body)
+                full = body
+                if along:
+                    full = {**body, "offset": lines.sent, "lines": lines.pending}
+                r = await self._post(f"{prefix}/result", full)
             except LeaseLost:
                 log.warning("result refused: the lease is no longer held")
                 return
@@ -305,14 +415,19 @@ class Worker:
             etag_file = base / f"{key}.etag"
             headers = {}
             if target.is_dir() and etag_file.exists():
+                checked = self._validated.get(key)
+                if checked is not None and time.monotonic() - checked < REVALIDATE_AFTER:
+                    return target
                 headers["If-None-Match"] = etag_file.read_text().strip()
             r = await self.client.get(f"/worker/revisions/{workspace}/{revision}",
                                       headers=headers)
             if r.status_code == 304:
+                self._validated[key] = time.monotonic()
                 return target
             r.raise_for_status()
             await asyncio.to_thread(_unpack, r.content, target)
             etag_file.write_text(r.headers.get("etag", ""))
+            self._validated[key] = time.monotonic()
             return target
 
 

@@ -44,6 +44,10 @@ SERVER_WORKER = "server"
 # How many outbox rows `dispatch` remembers as already written. Forgetting one only costs
 # a redundant (idempotent) enqueue.
 _OUTBOX_MEMORY = 10_000
+# How long a worker row read for a claim is trusted (its tags change only when it
+# registers again, on this replica or another).
+_WORKER_CACHE_S = 5.0
+_TOUCH_EVERY_S = 1.0
 
 
 class LeaseRefused(Conflict):
@@ -82,12 +86,16 @@ class Assignment:
     input: Mapping[str, Any]
     env: Mapping[str, str]
     timeout: float | None
+    started: bool = False  # its start was recorded with the claim
 
     def to_json(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "step": self.step, "attempt": self.attempt,
+        body = {"job_id": self.job_id, "step": self.step, "attempt": self.attempt,
                 "lease": self.lease, "workspace": self.workspace, "revision": self.revision,
                 "action_type": self.action_type, "action": dict(self.action),
                 "input": dict(self.input), "env": dict(self.env), "timeout": self.timeout}
+        if self.started:
+            body["started"] = True
+        return body
 
 
 def _redact(redactor: Any, value: Any) -> Any:
@@ -113,6 +121,10 @@ class WorkQueue:
         self.rates = RateLimiter(rate_windows(orchestrator.store))  # shared via the store
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outboxed: dict[tuple[str, str, int], None] = {}
+        # Registered workers as last read here (worker id → row, when read): a claim
+        # needs the worker's tags, which change only when it registers again.
+        self._workers: dict[str, tuple[WorkerRow, float]] = {}
+        self._touched: dict[str, float] = {}  # worker id → when a claim last touched it
 
     # --- Dispatcher ------------------------------------------------------------------
 
@@ -236,6 +248,7 @@ class WorkQueue:
         row = WorkerRow(worker_id or new_token(12), name, tuple(sorted(set(tags))),
                         max(1, concurrency), existing.registered_at if existing else now, now)
         await self.work.register(row)
+        self._workers[row.worker_id] = (row, time.monotonic())
         return row
 
     async def worker_heartbeat(self, worker_id: str) -> None:
@@ -249,22 +262,38 @@ class WorkQueue:
         Once `gone` is set (the worker hung up) nothing more is claimed: a step claimed
         for a worker that is no longer listening would only wait for the lease sweeper.
         """
-        worker = await self.work.worker(worker_id)
-        if worker is None:
-            raise NotFound(f"worker {worker_id!r} is not registered")
+        found = await self.claim_many(worker_id, timeout, 1, gone)
+        return found[0] if found else None
+
+    async def claim_many(self, worker_id: str, timeout: float, limit: int,
+                         gone: asyncio.Event | None = None, *,
+                         start: bool = False) -> list[Assignment]:
+        """Up to `limit` steps for the worker (as many as are queued for it now, at least
+        one unless `timeout` passes first); see `claim`. `start`: record each step's
+        start with its claim (`_assign`)."""
+        worker = await self._worker(worker_id)
         deadline = time.monotonic() + max(0.0, timeout)
+        limit = max(1, limit)
         while gone is None or not gone.is_set():
             event = self.waker.current()
-            held = await self.work.claim(worker_id, worker.tags, new_token(16), time.time(),
-                                         aging=self.aging)
-            if held is not None:
-                assignment = await self._assign(held)
-                if assignment is not None:
-                    return assignment
+            taken = await self.work.claim_many(
+                worker_id, worker.tags, [new_token(16) for _ in range(limit)], time.time(),
+                aging=self.aging)
+            if taken:
+                # Claims on different jobs are decided concurrently; on one job the
+                # orchestrator serializes them.
+                assigned = await asyncio.gather(*(self._assign(h, start) for h in taken),
+                                                return_exceptions=True)
+                found = [a for a in assigned if isinstance(a, Assignment)]
+                if found:
+                    return found  # a failed one was put back in the queue (`_assign`)
+                for outcome in assigned:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return None
+                return []
             waits = [asyncio.ensure_future(event.wait())]
             if gone is not None:
                 waits.append(asyncio.ensure_future(gone.wait()))
@@ -273,14 +302,48 @@ class WorkQueue:
             finally:
                 for waiter in waits:
                     waiter.cancel()
-        return None
+        return []
 
-    async def _assign(self, held: Held) -> Assignment | None:
+    async def _worker(self, worker_id: str) -> WorkerRow:
+        """The registered worker, read at most every few seconds per worker."""
+        cached = self._workers.get(worker_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < _WORKER_CACHE_S:
+            return cached[0]
+        worker = await self.work.worker(worker_id)
+        if worker is None:
+            self._workers.pop(worker_id, None)
+            raise NotFound(f"worker {worker_id!r} is not registered")
+        if len(self._workers) > _OUTBOX_MEMORY:
+            self._workers.clear()
+        self._workers[worker_id] = (worker, now)
+        return worker
+
+    async def touch_after_claim(self, worker_id: str) -> None:
+        """Record that the worker is alive (a claim call shows it), at most once a
+        second per worker: its own heartbeats record it anyway."""
+        now = time.monotonic()
+        if now - self._touched.get(worker_id, -_TOUCH_EVERY_S) < _TOUCH_EVERY_S:
+            return
+        if len(self._touched) > _OUTBOX_MEMORY:
+            self._touched.clear()
+        self._touched[worker_id] = now
+        await self.work.touch(worker_id, time.time())
+
+    async def _assign(self, held: Held, start: bool = False) -> Assignment | None:
+        """Record the claim of a taken row and render the step; with `start`, its start
+        too (`StepStarted`, in the claim's append: the worker starts it right away and
+        does not report the start)."""
         orch = self.orchestrator
+        claim = cmd.Claim(step=held.step, attempt=held.attempt, worker_id=held.worker_id,
+                          lease=held.lease)
         try:
-            state = await orch.command(held.job_id, cmd.Claim(
-                step=held.step, attempt=held.attempt, worker_id=held.worker_id,
-                lease=held.lease))
+            started = False
+            if start:
+                state, started = await orch.command_then(held.job_id, claim, cmd.MarkStarted(
+                    step=held.step, attempt=held.attempt, worker_id=held.worker_id))
+            else:
+                state = await orch.command(held.job_id, claim)
         except (Conflict, NotFound) as exc:
             # The step is no longer ready at this attempt (cancelled, or claimed before).
             log.info("queued step %s of job %s dropped: %s", held.step, held.job_id, exc)
@@ -300,17 +363,19 @@ class WorkQueue:
             workspace=state.workspace, revision=state.revision, action_type=run.action_type,
             action=run.action, input=run.input,
             env={k: v for k, v in run.env.items() if k != "ARTIFACTS_DIR"},
-            timeout=run.timeout)
+            timeout=run.timeout, started=started)
 
     # --- calls under a lease ---------------------------------------------------------
 
     async def fenced(self, lease: str) -> tuple[Held, JobState]:
         """The open lease and its job's state; `LeaseRefused` unless it still holds."""
-        held = await self.work.held(lease)
-        if held is None or held.finished_at is not None:
+        found = await self.work.fence(lease)
+        held = None if found is None else found[0]
+        if found is None or found[0].finished_at is not None:
             raise LeaseRefused(f"lease {lease[:8]}… is not held "
                                f"({'unknown' if held is None else held.outcome})")
-        state = await self.current_state(held.job_id)
+        held, version = found
+        state = await self.current_state(held.job_id, version)
         step = state.steps.get(held.step)
         if (step is None or step.attempt != held.attempt or step.lease != held.lease
                 or step.status is not StepStatus.RUNNING):
@@ -318,10 +383,13 @@ class WorkQueue:
                                f"under this lease")
         return held, state
 
-    async def current_state(self, job_id: str) -> JobState:
+    async def current_state(self, job_id: str, version: int | None = None) -> JobState:
         """The job's state with every event in the log (another replica may have
-        appended since this one last decided on the job)."""
+        appended since this one last decided on the job). `version`: the job's version
+        as just read from the store; a state already that far needs no read."""
         state = await self.orchestrator.get_state(job_id)
+        if version is not None and state.version >= version:
+            return state
         newer = await self.orchestrator.store.read(job_id, after_version=state.version)
         return fold((r.event() for r in newer), state) if newer else state
 
@@ -343,18 +411,32 @@ class WorkQueue:
         stored by an earlier try of the same batch, on any replica, are skipped (the log
         store keeps the lease's position with its lines). Returns the next offset."""
         held, _ = await self.fenced(lease)
+        end = await self._store_lines(held, offset, lines)
+        await self.work.renew(lease, time.time())
+        return end
+
+    async def _store_lines(self, held: Held, offset: int,
+                           lines: Sequence[Mapping[str, Any]]) -> int:
         writer = await self._writer(held.job_id)
         entries = [("stderr" if e.get("stream") == "stderr" else "stdout",
                     str(e.get("line", "")),
                     float(ts) if isinstance(ts := e.get("ts"), int | float) else None)
                    for e in lines]
-        end: int = await writer.batch(held.step, lease, offset, entries)
-        await self.work.renew(lease, time.time())
+        end: int = await writer.batch(held.step, held.lease, offset, entries)
         return end
 
-    async def result(self, lease: str, body: Mapping[str, Any]) -> str:
-        """Record how the step ended (`status`: completed|failed|suspended|cancelled)."""
+    async def result(self, lease: str, body: Mapping[str, Any], *,
+                     lines: Sequence[Mapping[str, Any]] | None = None,
+                     offset: int = 0) -> str:
+        """Record how the step ended (`status`: completed|failed|suspended|cancelled).
+
+        `lines` (from index `offset` of the lease's output) are the step's last lines,
+        stored first as `logs` would. Without `lines` the lease may have stored lines
+        before; with them, the worker says how many it ever sent (`offset + len(lines)`).
+        """
         held, _ = await self.fenced(lease)
+        if lines:
+            await self._store_lines(held, offset, lines)
         writer = await self._writer(held.job_id)
         await writer.flush()
         redactor = writer.redactor
@@ -377,11 +459,15 @@ class WorkQueue:
                                exit_code=body.get("exit_code"),
                                kind=kind if kind in ("error", "timeout") else "error")
         await self._record(held, command, status)
+        if lines is None or offset + len(lines) > 0:  # else no position was ever kept
+            self._spawn(self._forget(held.job_id, lease))
+        return status
+
+    async def _forget(self, job_id: str, lease: str) -> None:
         try:
-            await self.orchestrator.logs.forget(held.job_id, lease)
+            await self.orchestrator.logs.forget(job_id, lease)
         except PartiturError:  # the job's end drops it anyway (`LogStore.finish`)
             log.warning("cannot drop the log position of lease %s…", lease[:8])
-        return status
 
     async def _record(self, held: Held, command: cmd.Command, outcome: str) -> None:
         await self._command(held, command)

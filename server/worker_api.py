@@ -8,11 +8,14 @@ and shape the answer. They are not part of the public OpenAPI document.
 
 - `POST /worker/register` `{name, tags, concurrency, worker_id?}` → `{worker_id, …}`
 - `POST /worker/heartbeat` `{worker_id}` → 200 (404 for an unknown worker: register again)
-- `POST /worker/claim` `{worker_id, timeout}` → 200 with a step, or 204 after `timeout`
+- `POST /worker/claim` `{worker_id, timeout, max?, start?}` → 200 with a step, or 204
+  after `timeout`; with `max: N`, 200 `{steps: [...]}` with up to N steps (empty after
+  `timeout`); with `start: true` each step's start is recorded with its claim
 - `POST /worker/leases/{lease}/heartbeat` → `{cancel: bool}`
 - `POST /worker/leases/{lease}/started` `{pid}`
 - `POST /worker/leases/{lease}/logs` `{offset, lines: [{ts, stream, line}]}` → `{next}`
-- `POST /worker/leases/{lease}/result` `{status, output, error, exit_code, kind, message}`
+- `POST /worker/leases/{lease}/result` `{status, output, error, exit_code, kind, message,
+  offset?, lines?}`: the step's last lines may come with it
 - `GET /worker/revisions/{workspace}/{revision}` → the workspace as `.tar.gz`, with an
   `ETag`; `If-None-Match` with that tag → 304.
 """
@@ -24,7 +27,6 @@ import hashlib
 import hmac
 import io
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,12 @@ from server.errors import ORJSONResponse
 from server.routes import path_param, read_json, runtime_of
 
 MAX_CLAIM_WAIT = 60.0
+MAX_CLAIM_BATCH = 64
+# What this server accepts beyond the first protocol (announced by `register`):
+# `claim-many`: `max` in a claim, answered `{steps: […]}`; `claim-start`: `start: true`
+# in a claim records each step's start with its claim (no `started` call follows);
+# `result-lines`: `offset` and `lines` in a result.
+FEATURES = ("claim-many", "claim-start", "result-lines")
 _TARBALLS: dict[tuple[str, str, str], tuple[str, bytes]] = {}
 
 
@@ -77,7 +85,8 @@ async def register(request: Request) -> Response:
                                _str(body, "worker_id", required=False))
     return ORJSONResponse({"worker_id": row.worker_id, "name": row.name, "tags": list(row.tags),
                            "lease_timeout": queue.lease_timeout,
-                           "heartbeat_interval": max(0.2, queue.lease_timeout / 4)})
+                           "heartbeat_interval": max(0.2, queue.lease_timeout / 4),
+                           "features": list(FEATURES)})
 
 
 async def heartbeat(request: Request) -> Response:
@@ -93,17 +102,27 @@ async def claim(request: Request) -> Response:
     timeout = body.get("timeout", 20.0)
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
         raise ValidationFailed("'timeout' must be a number of seconds")
+    many = body.get("max")
+    if many is not None and (not isinstance(many, int) or isinstance(many, bool)
+                             or many < 1):
+        raise ValidationFailed("'max' must be a positive integer")
+    start = body.get("start", False)
+    if not isinstance(start, bool):
+        raise ValidationFailed("'start' must be a boolean")
     worker_id = _str(body, "worker_id") or ""
     gone = asyncio.Event()
     watcher = asyncio.ensure_future(_watch_disconnect(request, gone))
     try:
-        assignment = await queue.claim(worker_id, min(float(timeout), MAX_CLAIM_WAIT), gone)
+        found = await queue.claim_many(worker_id, min(float(timeout), MAX_CLAIM_WAIT),
+                                       min(many or 1, MAX_CLAIM_BATCH), gone, start=start)
     finally:
         watcher.cancel()
-    await queue.work.touch(worker_id, time.time())
-    if assignment is None:
+    await queue.touch_after_claim(worker_id)
+    if many is not None:
+        return ORJSONResponse({"steps": [a.to_json() for a in found]})
+    if not found:
         return Response(status_code=204)
-    return ORJSONResponse(assignment.to_json())
+    return ORJSONResponse(found[0].to_json())
 
 
 async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
@@ -121,25 +140,33 @@ async def lease_heartbeat(request: Request) -> Response:
     return ORJSONResponse({"cancel": cancel})
 
 
-async def started(request: Request) -> Response:
-    queue = _authorize(request)
-    body = await read_json(request)
-    pid = body.get("pid")
-    if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool)):
+def _pid(value: Any) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
         raise ValidationFailed("'pid' must be an integer")
-    await queue.started(path_param(request, "lease"), pid)
-    return ORJSONResponse({"ok": True})
+    return value
 
 
-async def logs(request: Request) -> Response:
-    queue = _authorize(request)
-    body = await read_json(request)
+def _lines(body: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     lines = body.get("lines") or []
     offset = body.get("offset", 0)
     if not isinstance(lines, list) or not all(isinstance(x, dict) for x in lines):
         raise ValidationFailed("'lines' must be a list of objects")
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise ValidationFailed("'offset' must be a non-negative integer")
+    return lines, offset
+
+
+async def started(request: Request) -> Response:
+    queue = _authorize(request)
+    body = await read_json(request)
+    await queue.started(path_param(request, "lease"), _pid(body.get("pid")))
+    return ORJSONResponse({"ok": True})
+
+
+async def logs(request: Request) -> Response:
+    queue = _authorize(request)
+    body = await read_json(request)
+    lines, offset = _lines(body)
     end = await queue.logs(path_param(request, "lease"), offset, lines)
     return ORJSONResponse({"next": end})
 
@@ -147,7 +174,12 @@ async def logs(request: Request) -> Response:
 async def result(request: Request) -> Response:
     queue = _authorize(request)
     body = await read_json(request)
-    status = await queue.result(path_param(request, "lease"), body)
+    lines: list[dict[str, Any]] | None = None
+    offset = 0
+    if "lines" in body or "offset" in body:
+        lines, offset = _lines(body)
+    status = await queue.result(path_param(request, "lease"), body, lines=lines,
+                                offset=offset)
     return ORJSONResponse({"status": status})
 
 

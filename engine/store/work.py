@@ -90,6 +90,18 @@ class WorkStore(ABC):
 
         With `aging`, rows are ordered by effective priority at `now` (see above)."""
 
+    async def claim_many(self, worker_id: str, tags: Sequence[str], leases: Sequence[str],
+                         now: float, aging: float | None = None) -> list[Held]:
+        """Take up to `len(leases)` rows as `claim` would, one lease token each, in
+        claim order; fewer (or none) when fewer fit."""
+        taken: list[Held] = []
+        for lease in leases:
+            held = await self.claim(worker_id, tags, lease, now, aging)
+            if held is None:
+                break
+            taken.append(held)
+        return taken
+
     @abstractmethod
     async def release(self, lease: str) -> None:
         """Put a claimed row back in the queue (its claim was never recorded)."""
@@ -97,6 +109,12 @@ class WorkStore(ABC):
     @abstractmethod
     async def held(self, lease: str) -> Held | None:
         """The row claimed under `lease` (open or finished), or None."""
+
+    @abstractmethod
+    async def fence(self, lease: str) -> tuple[Held, int | None] | None:
+        """The row claimed under `lease` and the version its job's projection row shows
+        (None without that row), read together: a caller holding the job's state at that
+        version knows it is current without reading the stream."""
 
     @abstractmethod
     async def renew(self, lease: str, now: float) -> bool:
@@ -188,6 +206,12 @@ SQ_RELEASE = (
     "renewed_at = NULL WHERE lease = ? AND finished_at IS NULL"
 )
 SQ_HELD = f"SELECT {_HELD_COLUMNS} FROM work_queue WHERE lease = ?"
+# The lease's row and its job's version in one read (`WorkStore.fence`).
+SQ_FENCE = (
+    "SELECT q.job_id, q.step, q.attempt, q.worker_id, q.lease, q.claimed_at, q.renewed_at, "
+    "q.finished_at, q.outcome, j.version FROM work_queue q "
+    "LEFT JOIN jobs j ON j.job_id = q.job_id WHERE q.lease = ?"
+)
 SQ_RENEW = "UPDATE work_queue SET renewed_at = ? WHERE lease = ? AND finished_at IS NULL"
 SQ_FINISH = ("UPDATE work_queue SET finished_at = ?, outcome = ? "
              "WHERE lease = ? AND finished_at IS NULL")
@@ -225,6 +249,13 @@ COUNT_WORKERS = "SELECT COUNT(*) FROM workers"
 SQ_WORKER = f"SELECT {_WORKER_COLUMNS} FROM workers WHERE worker_id = ?"
 SQ_RECENT = (f"SELECT {_HELD_COLUMNS} FROM work_queue WHERE worker_id = ? "
              "ORDER BY claimed_at DESC, lease LIMIT ?")
+
+
+def _fenced(rows: Sequence[Sequence[Any]]) -> tuple[Held, int | None] | None:
+    if not rows:
+        return None
+    r = rows[0]
+    return _held(r), None if r[9] is None else int(r[9])
 
 
 def sq_item(r: Sequence[Any]) -> WorkItem:
@@ -299,6 +330,9 @@ class SqliteWorkStore(WorkStore):
         rows = await self._read(SQ_HELD, (lease,))
         return _held(rows[0]) if rows else None
 
+    async def fence(self, lease: str) -> tuple[Held, int | None] | None:
+        return _fenced(await self._read(SQ_FENCE, (lease,)))
+
     async def renew(self, lease: str, now: float) -> bool:
         return bool(await self._write(lambda c: c.execute(SQ_RENEW, (now, lease)).rowcount))
 
@@ -364,6 +398,25 @@ PG_CLAIM_AGED = PG_CLAIM.replace(
     "ORDER BY GREATEST(1, priority - floor(GREATEST(0, $3 - ready_at) / $5::float8)),")
 PG_RELEASE = SQ_RELEASE.replace("?", "$1")
 PG_HELD = SQ_HELD.replace("?", "$1")
+PG_FENCE = SQ_FENCE.replace("?", "$1")
+# Up to N rows at once ($5): the rows picked in claim order, paired with the lease
+# tokens ($2) by position.
+PG_CLAIM_MANY = f"""
+WITH picked AS (
+    SELECT job_id, step, attempt, row_number() OVER () AS n FROM (
+        SELECT job_id, step, attempt FROM work_queue
+        WHERE lease IS NULL AND finished_at IS NULL AND tags <@ $4::text[]
+        ORDER BY priority, ready_at, job_id, step
+        LIMIT $5 FOR UPDATE SKIP LOCKED) AS candidates),
+tokens AS (SELECT token, n FROM unnest($2::text[]) WITH ORDINALITY AS t(token, n))
+UPDATE work_queue q SET worker_id = $1, lease = tokens.token, claimed_at = $3,
+    renewed_at = $3
+FROM picked JOIN tokens USING (n)
+WHERE (q.job_id, q.step, q.attempt) = (picked.job_id, picked.step, picked.attempt)
+RETURNING {", ".join("q." + c for c in _HELD_COLUMNS.split(", "))}, picked.n"""
+PG_CLAIM_MANY_AGED = PG_CLAIM_MANY.replace(
+    "ORDER BY priority,",
+    "ORDER BY GREATEST(1, priority - floor(GREATEST(0, $3 - ready_at) / $6::float8)),")
 PG_RENEW = "UPDATE work_queue SET renewed_at = $1 WHERE lease = $2 AND finished_at IS NULL"
 PG_FINISH = ("UPDATE work_queue SET finished_at = $1, outcome = $2 "
              "WHERE lease = $3 AND finished_at IS NULL")
@@ -404,11 +457,13 @@ class PostgresWorkStore(WorkStore):
     def __init__(self, store: Any) -> None:
         self.store = store  # a PostgresStore
 
-    async def _exec(self, sql: str, *args: Any) -> int:
+    async def _exec(self, sql: str, *args: Any, retry: bool = True) -> int:
+        """One statement on its own (autocommit: one round trip, no BEGIN/COMMIT).
+        `retry`: run it again on a lost connection (for statements that may run twice)."""
         async def run(conn: Any) -> int:
             return _count(await conn.execute(sql, *args))
 
-        result: int = await self.store._write(run, what="work queue")
+        result: int = await self.store._run(run, retry=retry, what="work queue")
         return result
 
     async def enqueue(self, items: Sequence[WorkItem]) -> int:
@@ -432,8 +487,24 @@ class PostgresWorkStore(WorkStore):
             row = await conn.fetchrow(sql, worker_id, lease, now, list(tags), *aged)
             return None if row is None else _held(row)
 
-        result: Held | None = await self.store._write(write, what="claim")
+        result: Held | None = await self.store._run(write, retry=False, what="claim")
         return result
+
+    async def claim_many(self, worker_id: str, tags: Sequence[str], leases: Sequence[str],
+                         now: float, aging: float | None = None) -> list[Held]:
+        if len(leases) <= 1:
+            one = await self.claim(worker_id, tags, leases[0], now, aging) if leases else None
+            return [] if one is None else [one]
+        aged = (aging,) if aging and aging > 0 else ()
+        sql = PG_CLAIM_MANY_AGED if aged else PG_CLAIM_MANY
+
+        async def write(conn: Any) -> list[Any]:
+            rows: list[Any] = await conn.fetch(sql, worker_id, list(leases), now, list(tags),
+                                               len(leases), *aged)
+            return rows
+
+        rows = await self.store._run(write, retry=False, what="claim")
+        return [_held(r) for r in sorted(rows, key=lambda r: int(r[9]))]
 
     async def release(self, lease: str) -> None:
         async def write(conn: Any) -> None:
@@ -445,6 +516,9 @@ class PostgresWorkStore(WorkStore):
     async def held(self, lease: str) -> Held | None:
         rows = await self.store._fetch(PG_HELD, lease)
         return _held(rows[0]) if rows else None
+
+    async def fence(self, lease: str) -> tuple[Held, int | None] | None:
+        return _fenced(await self.store._fetch(PG_FENCE, lease))
 
     async def renew(self, lease: str, now: float) -> bool:
         return bool(await self._exec(PG_RENEW, now, lease))
