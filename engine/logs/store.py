@@ -220,12 +220,19 @@ class JsonlLogStore(LogStore):
             return []
         with self._lock:
             handle = self._handle(job_id)
-            placed = [line.with_seq(handle.count + i) for i, line in enumerate(lines, 1)]
-            view = memoryview(b"".join(line.to_json() + b"\n" for line in placed))
-            while view:
-                written = os.write(handle.fd, view)
-                view = view[written:]
-            handle.count += len(placed)
+            count = handle.count
+            # LogLine(...) rather than `with_seq` (dataclasses.replace): one line per note.
+            placed = [LogLine(line.ts, line.stream, line.step, line.line, count + i)
+                      for i, line in enumerate(lines, 1)]
+            data = (placed[0].to_json() + b"\n" if len(placed) == 1 else
+                    b"".join(line.to_json() + b"\n" for line in placed))
+            written = os.write(handle.fd, data)
+            if written < len(data):
+                view = memoryview(data)[written:]
+                while view:
+                    written = os.write(handle.fd, view)
+                    view = view[written:]
+            handle.count = count + len(placed)
             return placed
 
     async def append(self, job_id: str, lines: Sequence[LogLine]) -> list[LogLine]:
