@@ -17,8 +17,11 @@ idempotency key (its statements start after the lock, so they see every earlier 
 and, when these allow it, inserts the events and the key, upserts the job and step rows
 and sends the NOTIFY, all in the call's own transaction. An append with an outbox (work
 queue rows, outbox objects, slots) runs the same call inside BEGIN (with the lock) …
-COMMIT, one round trip per outbox table in between. Released connections go back to the
-pool without asyncpg's reset query (`keep_session`).
+COMMIT, one round trip per outbox table in between. One-call appends are group-committed:
+the appends of this store that queue up while one is being written go together in one
+call of `partitur_append_many` (migration 013), one statement and one transaction, each
+with its own checks and outcome. Released connections go back to the pool without
+asyncpg's reset query (`keep_session`).
 
 Errors: driver and socket errors become `engine.errors` — `StoreUnavailable` (retryable)
 for a lost or refused connection, `VersionConflict`/`Conflict` for constraint
@@ -39,6 +42,7 @@ Advisory lock keys of Partitur live in this module's `*_LOCK` constants.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -196,7 +200,12 @@ CALL_APPEND = (
     "SELECT o_version, o_last, o_owner FROM partitur_append("
     + ", ".join(f"${i}" for i in range(1, 50)) + ")"
 )
+# A group commit: the appends of a group as one JSON array, one call of
+# `partitur_append_many` (migration 013), one statement and its own transaction.
+CALL_APPEND_MANY = "SELECT o_version, o_last, o_owner FROM partitur_append_many($1)"
 _NO_JOB: tuple[None, ...] = (None,) * 18
+GROUP_MAX = 64
+"""The most appends one group commit takes."""
 # The step rows as one array per column; JSONB columns travel as JSON text.
 _STEP_NAMES = [c.strip() for c in STEP_COLUMNS.split(",")]
 _STEP_JSON = frozenset({"input", "output", "depends_on"})
@@ -348,6 +357,8 @@ class PostgresStore(EventStore):
         self.command_timeout = command_timeout
         self._pool: Any = None
         self._listeners: list[Listener] = []
+        self._queued: list[_Queued] = []
+        self._committer: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -514,23 +525,23 @@ class PostgresStore(EventStore):
                     for ((t, sv, d), ts) in encoded]
             return int(rows[0][0]) if stored == ours else None
 
-        tries = 0
-
-        async def alone(conn: Any) -> int:
-            nonlocal tries
-            tries += 1
-            version, last, owner = await conn.fetchrow(CALL_APPEND, *call)
-            if tries > 1 and (version != expected_version or owner is not None):
-                # The try whose connection was lost may have committed before it broke.
-                found = await mine(conn, version, owner)
-                if found is not None:
-                    return found
+        def settle(version: int, last: int, owner: str | None) -> int:
             refuse(version, owner)
             return int(last) + 1
 
+        async def alone(conn: Any, again: bool) -> int:
+            version, last, owner = await conn.fetchrow(CALL_APPEND, *call)
+            if again and (version != expected_version or owner is not None):
+                # An earlier try, whose outcome was lost with its connection, may have
+                # committed these events.
+                found = await mine(conn, version, owner)
+                if found is not None:
+                    return found
+            return settle(version, last, owner)
+
         async def with_outbox(conn: Any) -> int:
             version, last, owner = await conn.fetchrow(CALL_APPEND, *call)
-            refuse(version, owner)
+            first = settle(version, last, owner)
             if work:
                 await conn.executemany(PG_ENQUEUE_ONE, work)
                 await conn.execute(PG_NOTIFY)
@@ -538,18 +549,78 @@ class PostgresStore(EventStore):
                 await conn.executemany(PG_OUTBOX, objects)
             if outbox is not None and (outbox.take_slots or outbox.free_slots):
                 await pg_apply(conn, outbox.take_slots, outbox.free_slots)
-            return int(last) + 1
+            return first
 
         what = f"append to stream {stream_id}"
         if work or objects or (outbox is not None and (outbox.take_slots or outbox.free_slots)):
             first = await self._write(with_outbox, what=what, begin=BEGIN_APPEND)
         else:
-            first = await self._run(alone, retry=True, what=what)
+            first = await self._group_commit(_Queued(call, settle, alone, what))
         return AppendResult([
             RecordedEvent(first + i, stream_id, versions[i], types[i], schema_versions[i],
                           through_json(d), stamps[i])
             for i, ((_, _, d), _) in enumerate(encoded)
         ])
+
+    async def _group_commit(self, item: _Queued) -> int:
+        """Queue a one-call append; the committer task writes the queue in order.
+
+        Appends that arrive while a commit is in flight share the next transaction (group
+        commit): one COMMIT, one wait for the WAL to reach the disk, one hold of the append
+        lock for all of them. A lone append is one call in its own transaction.
+        """
+        item.future = asyncio.get_running_loop().create_future()
+        self._queued.append(item)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.get_running_loop().create_task(self._commit_queued())
+        return await item.future
+
+    async def _commit_queued(self) -> None:
+        batch: list[_Queued] = []
+        try:
+            while self._queued:
+                batch, self._queued = self._queued[:GROUP_MAX], self._queued[GROUP_MAX:]
+                if len(batch) == 1:
+                    await self._commit_alone(batch[0], again=False)
+                    continue
+                try:
+                    rows = await self._run(
+                        functools.partial(commit_group, batch=batch), retry=False,
+                        what=f"append {len(batch)} batches of events",
+                    )
+                except Exception:
+                    # Nothing of it is acknowledged: each append on its own then,
+                    # recognising its events should the COMMIT have gone through.
+                    for item in batch:
+                        await self._commit_alone(item, again=True)
+                    continue
+                for item, (version, last, owner) in zip(batch, rows, strict=True):
+                    try:
+                        result = item.settle(version, last, owner)
+                    except Exception as exc:
+                        item.fail(exc)
+                    else:
+                        item.succeed(result)
+        finally:
+            # Cancelled (the loop is closing): whatever was not answered is not acknowledged.
+            for item in [*batch, *self._queued]:
+                item.fail(StoreUnavailable(f"{item.what}: the store was stopped"))
+            self._queued = []
+
+    async def _commit_alone(self, item: _Queued, *, again: bool) -> None:
+        tries = 0
+
+        async def once(conn: Any) -> int:
+            nonlocal tries
+            tries += 1
+            return await item.alone(conn, again or tries > 1)
+
+        try:
+            result = await self._run(once, retry=True, what=item.what)
+        except Exception as exc:
+            item.fail(exc)
+        else:
+            item.succeed(result)
 
     async def read(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         return [_recorded(r) for r in await self._fetch(READ_STREAM, stream_id, after_version)]
@@ -667,6 +738,54 @@ class PostgresStore(EventStore):
     async def last_slot(self, trigger: str) -> float | None:
         found: float | None = await self._scalar(LAST_SLOT, trigger)
         return found
+
+
+class _Queued:
+    """A one-call append waiting for the committer: its call's arguments, how to read the
+    call's result (`settle`), how to run it on its own (`alone`), and its caller's future."""
+
+    __slots__ = ("alone", "call", "future", "settle", "what")
+
+    def __init__(
+        self, call: list[Any], settle: Callable[[int, int, str | None], int],
+        alone: Callable[[Any, bool], Awaitable[int]], what: str,
+    ) -> None:
+        self.call = call
+        self.settle = settle
+        self.alone = alone
+        self.what = what
+        self.future: asyncio.Future[int] | None = None
+
+    def succeed(self, first: int) -> None:
+        if self.future is not None and not self.future.done():
+            self.future.set_result(first)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.future is not None and not self.future.done():
+            self.future.set_exception(exc)
+
+
+_CALL_KEYS = (
+    "stream", "expected", "scope", "key", "types", "schema_versions", "data", "ts", "channel",
+)
+_JOB_NAMES = [c.strip() for c in JOB_COLUMNS.split(",")]
+
+
+def _call_document(call: Sequence[Any]) -> dict[str, Any]:
+    """The arguments of one `partitur_append` call as `partitur_append_many` takes them."""
+    job, steps = call[9:27], call[27:49]
+    document = dict(zip(_CALL_KEYS, call[:9], strict=True))
+    document["job"] = dict(zip(_JOB_NAMES, job, strict=True)) if job[0] is not None else None
+    document["steps"] = dict(zip(_STEP_NAMES, steps, strict=True)) if steps[0] else None
+    return document
+
+
+async def commit_group(conn: Any, batch: Sequence[_Queued]) -> list[Any]:
+    """The calls of `batch` in one statement and transaction, in order; a row for each."""
+    rows: list[Any] = await conn.fetch(
+        CALL_APPEND_MANY, [_call_document(item.call) for item in batch]
+    )
+    return rows
 
 
 def write_all(fn: Callable[[Any], Awaitable[T]]) -> Callable[[Any], Awaitable[T]]:

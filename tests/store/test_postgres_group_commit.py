@@ -1,0 +1,103 @@
+"""PostgreSQL group commit: appends that queue up while a commit is in flight are written
+together (`partitur_append_many`), each with its own checks and its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from engine.core import events as ev
+from engine.core.projections import JobRow, StepRow
+from engine.errors import ValidationFailed, VersionConflict
+from engine.store.base import AppendResult, Projection
+from engine.store.migrations import load_migrations
+from engine.store.postgres import APPEND_LOCK, PostgresStore
+
+
+def output(n: int, value: object = None) -> ev.StepOutput:
+    return ev.StepOutput(ts=1_700_000_000.25 + n, step="a", output={"n": n, "v": value})
+
+
+def projection(job_id: str, version: int) -> Projection:
+    job = JobRow(
+        job_id=job_id, workspace="ws", task_name="t", revision="r1", status="running",
+        source_type="user", source_id=None, parent_job_id=None, input={"x": [1, "two"]},
+        output=None, error=None, created_at=1_700_000_000.5, started_at=1_700_000_001.0,
+        completed_at=None, priority=3, created_by="me", retry_of=None, version=version,
+    )
+    steps = tuple(
+        StepRow(
+            job_id=job_id, step_name=name, position=i, action_name="a", action_type="shell",
+            status="completed" if i == 0 else "pending", attempt=1,
+            input={"r": i} if i == 0 else None, output={"o": 0.1} if i == 0 else None,
+            error_message=None, error_kind=None, exit_code=0 if i == 0 else None,
+            worker_id="w" if i == 0 else None, started_at=1.5 if i == 0 else None,
+            completed_at=2.25 if i == 0 else None, loop_of=None, loop_index=None,
+            skip_reason=None, message="m'\"{}" if i == 0 else None,
+            depends_on=() if i == 0 else ("s0",), retry_at=None, child_job_id=None,
+        )
+        for i, name in enumerate(("s0", "s1"))
+    )
+    return Projection(job, steps)
+
+
+@pytest.fixture
+async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def test_the_append_function_takes_the_append_lock() -> None:
+    (sql,) = [m.sql for m in load_migrations("postgres") if m.name == "append_function"]
+    assert f"pg_advisory_xact_lock({APPEND_LOCK})" in sql
+
+
+async def test_concurrent_appends_are_written_whole_and_in_seq_order(
+    store: PostgresStore,
+) -> None:
+    n = 40
+    results = await asyncio.gather(*(
+        store.append(f"job{i}", 0, [output(i), output(i + 100, "x")],
+                     projection=projection(f"job{i}", 2))
+        for i in range(n)
+    ))
+    seqs = sorted(e.global_seq for r in results for e in r.events)
+    assert seqs == list(range(1, 2 * n + 1))
+    stored = await store.tail(0, 1000)
+    assert [e.global_seq for e in stored] == seqs
+    for i, result in enumerate(results):
+        assert [e.version for e in result.events] == [1, 2]
+        assert await store.read(f"job{i}") == result.events
+        expected = projection(f"job{i}", 2)
+        assert await store.get_job(f"job{i}") == expected.job
+        assert await store.get_steps(f"job{i}") == list(expected.steps)
+
+
+async def test_each_append_of_a_group_has_its_own_outcome(store: PostgresStore) -> None:
+    await store.append("taken", 0, [output(0)])
+
+    async def attempt(i: int) -> AppendResult | Exception:
+        try:
+            if i == 3:  # the stream is at version 1
+                return await store.append("taken", 0, [output(i)])
+            if i == 5:  # PostgreSQL cannot store a NUL in a JSON string
+                return await store.append("bad", 0, [output(i, "a\x00b")])
+            return await store.append(f"s{i}", 0, [output(i)], projection=projection(f"s{i}", 1))
+        except (VersionConflict, ValidationFailed) as exc:
+            return exc
+
+    outcomes = await asyncio.gather(*(attempt(i) for i in range(10)))
+    assert isinstance(outcomes[3], VersionConflict)
+    assert isinstance(outcomes[5], ValidationFailed)
+    written = [o for o in outcomes if isinstance(o, AppendResult)]
+    assert len(written) == 8
+    assert sorted(o.last_seq for o in written) == list(range(2, 10))
+    assert [e.version for e in await store.read("taken")] == [1]
+    assert await store.read("bad") == []
+    assert await store.last_seq() == 9
