@@ -6,9 +6,10 @@ slots: a poll asks for as many steps as slots are free and not asked for by anot
 runners as the embedded executor, in the step's workspace revision (fetched as a tarball
 and cached under `cache_dir`, its ETag checked again after `REVALIDATE_AFTER`). While it
 runs, its lease is renewed every `heartbeat_interval` seconds and its lines are shipped
-in batches; its result, presenting the lease, carries its last lines. The server records
-a step's start with its claim: a short step costs the server two calls, claim and
-result (a server without these features gets the calls of the first protocol). When the
+in batches; its result, presenting the lease, carries its last lines and claims the
+slot's next step. The server records a step's start with its claim: a busy worker's
+short step costs the server one call (a server without these features, announced by
+`register`, gets the calls of the first protocol). When the
 server refuses the lease (409: the step was declared lost, or finished elsewhere), the
 step is cancelled, which kills its process group, and nothing more is reported. When the
 job was cancelled, the step is killed and reported as cancelled.
@@ -167,10 +168,7 @@ class Worker:
                 log.warning("claim: %s %s", r.status_code, r.text[:200])
                 await asyncio.sleep(1.0)
                 continue
-            try:
-                await self._execute(r.json())
-            except Exception:
-                log.exception("step failed in the worker")
+            await self._slot(r.json())
 
     async def _claim_many_loop(self) -> None:
         """Long polls that ask for as many steps as slots are free: when slots free up
@@ -245,23 +243,27 @@ class Worker:
         return steps
 
     async def _slot(self, job: dict[str, Any]) -> None:
-        try:
-            await self._execute(job)
-        except Exception:
-            log.exception("step failed in the worker")
+        """Run `job`, then the steps its result call claimed for this slot."""
+        todo = [job]
+        while todo:
+            try:
+                todo.extend(await self._execute(todo.pop(0)))
+            except Exception:
+                log.exception("step failed in the worker")
 
     # --- one step --------------------------------------------------------------------
 
-    async def _execute(self, job: dict[str, Any]) -> None:
+    async def _execute(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run one step and report it; the steps the report claimed for this slot."""
         lease = job["lease"]
         prefix = f"/worker/leases/{lease}"
         lines = _Lines()
         try:
             workdir = await self._revision(job["workspace"], job["revision"])
         except (httpx.HTTPError, OSError, tarfile.TarError, LeaseLost) as exc:
-            await self._report(prefix, lines, {"status": "failed", "kind": "error",
-                                               "error": f"cannot fetch the workspace: {exc}"})
-            return
+            return await self._report(prefix, lines, {
+                "status": "failed", "kind": "error",
+                "error": f"cannot fetch the workspace: {exc}"})
         artifacts = self.options.cache_dir / "artifacts" / job["job_id"] / job["step"]
         artifacts.mkdir(parents=True, exist_ok=True)
         run = StepRun(
@@ -272,8 +274,7 @@ class Worker:
         try:
             runner = get_runner(run.action_type)
         except Exception as exc:
-            await self._report(prefix, lines, {"status": "failed", "error": str(exc)})
-            return
+            return await self._report(prefix, lines, {"status": "failed", "error": str(exc)})
 
         notes: list[asyncio.Future[Any]] = []
         along = "result-lines" in self.features
@@ -308,14 +309,14 @@ class Worker:
         if stop_reason and stop_reason[0] == "lost":
             log.warning("lease of step %s (job %s) refused: step killed, nothing reported",
                         run.step, run.job_id)
-            return
+            return []
         if result is None:
             body: dict[str, Any] = {"status": "cancelled"}
         else:
             body = {"status": result.status, "output": result.output, "error": result.error,
                     "exit_code": result.exit_code, "kind": result.kind,
                     "message": result.message}
-        await self._report(prefix, lines, body)
+        return await self._report(prefix, lines, body)
 
     async def _keep_lease(self, prefix: str, inner: asyncio.Future[Any],
                           reason: list[str]) -> None:
@@ -361,10 +362,12 @@ class Worker:
             del lines.pending[:len(batch)]
             lines.sent += len(batch)
 
-    async def _report(self, prefix: str, lines: _Lines, body: dict[str, Any]) -> None:
+    async def _report(self, prefix: str, lines: _Lines,
+                      body: dict[str, Any]) -> list[dict[str, Any]]:
         """Report the result; with a server that takes them, the last lines (up to one
-        batch) go in the same call."""
+        batch) go in the same call, and it claims this slot's next step (returned)."""
         along = "result-lines" in self.features
+        claim = "result-claim" in self.features and not self._stopping.is_set()
         deadline = time.monotonic() + 120.0
         while time.monotonic() < deadline:
             try:
@@ -374,17 +377,22 @@ class Worker:
                 full = body
                 if along:
                     full = {**body, "offset": lines.sent, "lines": lines.pending}
+                if claim:
+                    full = {**full, "claim": {"max": 1,
+                                              "start": "claim-start" in self.features}}
                 r = await self._post(f"{prefix}/result", full)
             except LeaseLost:
                 log.warning("result refused: the lease is no longer held")
-                return
+                return []
             except httpx.TransportError:
                 r = None
             if r is not None:
                 self.completed += 1
-                return
+                steps: list[dict[str, Any]] = r.json().get("steps") or [] if claim else []
+                return steps
             await asyncio.sleep(0.5)
         log.error("gave up reporting the result of %s", prefix)
+        return []
 
     async def _post(self, path: str, body: dict[str, Any], *,
                     quiet: bool = False) -> httpx.Response | None:

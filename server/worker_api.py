@@ -15,7 +15,8 @@ and shape the answer. They are not part of the public OpenAPI document.
 - `POST /worker/leases/{lease}/started` `{pid}`
 - `POST /worker/leases/{lease}/logs` `{offset, lines: [{ts, stream, line}]}` → `{next}`
 - `POST /worker/leases/{lease}/result` `{status, output, error, exit_code, kind, message,
-  offset?, lines?}`: the step's last lines may come with it
+  offset?, lines?, claim?}`: the step's last lines may come with it; with
+  `claim: {max, start}` the answer also holds the worker's next `steps` (none waited for)
 - `GET /worker/revisions/{workspace}/{revision}` → the workspace as `.tar.gz`, with an
   `ETag`; `If-None-Match` with that tag → 304.
 """
@@ -44,8 +45,9 @@ MAX_CLAIM_BATCH = 64
 # What this server accepts beyond the first protocol (announced by `register`):
 # `claim-many`: `max` in a claim, answered `{steps: […]}`; `claim-start`: `start: true`
 # in a claim records each step's start with its claim (no `started` call follows);
-# `result-lines`: `offset` and `lines` in a result.
-FEATURES = ("claim-many", "claim-start", "result-lines")
+# `result-lines`: `offset` and `lines` in a result; `result-claim`: `claim: {max, start}`
+# in a result claims the worker's next steps (without waiting), answered in `steps`.
+FEATURES = ("claim-many", "claim-start", "result-lines", "result-claim")
 _TARBALLS: dict[tuple[str, str, str], tuple[str, bytes]] = {}
 
 
@@ -102,13 +104,7 @@ async def claim(request: Request) -> Response:
     timeout = body.get("timeout", 20.0)
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
         raise ValidationFailed("'timeout' must be a number of seconds")
-    many = body.get("max")
-    if many is not None and (not isinstance(many, int) or isinstance(many, bool)
-                             or many < 1):
-        raise ValidationFailed("'max' must be a positive integer")
-    start = body.get("start", False)
-    if not isinstance(start, bool):
-        raise ValidationFailed("'start' must be a boolean")
+    many, start = _claim_options(body)
     worker_id = _str(body, "worker_id") or ""
     gone = asyncio.Event()
     watcher = asyncio.ensure_future(_watch_disconnect(request, gone))
@@ -123,6 +119,18 @@ async def claim(request: Request) -> Response:
     if not found:
         return Response(status_code=204)
     return ORJSONResponse(found[0].to_json())
+
+
+def _claim_options(body: dict[str, Any]) -> tuple[int | None, bool]:
+    """`max` (None when absent) and `start` of a claim."""
+    many = body.get("max")
+    if many is not None and (not isinstance(many, int) or isinstance(many, bool)
+                             or many < 1):
+        raise ValidationFailed("'max' must be a positive integer")
+    start = body.get("start", False)
+    if not isinstance(start, bool):
+        raise ValidationFailed("'start' must be a boolean")
+    return many, start
 
 
 async def _watch_disconnect(request: Request, gone: asyncio.Event) -> None:
@@ -178,9 +186,18 @@ async def result(request: Request) -> Response:
     offset = 0
     if "lines" in body or "offset" in body:
         lines, offset = _lines(body)
-    status = await queue.result(path_param(request, "lease"), body, lines=lines,
-                                offset=offset)
-    return ORJSONResponse({"status": status})
+    claim = body.get("claim")
+    if claim is None:
+        status = await queue.result(path_param(request, "lease"), body, lines=lines,
+                                    offset=offset)
+        return ORJSONResponse({"status": status})
+    if not isinstance(claim, dict):
+        raise ValidationFailed("'claim' must be an object {max, start}")
+    many, start = _claim_options(claim)
+    status, found = await queue.result_then_claim(
+        path_param(request, "lease"), body, lines=lines, offset=offset,
+        limit=min(many or 1, MAX_CLAIM_BATCH), start=start)
+    return ORJSONResponse({"status": status, "steps": [a.to_json() for a in found]})
 
 
 def _tarball(path: Path) -> bytes:
