@@ -1,14 +1,26 @@
 """Job logs in PostgreSQL: the `log_lines` table, with NOTIFY for live tails (DESIGN §7).
 
 `PostgresLogStore` implements `LogStore` on the tables of migration
-`engine/store/sql/postgres/002_log_lines.sql` (the event store's series). An append is one
-transaction: bump the job's row in `log_counters` (its row lock orders the job's
-appenders, so each job's `seq`s are contiguous and commit in order), insert the lines,
-and `NOTIFY partitur_logs, '<job_id>:<last seq>'`, delivered on commit. The three are
-one statement, so an append costs three round trips (BEGIN, it, COMMIT); BEGIN stays
-separate so that a connection found dead there is retried without doubt. `listen()` gets
-those notifications on a dedicated connection, so a WebSocket on any replica can stream
-lines produced by any other.
+`engine/store/sql/postgres/002_log_lines.sql` (the event store's series). Appends are
+group-committed: the appends (of any jobs) that queue up while one group is being written
+form the next group, written in one transaction: bump each job's row in `log_counters`
+(in job order; the row lock orders the job's appenders, so each job's `seq`s are
+contiguous and commit in order), insert the lines, and `NOTIFY partitur_logs,
+'<job_id>:<last seq>'` per job, delivered on commit. The writes are one statement, so a
+group costs three round trips (BEGIN, it, COMMIT); BEGIN stays separate so that a
+connection found dead there is retried without doubt. A group that fails before its
+COMMIT is sent wrote nothing and is tried append by append, so lines that cannot be
+stored fail alone. `listen()` gets the notifications on a dedicated connection, so a
+WebSocket on any replica can stream lines produced by any other.
+
+The commit of a group does not wait for PostgreSQL to flush the WAL to disk
+(`synchronous_commit` off for that transaction): an appended line is in the database,
+and survives a crash or `kill -9` of the Partitur process like a line written to a JSONL
+file does; a crash of PostgreSQL or of the machine can lose the lines of its last fraction
+of a second (at most three times `wal_writer_delay`, 200 ms by default), as an
+operating-system crash can lose the unsynced end of a JSONL file. Any later synchronous
+commit (every event append) flushes them with it. Waiting for the disk on every group
+cost a WAL flush per step's lines, on the same WAL as the event appends.
 
 `append_once` also takes the series' row in `log_positions` (migration 009) FOR UPDATE,
 skips the lines it already holds and advances it in that same transaction.
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -35,6 +48,7 @@ from engine.store.postgres import (
     init_connection,
     keep_session,
     migrate,
+    rollback,
     wrap_error,
 )
 
@@ -55,18 +69,31 @@ FROM unnest($2::bigint[], $3::float8[], $4::text[], $5::text[], $6::text[])
     AS l(seq, ts, stream, step, line)
 """
 NOTIFY = "SELECT pg_notify($1, $2)"
-# The three writes of `append` as one statement (one round trip): the counter bump (its row
-# lock held to COMMIT as before), the lines numbered after it, the NOTIFY; returns the
-# job's new count.
+# BEGIN of `append`, in one round trip with its setting: the commit does not wait for the
+# WAL to reach the disk (see the module's docstring).
+BEGIN_LINES = "BEGIN; SET LOCAL synchronous_commit TO off"
+# The writes of a group of appends (one or several jobs) as one statement: the counter
+# bumps, in job order so that concurrent groups lock the rows in the same order (each row
+# lock held to COMMIT: a job's seqs commit in order); the lines, numbered after the
+# job's old count in the order given; a NOTIFY per job. Returns each job's new count.
 APPEND_LINES = """
-WITH c AS (""" + BUMP_COUNTER.strip() + """),
-l AS (
+WITH l AS (
+    SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[], $5::text[])
+        WITH ORDINALITY AS l(job_id, ts, stream, step, line, ord)
+), n AS (
+    SELECT job_id, COUNT(*) AS n FROM l GROUP BY job_id
+), c AS (
+    INSERT INTO log_counters AS c (job_id, count)
+    SELECT job_id, n FROM n ORDER BY job_id
+    ON CONFLICT (job_id) DO UPDATE SET count = c.count + excluded.count
+    RETURNING c.job_id, c.count
+), i AS (
     INSERT INTO log_lines (job_id, seq, ts, stream, step, line)
-    SELECT $1::text, c.count - $2 + l.ord, l.ts, l.stream, l.step, l.line
-    FROM c, unnest($3::float8[], $4::text[], $5::text[], $6::text[])
-        WITH ORDINALITY AS l(ts, stream, step, line, ord)
+    SELECT l.job_id, c.count - n.n + ROW_NUMBER() OVER (PARTITION BY l.job_id ORDER BY l.ord),
+           l.ts, l.stream, l.step, l.line
+    FROM l JOIN n ON n.job_id = l.job_id JOIN c ON c.job_id = l.job_id
 )
-SELECT c.count, pg_notify($7, $1::text || ':' || c.count::text) FROM c
+SELECT c.job_id, c.count, pg_notify($6, c.job_id || ':' || c.count::text) FROM c
 """
 READ_LINES = """
 SELECT seq, ts, stream, step, line FROM log_lines
@@ -126,6 +153,8 @@ class PostgresLogStore(LogStore):
         self._opening = asyncio.Lock()
         self._closed = False
         self._listeners: list[Listener] = []
+        self._queued: list[_Queued] = []
+        self._committer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Create the own pool and migrate (a no-op with a borrowed pool or when open)."""
@@ -180,26 +209,82 @@ class PostgresLogStore(LogStore):
         check_job_id(job_id)
         if not lines:
             return []
-        n = len(lines)
+        item = _Queued(job_id, lines, asyncio.get_running_loop().create_future())
+        self._queued.append(item)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.get_running_loop().create_task(self._commit_queued())
+        first = await item.future
+        return [line.with_seq(first + i) for i, line in enumerate(lines)]
+
+    async def _commit_queued(self) -> None:
+        """Write the queued appends, all that queued up while the last group was being
+        written in one transaction (group commit), until none is left."""
+        group: list[_Queued] = []
+        try:
+            while self._queued:
+                group, self._queued = self._queued, []
+                await self._commit_group(group)
+        finally:
+            # Cancelled (the loop is closing): whatever was not answered is not stored.
+            for item in [*group, *self._queued]:
+                item.fail(StoreUnavailable("the PostgreSQL log store was stopped"))
+            self._queued = []
+
+    async def _commit_group(self, group: Sequence[_Queued]) -> None:
+        sent = [False]  # whether the COMMIT left: the lines may then be stored
+        try:
+            firsts = await self._write_group(group, sent)
+        except Exception as exc:
+            if len(group) == 1 or sent[0]:
+                for item in group:
+                    item.fail(exc)
+                return
+            # Nothing was written; one append's lines may be what failed: each on its own.
+            for item in group:
+                await self._commit_group([item])
+            return
+        for item, first in zip(group, firsts, strict=True):
+            item.succeed(first)
+
+    async def _write_group(self, group: Sequence[_Queued], sent: list[bool]) -> list[int]:
+        """Append the lines of `group` in one transaction; the first seq of each.
+
+        `sent[0]` tells, after a failure, whether it came once the COMMIT had left.
+        """
+        lines = [(item.job_id, line) for item in group for line in item.lines]
         committing = False
 
-        async def write(conn: Any) -> int:
+        async def write(conn: Any) -> dict[str, int]:
             nonlocal committing
             committing = False
-            async with conn.transaction():
-                count: int = await conn.fetchval(
-                    APPEND_LINES, job_id, n, [line.ts for line in lines],
-                    [line.stream for line in lines], [_clean(line.step) for line in lines],
-                    [_clean(line.line) for line in lines], LOGS_CHANNEL,
+            await conn.execute(BEGIN_LINES)
+            try:
+                rows = await conn.fetch(
+                    APPEND_LINES, [job for job, _ in lines], [line.ts for _, line in lines],
+                    [line.stream for _, line in lines], [_clean(line.step) for _, line in lines],
+                    [_clean(line.line) for _, line in lines], LOGS_CHANNEL,
                 )
-                committing = True
-            return count - n + 1
+            except BaseException:
+                await rollback(conn)
+                raise
+            committing = sent[0] = True
+            await conn.execute("COMMIT")
+            return {r[0]: r[1] for r in rows}
 
+        jobs = sorted({item.job_id for item in group})
         # Retried only when it broke before COMMIT left: then nothing was written.
-        first = await self._run(
-            write, what=f"append log lines of job {job_id}", retry=lambda: not committing
+        counts = await self._run(
+            write, what=f"append log lines of job {', '.join(jobs)}",
+            retry=lambda: not committing,
         )
-        return [line.with_seq(first + i) for i, line in enumerate(lines)]
+        # Each job's lines were numbered in the order given, after its old count.
+        added = Counter(job for job, _ in lines)
+        nexts = {job: counts[job] + 1 - added[job] for job in jobs}
+        firsts = []
+        for item in group:
+            firsts.append(nexts[item.job_id])
+            nexts[item.job_id] += len(item.lines)
+        return firsts
 
     async def append_once(
         self, job_id: str, key: str, offset: int, lines: Sequence[LogLine]
@@ -302,3 +387,24 @@ class PostgresLogStore(LogStore):
                 await asyncio.wait_for(pool.close(), 5.0)
             except Exception:
                 pool.terminate()
+
+
+class _Queued:
+    """An `append` waiting for the committer, with its caller's future."""
+
+    __slots__ = ("future", "job_id", "lines")
+
+    def __init__(
+        self, job_id: str, lines: Sequence[LogLine], future: asyncio.Future[int]
+    ) -> None:
+        self.job_id = job_id
+        self.lines = lines
+        self.future = future
+
+    def succeed(self, first: int) -> None:
+        if not self.future.done():
+            self.future.set_result(first)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)

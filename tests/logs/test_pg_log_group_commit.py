@@ -1,0 +1,69 @@
+"""PostgreSQL log store group commit: appends of several jobs that queue up while one is
+being written share a transaction, and each gets the seqs of its own job, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from engine.errors import ValidationFailed
+from engine.logs.model import STDOUT, LogLine
+from engine.logs.pgstore import PostgresLogStore
+
+
+def lines(step: str, *texts: str) -> list[LogLine]:
+    return [LogLine(ts=1_700_000_000.25 + i, stream=STDOUT, step=step, line=t)
+            for i, t in enumerate(texts)]
+
+
+@pytest.fixture
+async def logs(pg_url: str) -> AsyncIterator[PostgresLogStore]:
+    store = PostgresLogStore(pg_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_concurrent_appends_of_many_jobs_get_their_jobs_seqs(
+    logs: PostgresLogStore,
+) -> None:
+    await logs.append("job-0", lines("s", "before"))
+    # Three appends per job, all at once: most of them meet in the same group.
+    calls = [(f"job-{j}", lines(f"s{k}", *(f"j{j} k{k} l{i}" for i in range(k + 1))))
+             for k in range(3) for j in range(20)]
+    placed = await asyncio.gather(*(logs.append(job, batch) for job, batch in calls))
+    for j in range(20):
+        job = f"job-{j}"
+        mine = [line for (owner, _), got in zip(calls, placed, strict=True) if owner == job
+                for line in got]
+        offset = 1 if j == 0 else 0
+        assert [line.seq for line in mine] == list(range(1 + offset, 7 + offset))
+        stored = await logs.read(job)
+        assert stored[offset:] == mine
+        assert [line.line for line in mine] == [
+            f"j{j} k{k} l{i}" for k in range(3) for i in range(k + 1)
+        ]
+        assert await logs.count(job) == 6 + offset
+
+
+async def test_an_append_that_cannot_be_stored_fails_alone(logs: PostgresLogStore) -> None:
+    async def attempt(job: str, text: str) -> list[LogLine] | Exception:
+        try:
+            return await logs.append(job, lines("s", text))
+        except ValidationFailed as exc:
+            return exc
+
+    # A lone surrogate cannot be encoded as UTF-8 for PostgreSQL.
+    outcomes = await asyncio.gather(
+        *(attempt(f"job-{i}", "bad \udc80" if i == 2 else "good") for i in range(6))
+    )
+    assert isinstance(outcomes[2], ValidationFailed)
+    for i in (0, 1, 3, 4, 5):
+        got = outcomes[i]
+        assert isinstance(got, list)
+        assert [line.seq for line in got] == [1]
+        assert await logs.read(f"job-{i}") == got
+    assert await logs.count("job-2") == 0
