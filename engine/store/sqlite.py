@@ -483,8 +483,14 @@ class SqliteStore(EventStore):
                 raise VersionConflict(
                     f"stream {stream_id} is at version {current}, not {expected_version}"
                 )
-            conn.executemany(INSERT_EVENT, params)
-            last: int = conn.execute(LAST_ROWID).fetchone()[0]
+            last: int | None
+            if len(params) == 1:  # most appends: the cursor knows the row id
+                last = conn.execute(INSERT_EVENT, params[0]).lastrowid
+            else:
+                conn.executemany(INSERT_EVENT, params)
+                last = None
+            if last is None:
+                last = conn.execute(LAST_ROWID).fetchone()[0]
             if projection is not None:
                 job = projection.job
                 same = conn.execute(UPDATE_JOB_SAME_STATUS, (
