@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from engine.core.frozen import fast_new
 from engine.errors import PartiturError
 
 
@@ -391,3 +392,7 @@ class RecordedEvent:
             "data": dict(self.data),
             "ts": self.ts,
         }
+
+
+# `RecordedEvent(...)` without the frozen `__init__`: stores build one per row they read.
+new_recorded_event = fast_new(RecordedEvent)

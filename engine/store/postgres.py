@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from engine.core.events import Event, RecordedEvent, encode
+from engine.core.events import Event, RecordedEvent, encode, new_recorded_event
 from engine.core.projections import JobRow, StepRow
 from engine.errors import (
     Conflict,
@@ -273,7 +273,7 @@ def _step(r: Sequence[Any]) -> StepRow:
 
 
 def _recorded(r: Sequence[Any]) -> RecordedEvent:
-    return RecordedEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+    return new_recorded_event(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
 
 
 async def init_connection(conn: Any) -> None:

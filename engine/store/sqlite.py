@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from engine.core.events import Event, RecordedEvent, encode
+from engine.core.events import Event, RecordedEvent, encode, new_recorded_event
 from engine.core.projections import JobRow, StepRow
 from engine.errors import ConfigInvalid, Conflict, PartiturError, StoreUnavailable, VersionConflict
 from engine.store.base import (
@@ -233,7 +233,7 @@ def _step(r: Sequence[Any]) -> StepRow:
 
 
 def _recorded(r: Sequence[Any]) -> RecordedEvent:
-    return RecordedEvent(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]), r[6])
+    return new_recorded_event(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]), r[6])
 
 
 def split_statements(script: str) -> list[str]:
