@@ -271,13 +271,15 @@ class _Child:
 
 
 def _spawn(
-    argv: Sequence[str], cwd: Path, env: Mapping[str, str], with_stdin: bool,
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str] | Mapping[bytes, bytes],
+    with_stdin: bool,
     make_dir: Path | None = None, inherit_env: bool = False,
 ) -> _Started:
     if make_dir is not None:
         make_step_dir(make_dir)
     if inherit_env:
-        env = {**os.environ, **env}
+        # As bytes: this process's environment is not decoded for every step.
+        env = {**os.environb, **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}}
     # Pipes made here rather than by Popen: the parent keeps bare descriptors (no file
     # objects), non-blocking for the loop; the child's ends are blocking.
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
