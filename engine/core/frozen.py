@@ -63,6 +63,30 @@ def fast_replace(cls: type[_T]) -> Callable[..., _T]:
     })
 
 
+def fast_with(cls: type[_T], changed: tuple[str, ...]) -> Callable[..., _T]:
+    """`lambda obj, *values: dataclasses.replace(obj, **dict(zip(changed, values)))` for
+    one fixed set of fields (a copy with no keyword handling: about 2x `fast_replace`)."""
+    names, twin = _twin(cls)
+    unknown = set(changed) - set(names)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
+    if twin is None:
+        def slow(obj: _T, *values: Any) -> _T:
+            return _dataclass_replace(obj, **dict(zip(changed, values, strict=True)))  # type: ignore[type-var]
+
+        return slow
+    body = [
+        f"def replace(obj, {', '.join(changed)}):",
+        "    new = _new(_twin)",
+        *(f"    new.{n} = {n if n in changed else 'obj.' + n}" for n in names),
+        "    _set_class(new, '__class__', _cls)",
+        "    return new",
+    ]
+    return _compile("replace", body, {  # type: ignore[no-any-return]
+        "_new": object.__new__, "_twin": twin, "_cls": cls, "_set_class": object.__setattr__,
+    })
+
+
 def fast_new(cls: type[_T]) -> Callable[..., _T]:
     """A constructor of `cls` taking every field, by position or name, none defaulted
     (several times faster than the frozen `__init__`)."""

@@ -16,7 +16,7 @@ from functools import singledispatch
 from typing import Any, TypeVar
 
 from engine.core import events as ev
-from engine.core.frozen import fast_replace
+from engine.core.frozen import fast_replace, fast_with
 from engine.core.plan import Plan, PlanStep, plan_from_data
 from engine.errors import InvalidTransition
 
@@ -175,6 +175,8 @@ _T = TypeVar("_T")
 
 _replace_step = fast_replace(StepState)
 _replace_job = fast_replace(JobState)
+# What every step event changes in its job (see `_step`).
+_with_step = fast_with(JobState, ("steps", "version", "last_event_at", "open_steps", "waiting"))
 # New states are copies of blank ones: the frozen `__init__` sets each field the slow way.
 _BLANK_STEP = StepState("")
 _BLANK_JOB = JobState("", "", "", "", {}, Plan("", {}), {}, 0.0)
@@ -273,9 +275,8 @@ def _step(state: JobState, e: ev.StepEvent, to: StepStatus | None = None,
     if opened and current.loop_of is not None:
         loop = steps[current.loop_of]
         steps[current.loop_of] = _replace_step(loop, open_instances=loop.open_instances + opened)
-    return _replace_job(state, steps=steps, version=state.version + 1, last_event_at=e.ts,
-                        open_steps=state.open_steps + opened,
-                        waiting=state.waiting + updated.waits - current.waits)
+    return _with_step(state, steps, state.version + 1, e.ts, state.open_steps + opened,
+                      state.waiting + updated.waits - current.waits)
 
 
 @singledispatch
