@@ -17,6 +17,7 @@ which ask `require_task()` / `visible_rows()` what it may do (docs/auth.md).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from urllib.parse import parse_qs
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engine.auth import passwords
 from engine.auth.acl import Acl, Level
 from engine.auth.model import Principal, User
 from engine.auth.repo import auth_repository_for
@@ -140,6 +142,8 @@ async def open_auth(app_state: Any, store: Any, settings: Any) -> AuthService:
     """Build and open the auth service (signing secret, initial admin) on `app_state`."""
     service = AuthService(auth_repository_for(store), settings.auth or AuthSettings())
     await service.open()
+    if getattr(settings, "auth", None) is not None:
+        await asyncio.to_thread(passwords.prepare)
     app_state.auth = service
     app_state.acl = Acl(settings.acl.rules if getattr(settings, "acl", None) else None)
     return service

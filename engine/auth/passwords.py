@@ -30,6 +30,12 @@ def _dummy() -> str:
     return _hasher().hash("not a password anyone has")
 
 
+def prepare() -> None:
+    """Make the hasher and the dummy hash now: a server with logins calls it at start, so
+    even its first login for an unknown email takes as long as one for a known one."""
+    _dummy()
+
+
 def hash_password(password: str) -> str:
     """An argon2id hash (`$argon2id$…`) of `password`."""
     return _hasher().hash(password)
