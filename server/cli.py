@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = sub.add_parser("rebuild", help="rebuild the projections from the event log")
     rebuild.add_argument("--config", type=Path, default=None)
     rebuild.add_argument("--db", default=None, help="store URL (overrides the config)")
-    rebuild.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                         help="processes sharing the fold of a large log (default: "
-                              "up to 2, one per CPU)")
+    rebuild.add_argument("--workers", type=int, default=None,
+                         help="processes sharing the fold of a large log (default: 2 for "
+                              "SQLite on 2+ CPUs, else 1)")
 
     worker = sub.add_parser("worker", help="run steps for a server (a remote worker)")
     worker.add_argument("--server", required=True, help="the server's URL")
