@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -438,7 +438,10 @@ class WorkQueue:
         return await self._result(held, body, lines, offset)
 
     async def _result(self, held: Held, body: Mapping[str, Any],
-                      lines: Sequence[Mapping[str, Any]] | None, offset: int) -> str:
+                      lines: Sequence[Mapping[str, Any]] | None, offset: int,
+                      then: Callable[[], Awaitable[Any]] | None = None) -> str:
+        """`result` on a fenced lease; `then` runs once the step's end is recorded,
+        alongside the closing of its queue row."""
         lease = held.lease
         if lines:
             await self._store_lines(held, offset, lines)
@@ -463,7 +466,16 @@ class WorkQueue:
                                error=_redact(redactor, str(body.get("error") or "failed")),
                                exit_code=body.get("exit_code"),
                                kind=kind if kind in ("error", "timeout") else "error")
-        await self._record(held, command, status)
+        if then is None:
+            await self._record(held, command, status)
+        else:
+            await self._command(held, command)
+            closed, _ = await asyncio.gather(
+                self.work.finish(held.lease, status, time.time()), then(),
+                return_exceptions=True)
+            if isinstance(closed, BaseException):
+                # The lease sweeper closes it: the step no longer runs under it.
+                log.warning("cannot close the lease %s…: %s", lease[:8], closed)
         if lines is None or offset + len(lines) > 0:  # else no position was ever kept
             self._spawn(self._forget(held.job_id, lease))
         return status
@@ -475,12 +487,15 @@ class WorkQueue:
         """`result`, then up to `limit` queued steps for the same worker, without waiting
         (a busy worker's slot goes on with its next step: one call instead of two)."""
         held, _ = await self.fenced(lease)
-        status = await self._result(held, body, lines, offset)
-        try:
-            found = await self.claim_many(held.worker_id, 0.0, limit, start=start)
-        except PartiturError as exc:  # the result is recorded: the worker claims again
-            log.info("no claim after the result of lease %s…: %s", lease[:8], exc)
-            found = []
+        found: list[Assignment] = []
+
+        async def claim() -> None:
+            try:
+                found.extend(await self.claim_many(held.worker_id, 0.0, limit, start=start))
+            except PartiturError as exc:  # the result is recorded: the worker claims again
+                log.info("no claim after the result of lease %s…: %s", lease[:8], exc)
+
+        status = await self._result(held, body, lines, offset, claim)
         return status, found
 
     async def _forget(self, job_id: str, lease: str) -> None:
