@@ -211,8 +211,11 @@ class PostgresLogStore(LogStore):
             return []
         item = _Queued(job_id, lines, asyncio.get_running_loop().create_future())
         self._queued.append(item)
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.get_running_loop().create_task(self._commit_queued())
+        loop = asyncio.get_running_loop()
+        if self._committer is None or self._committer.done() or (
+            self._committer.get_loop() is not loop
+        ):
+            self._committer = loop.create_task(self._commit_queued())
         first = await item.future
         return [line.with_seq(first + i) for i, line in enumerate(lines)]
 
@@ -401,10 +404,13 @@ class _Queued:
         self.lines = lines
         self.future = future
 
+    def _waiting(self) -> bool:
+        return not self.future.done() and not self.future.get_loop().is_closed()
+
     def succeed(self, first: int) -> None:
-        if not self.future.done():
+        if self._waiting():
             self.future.set_result(first)
 
     def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
+        if self._waiting():
             self.future.set_exception(exc)

@@ -571,8 +571,11 @@ class PostgresStore(EventStore):
         """
         item.future = asyncio.get_running_loop().create_future()
         self._queued.append(item)
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.get_running_loop().create_task(self._commit_queued())
+        loop = asyncio.get_running_loop()
+        if self._committer is None or self._committer.done() or (
+            self._committer.get_loop() is not loop
+        ):
+            self._committer = loop.create_task(self._commit_queued())
         return await item.future
 
     async def _commit_queued(self) -> None:
@@ -586,7 +589,7 @@ class PostgresStore(EventStore):
                 try:
                     rows = await self._run(
                         functools.partial(commit_group, batch=batch), retry=False,
-                        what=f"append {len(batch)} batches of events",
+                        what=f"append {len(batch)} event batches",
                     )
                 except Exception:
                     # Nothing of it is acknowledged: each append on its own then,
@@ -756,12 +759,16 @@ class _Queued:
         self.what = what
         self.future: asyncio.Future[int] | None = None
 
+    def _waiting(self) -> bool:
+        future = self.future
+        return future is not None and not future.done() and not future.get_loop().is_closed()
+
     def succeed(self, first: int) -> None:
-        if self.future is not None and not self.future.done():
+        if self._waiting() and self.future is not None:
             self.future.set_result(first)
 
     def fail(self, exc: BaseException) -> None:
-        if self.future is not None and not self.future.done():
+        if self._waiting() and self.future is not None:
             self.future.set_exception(exc)
 
 
