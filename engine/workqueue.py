@@ -358,12 +358,21 @@ class WorkQueue:
             await self._record(held, cmd.Fail(step=held.step, attempt=held.attempt,
                                               error=exc.message, kind="render"), "failed")
             return None
+        await self._renew_if_old(held)
         return Assignment(
             job_id=held.job_id, step=held.step, attempt=held.attempt, lease=held.lease,
             workspace=state.workspace, revision=state.revision, action_type=run.action_type,
             action=run.action, input=run.input,
             env={k: v for k, v in run.env.items() if k != "ARTIFACTS_DIR"},
             timeout=run.timeout, started=started)
+
+    async def _renew_if_old(self, held: Held) -> None:
+        """Renew a lease whose last renewal is older than a quarter of the timeout: a
+        claim or result that waited long (for the job's lock, for the store) must not
+        let the sweeper take the step before the worker heard of it or was answered."""
+        now = time.time()
+        if now - held.renewed_at > self.lease_timeout / 4:
+            await self.work.renew(held.lease, now)
 
     # --- calls under a lease ---------------------------------------------------------
 
@@ -435,6 +444,7 @@ class WorkQueue:
         before; with them, the worker says how many it ever sent (`offset + len(lines)`).
         """
         held, _ = await self.fenced(lease)
+        await self._renew_if_old(held)
         return await self._result(held, body, lines, offset)
 
     async def _result(self, held: Held, body: Mapping[str, Any],
@@ -487,6 +497,7 @@ class WorkQueue:
         """`result`, then up to `limit` queued steps for the same worker, without waiting
         (a busy worker's slot goes on with its next step: one call instead of two)."""
         held, _ = await self.fenced(lease)
+        await self._renew_if_old(held)
         found: list[Assignment] = []
 
         async def claim() -> None:
