@@ -85,6 +85,10 @@ class LocalExecutor:
         # Steps claimed with the completion of the step whose slot they took: the state
         # after that append (None: not claimed, the step claims itself).
         self._preclaims: dict[tuple[str, str], asyncio.Future[JobState | None]] = {}
+        # StepStarted of a job's steps whose processes started in the same turn of the
+        # event loop, written in one append by `_write_starts` on the next turn.
+        self._starts: dict[str, list[tuple[cmd.MarkStarted, asyncio.Future[None]]]] = {}
+        self._start_writers: set[asyncio.Task[None]] = set()
         self.started_steps = 0
         self._closing = False
 
@@ -201,11 +205,11 @@ class LocalExecutor:
         except PartiturError as exc:
             await self._report(job_id, cmd.Fail(step=step, attempt=attempt, error=exc.message))
             return
-        started: list[asyncio.Task[Any]] = []
+        started: list[asyncio.Future[None]] = []
 
         def on_start(pid: int | None) -> None:
-            started.append(asyncio.ensure_future(orch.command(job_id, cmd.MarkStarted(
-                step=step, attempt=attempt, worker_id=self.worker_id, pid=pid))))
+            started.append(self._mark_started(job_id, cmd.MarkStarted(
+                step=step, attempt=attempt, worker_id=self.worker_id, pid=pid)))
 
         # The runners that start a program create the artifacts folder as they spawn it.
         inner = asyncio.ensure_future(runner.run(run, _StepSink(orch, job_id, step), on_start))
@@ -241,6 +245,45 @@ class LocalExecutor:
             await self._report(job_id, cmd.Fail(
                 step=step, attempt=attempt, error=result.error or "failed",
                 exit_code=result.exit_code, kind=result.kind))
+
+    def _mark_started(self, job_id: str, command: cmd.MarkStarted) -> asyncio.Future[None]:
+        """Record that a step's process started: with the other steps of its job that
+        started in this turn of the loop, in one append on the next turn (as soon as a
+        command of its own would have been). The future resolves once it is written."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queued = self._starts.get(job_id)
+        if queued is None:
+            queued = self._starts[job_id] = []
+            writer = asyncio.ensure_future(self._write_starts(job_id))
+            self._start_writers.add(writer)
+            writer.add_done_callback(self._starts_written)
+        queued.append((command, done))
+        return done
+
+    def _starts_written(self, task: asyncio.Task[None]) -> None:
+        self._start_writers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("step starts not recorded", exc_info=task.exception())
+
+    async def _write_starts(self, job_id: str) -> None:
+        queued = self._starts.pop(job_id, [])
+        try:
+            while queued:
+                (first, _), rest = queued[0], queued[1:]
+                try:
+                    await self.orchestrator.command_many(job_id, first, [c for c, _ in rest])
+                except (Conflict, NotFound) as exc:
+                    # Not allowed (cancelled meanwhile): the others are written without it.
+                    log.info("start of %s for job %s not recorded: %s", first.step, job_id,
+                             exc)
+                    queued[0][1].set_result(None)
+                    queued = rest
+                    continue
+                break
+        finally:
+            for _, done in queued:
+                if not done.done():
+                    done.set_result(None)
 
     async def _complete_and_claim(self, job_id: str, complete: cmd.Complete,
                                   ticket: int) -> bool:

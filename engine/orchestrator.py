@@ -409,22 +409,33 @@ class Orchestrator:
         The executor uses it to claim a step of the same job with the completion of the
         step whose slot it takes: one append instead of two, same events.
         """
+        state, recorded = await self.command_many(job_id, command, (then,))
+        return state, recorded[0]
+
+    async def command_many(self, job_id: str, command: cmd.Command,
+                           more: Sequence[cmd.Command]) -> tuple[JobState, list[bool]]:
+        """`command_then` for several: each of `more` is decided on the state the ones
+        before it lead to and dropped when not allowed; all the events are appended
+        together. Returns the new state and, for each of `more`, whether it was
+        recorded."""
         active = await self._load(job_id)
         async with active.lock:
             for _ in range(3):
                 state = active.state
                 now = self.clock.now()
                 events, decided = decide_state(state, command, now, self._env(state))
-                recorded = False
-                try:
-                    more, after = decide_state(decided, then, now, self._env(decided))
-                except (Conflict, NotFound):
-                    pass
-                else:
-                    if more:
-                        events, decided, recorded = [*events, *more], after, True
+                recorded: list[bool] = []
+                for then in more:
+                    try:
+                        extra, after = decide_state(decided, then, now, self._env(decided))
+                    except (Conflict, NotFound):
+                        recorded.append(False)
+                        continue
+                    recorded.append(bool(extra))
+                    if extra:
+                        events, decided = [*events, *extra], after
                 if not events:
-                    return state, False
+                    return state, recorded
                 try:
                     await self._append(active, events, decided)
                 except VersionConflict:

@@ -74,3 +74,22 @@ async def test_hand_over_gives_the_slot_to_the_waiter_release_would_pick() -> No
     slots.release(got)
     slots.release(await asyncio.wait_for(low, 1))
     assert slots.in_use == 0 and slots.next_waiter() is None
+
+
+async def test_starts_of_one_turn_are_written_together_and_none_is_lost(
+    tmp_path: Path,
+) -> None:
+    yaml = "tasks:\n  fan:\n    flow:" + "".join(STEP.format(n=n) for n in range(12))
+    ws = workspace(tmp_path, yaml)
+    async with runtime(tmp_path, ws, db_url=f"sqlite:///{tmp_path / 'p.db'}",
+                       concurrency=4) as rt:
+        job = await rt.orchestrator.create_job("ws", "fan", {})
+        state = await rt.orchestrator.wait(job, 60)
+        assert state.status is JobStatus.COMPLETED, state.error
+        records = await rt.store.read(job)
+    for n in range(12):
+        mine = [r for r in records if r.data.get("step") == f"s{n}"
+                and r.type in ("StepClaimed", "StepStarted", "StepCompleted")]
+        assert [r.type for r in mine] == ["StepClaimed", "StepStarted", "StepCompleted"]
+        assert mine[1].data["pid"], mine[1]
+    assert [r.version for r in records] == list(range(1, len(records) + 1))
