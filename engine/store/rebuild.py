@@ -40,6 +40,7 @@ OPS_PREFIX = "ops/"
 MAX_PLANS = 4096
 # Below this many events a second process costs more (its start-up) than it saves.
 PARALLEL_MIN = 200_000
+FOLD_SLICE = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +183,12 @@ async def _replay_pages(
         while page := await reading:
             after = page[-1].global_seq
             reading = asyncio.ensure_future(store.tail(after, page_size))
-            fold.page(page)
+            # Folded in slices with the loop let run in between, so that a store served on
+            # the loop (PostgreSQL) sends its next query and takes in the rows, and the
+            # server works on it while this folds.
+            for start in range(0, len(page), FOLD_SLICE):
+                fold.page(page[start:start + FOLD_SLICE])
+                await asyncio.sleep(0)
             count += len(page)
             if len(dirty) >= flush_jobs:
                 if writing is not None:
