@@ -15,13 +15,14 @@ Round trips of an append: one, a call of the `partitur_append` function (migrati
 that takes the lock, reads the stream's version, the highest `global_seq` and the
 idempotency key (its statements start after the lock, so they see every earlier append)
 and, when these allow it, inserts the events and the key, upserts the job and step rows
-and sends the NOTIFY, all in the call's own transaction. An append with an outbox (work
-queue rows, outbox objects, slots) runs the same call inside BEGIN (with the lock) …
-COMMIT, one round trip per outbox table in between. One-call appends are group-committed:
-the appends of this store that queue up while one is being written go together in one
-call of `partitur_append_many` (migration 013), one statement and one transaction, each
-with its own checks and outcome. Released connections go back to the pool without
-asyncpg's reset query (`keep_session`).
+and sends the NOTIFY, all in the call's own transaction. An append that queues work
+(`Outbox.work`) is one call of `partitur_append_many` (migrations 013, 014), which also
+queues the rows and NOTIFYs `partitur_work`. An append with outbox objects or slots runs
+the call inside BEGIN (with the lock) … COMMIT, one round trip per outbox table in
+between. The other appends are group-committed: those of this store that queue up while
+one is being written go together in one call of `partitur_append_many`, one statement
+and one transaction, each with its own checks and outcome. Released connections go back
+to the pool without asyncpg's reset query (`keep_session`).
 
 Errors: driver and socket errors become `engine.errors` — `StoreUnavailable` (retryable)
 for a lost or refused connection, `VersionConflict`/`Conflict` for constraint
@@ -75,6 +76,7 @@ from engine.store.work import (
     PG_ENQUEUE_ONE,
     PG_NOTIFY,
     PG_QUEUED,
+    WORK_CHANNEL,
     WorkItem,
     pg_item,
     pg_item_params,
@@ -200,8 +202,9 @@ CALL_APPEND = (
     "SELECT o_version, o_last, o_owner FROM partitur_append("
     + ", ".join(f"${i}" for i in range(1, 50)) + ")"
 )
-# A group commit: the appends of a group as one JSON array, one call of
-# `partitur_append_many` (migration 013), one statement and its own transaction.
+# A group commit: the appends of a group (with the work-queue rows they queue) as one JSON
+# array, one call of `partitur_append_many` (migrations 013, 014), one statement and its
+# own transaction.
 CALL_APPEND_MANY = "SELECT o_version, o_last, o_owner FROM partitur_append_many($1)"
 _NO_JOB: tuple[None, ...] = (None,) * 18
 GROUP_MAX = 64
@@ -530,7 +533,11 @@ class PostgresStore(EventStore):
             return int(last) + 1
 
         async def alone(conn: Any, again: bool) -> int:
-            version, last, owner = await conn.fetchrow(CALL_APPEND, *call)
+            if work:
+                rows = await conn.fetch(CALL_APPEND_MANY, [_call_document(call, work)])
+                version, last, owner = rows[0]
+            else:
+                version, last, owner = await conn.fetchrow(CALL_APPEND, *call)
             if again and (version != expected_version or owner is not None):
                 # An earlier try, whose outcome was lost with its connection, may have
                 # committed these events.
@@ -552,10 +559,10 @@ class PostgresStore(EventStore):
             return first
 
         what = f"append to stream {stream_id}"
-        if work or objects or (outbox is not None and (outbox.take_slots or outbox.free_slots)):
+        if objects or (outbox is not None and (outbox.take_slots or outbox.free_slots)):
             first = await self._write(with_outbox, what=what, begin=BEGIN_APPEND)
         else:
-            first = await self._group_commit(_Queued(call, settle, alone, what))
+            first = await self._group_commit(_Queued(call, work, settle, alone, what))
         return AppendResult([
             RecordedEvent(first + i, stream_id, versions[i], types[i], schema_versions[i],
                           through_json(d), stamps[i])
@@ -747,13 +754,15 @@ class _Queued:
     """A one-call append waiting for the committer: its call's arguments, how to read the
     call's result (`settle`), how to run it on its own (`alone`), and its caller's future."""
 
-    __slots__ = ("alone", "call", "future", "settle", "what")
+    __slots__ = ("alone", "call", "future", "settle", "what", "work")
 
     def __init__(
-        self, call: list[Any], settle: Callable[[int, int, str | None], int],
+        self, call: list[Any], work: list[tuple[Any, ...]],
+        settle: Callable[[int, int, str | None], int],
         alone: Callable[[Any, bool], Awaitable[int]], what: str,
     ) -> None:
         self.call = call
+        self.work = work
         self.settle = settle
         self.alone = alone
         self.what = what
@@ -778,19 +787,26 @@ _CALL_KEYS = (
 _JOB_NAMES = [c.strip() for c in JOB_COLUMNS.split(",")]
 
 
-def _call_document(call: Sequence[Any]) -> dict[str, Any]:
-    """The arguments of one `partitur_append` call as `partitur_append_many` takes them."""
+_WORK_KEYS = ("job_id", "step", "attempt", "priority", "ready_at", "tags")
+
+
+def _call_document(call: Sequence[Any], work: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+    """The arguments of one `partitur_append` call, and the work-queue rows (parameters of
+    `PG_ENQUEUE_ONE`) its append queues, as `partitur_append_many` takes them."""
     job, steps = call[9:27], call[27:49]
     document = dict(zip(_CALL_KEYS, call[:9], strict=True))
     document["job"] = dict(zip(_JOB_NAMES, job, strict=True)) if job[0] is not None else None
     document["steps"] = dict(zip(_STEP_NAMES, steps, strict=True)) if steps[0] else None
+    if work:
+        document["work"] = [dict(zip(_WORK_KEYS, row, strict=True)) for row in work]
+        document["work_channel"] = WORK_CHANNEL
     return document
 
 
 async def commit_group(conn: Any, batch: Sequence[_Queued]) -> list[Any]:
     """The calls of `batch` in one statement and transaction, in order; a row for each."""
     rows: list[Any] = await conn.fetch(
-        CALL_APPEND_MANY, [_call_document(item.call) for item in batch]
+        CALL_APPEND_MANY, [_call_document(item.call, item.work) for item in batch]
     )
     return rows
 

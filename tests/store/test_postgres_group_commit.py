@@ -11,9 +11,10 @@ import pytest
 from engine.core import events as ev
 from engine.core.projections import JobRow, StepRow
 from engine.errors import ValidationFailed, VersionConflict
-from engine.store.base import AppendResult, Projection
+from engine.store.base import AppendResult, Outbox, Projection
 from engine.store.migrations import load_migrations
 from engine.store.postgres import APPEND_LOCK, PostgresStore
+from engine.store.work import WorkItem
 
 
 def output(n: int, value: object = None) -> ev.StepOutput:
@@ -101,3 +102,31 @@ async def test_each_append_of_a_group_has_its_own_outcome(store: PostgresStore) 
     assert [e.version for e in await store.read("taken")] == [1]
     assert await store.read("bad") == []
     assert await store.last_seq() == 9
+
+
+async def test_work_queued_by_appends_of_a_group_is_queued_with_them(
+    store: PostgresStore,
+) -> None:
+    await store.append("taken", 0, [output(0)])
+
+    def work(job: str) -> Outbox:
+        return Outbox(work=[
+            WorkItem(job, "a", 1, 5, 1_700_000_000.5, ("linux", "big")),
+            WorkItem(job, "b", 2, 0, 1_700_000_001.0),
+        ])
+
+    async def attempt(i: int) -> AppendResult | Exception:
+        job = "taken" if i == 2 else f"w{i}"  # the append to "taken" is refused
+        try:
+            return await store.append(job, 0, [output(i)], outbox=work(job))
+        except VersionConflict as exc:
+            return exc
+
+    outcomes = await asyncio.gather(*(attempt(i) for i in range(6)))
+    assert isinstance(outcomes[2], VersionConflict)
+    assert await store.queued_work("taken") == []
+    for i in (0, 1, 3, 4, 5):
+        assert isinstance(outcomes[i], AppendResult)
+        assert sorted(await store.queued_work(f"w{i}"), key=lambda w: w.step) == list(
+            work(f"w{i}").work
+        )
