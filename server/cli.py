@@ -71,9 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = sub.add_parser("rebuild", help="rebuild the projections from the event log")
     rebuild.add_argument("--config", type=Path, default=None)
     rebuild.add_argument("--db", default=None, help="store URL (overrides the config)")
-    rebuild.add_argument("--workers", type=int, default=None,
-                         help="processes sharing the fold of a large log (default: 2 for "
-                              "SQLite on 2+ CPUs, else 1)")
 
     worker = sub.add_parser("worker", help="run steps for a server (a remote worker)")
     worker.add_argument("--server", required=True, help="the server's URL")
@@ -282,12 +279,18 @@ def _db_url(args: argparse.Namespace) -> tuple[str, Path]:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from engine.store.rebuild import rebuild_url
+    from engine.store.factory import open_store
+    from engine.store.rebuild import rebuild
 
     url, base = _db_url(args)
 
     async def go() -> int:
-        stats = await rebuild_url(url, base_dir=base, workers=args.workers)
+        store = open_store(url, base_dir=base)
+        await store.open()
+        try:
+            stats = await rebuild(store)
+        finally:
+            await store.close()
         rate = stats.events / stats.seconds if stats.seconds else 0.0
         print(f"replayed {stats.events} events of {stats.jobs} jobs in {stats.seconds:.2f}s "
               f"({rate:,.0f} events/s)")

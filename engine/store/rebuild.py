@@ -5,8 +5,7 @@ folded into its job's state with `engine.core.state.evolve`, and the rows of cha
 jobs are written in large batches. The states of all streams stay in memory while the
 log streams past; decoding uses the plain dataclass events, no validation layer, and
 each distinct plan is decoded once. Secret-marked job inputs are masked in the rows, as in
-the incremental projections. `rebuild_url` (`partitur rebuild`) can share the streams of a
-large log among processes, each folding and writing its own share.
+the incremental projections.
 """
 
 from __future__ import annotations
@@ -14,15 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import multiprocessing
-import multiprocessing.process
-import os
 import time
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,12 +27,9 @@ from engine.errors import PartiturError
 from engine.logs.redact import Redactor
 from engine.masking import JobMasker, secret_input_values
 from engine.store.base import EventStore, Projection
-from engine.store.factory import open_store
 
 OPS_PREFIX = "ops/"
 MAX_PLANS = 4096
-# Below this many events a second process costs more (its start-up) than it saves.
-PARALLEL_MIN = 200_000
 FOLD_SLICE = 1_000
 
 
@@ -66,113 +56,22 @@ async def rebuild(
     of its stream's last event, as an incremental append would have stamped it.
     """
     started = time.perf_counter()
-    await store.reset_projections()
-    events, jobs = await _replay(store, page_size, flush_jobs, 0, 1)
-    return RebuildStats(events, jobs, time.perf_counter() - started)
-
-
-async def rebuild_url(
-    url: str, *, base_dir: Path | None = None, workers: int | None = None,
-    page_size: int = 20_000, flush_jobs: int = 5_000, parallel_min: int = PARALLEL_MIN,
-) -> RebuildStats:
-    """`rebuild` of the store at `url`, the streams shared among `workers` processes.
-
-    Each process reads the whole log but folds and writes only its share of the streams
-    (by a hash of the stream id); this one takes the first share. A log of fewer than
-    `parallel_min` events, or the memory store, is rebuilt here alone. By default SQLite
-    logs are shared between two processes (on two CPUs or more) and PostgreSQL logs are
-    not: there every reader also costs the server the output of the whole log (~1.5 s of
-    its CPU per million events), which eats what a second process would save on two CPUs.
-    """
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if url.startswith("sqlite:") else 1
-    started = time.perf_counter()
-    store = open_store(url, base_dir=base_dir)
-    await store.open()
-    try:
-        if workers > 1 and not url.startswith("memory:"):
-            workers = workers if await store.last_seq() >= parallel_min else 1
-        await store.reset_projections()
-        if workers <= 1:
-            events, jobs = await _replay(store, page_size, flush_jobs, 0, 1)
-            return RebuildStats(events, jobs, time.perf_counter() - started)
-        context = multiprocessing.get_context("spawn")
-        helpers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
-        try:
-            for part in range(1, workers):
-                receive, send = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=_replay_part, name=f"partitur-rebuild-{part}", daemon=True,
-                    args=(send, url, base_dir, page_size, flush_jobs, part, workers))
-                process.start()
-                send.close()
-                helpers.append((process, receive))
-            events, jobs = await _replay(store, page_size, flush_jobs, 0, workers)
-            for helper, receive in helpers:
-                outcome = await asyncio.to_thread(_outcome, helper, receive)
-                if isinstance(outcome, str):
-                    raise StreamCorrupt("log", "replay", "rebuild", outcome)
-                jobs += outcome
-        finally:
-            for helper, receive in helpers:
-                if helper.is_alive():
-                    helper.terminate()
-                helper.join()
-                receive.close()
-        return RebuildStats(events, jobs, time.perf_counter() - started)
-    finally:
-        await store.close()
-
-
-def _replay_part(send: Connection, url: str, base_dir: Path | None, page_size: int,
-                 flush_jobs: int, part: int, parts: int) -> None:
-    """A helper process of `rebuild_url`: sends its job count, or why it failed."""
-
-    async def run() -> int:
-        store = open_store(url, base_dir=base_dir)
-        await store.open()
-        try:
-            return (await _replay(store, page_size, flush_jobs, part, parts))[1]
-        finally:
-            await store.close()
-
-    try:
-        send.send(asyncio.run(run()))
-    except PartiturError as exc:
-        send.send(str(exc))
-    finally:
-        send.close()
-
-
-def _outcome(process: multiprocessing.process.BaseProcess, receive: Connection) -> int | str:
-    try:
-        outcome: int | str = receive.recv()
-    except EOFError:
-        process.join()
-        return f"rebuild process {process.name} ended with exit code {process.exitcode}"
-    return outcome
-
-
-async def _replay(
-    store: EventStore, page_size: int, flush_jobs: int, part: int, parts: int
-) -> tuple[int, int]:
-    """Fold the whole log, write the rows of the streams of share `part` of `parts`:
-    (events read, jobs written)."""
     # The states of every job stay alive until the end and hold no reference cycles: the
     # cyclic collector would only scan them again and again (a third of the time).
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return await _replay_pages(store, page_size, flush_jobs, part, parts)
+        await store.reset_projections()
+        events, jobs = await _replay(store, page_size, flush_jobs)
     finally:
         if collecting:
             gc.enable()
+    return RebuildStats(events, jobs, time.perf_counter() - started)
 
 
-async def _replay_pages(
-    store: EventStore, page_size: int, flush_jobs: int, part: int, parts: int
-) -> tuple[int, int]:
-    fold = _Fold(part, parts)
+async def _replay(store: EventStore, page_size: int, flush_jobs: int) -> tuple[int, int]:
+    """Fold the whole log and write the rows: (events read, jobs written)."""
+    fold = _Fold()
     states, last_seqs, dirty = fold.states, fold.last_seqs, fold.dirty
     count = 0
     # The next page is read, and the last batch written, while this page is folded: the
@@ -210,29 +109,18 @@ async def _replay_pages(
 
 
 class _Fold:
-    """The states of the streams of one share, and the streams changed since the last
-    write."""
+    """The states of the streams, and the streams changed since the last write."""
 
-    def __init__(self, part: int, parts: int) -> None:
-        self.part = part
-        self.parts = parts
+    def __init__(self) -> None:
         self.states: dict[str, JobState] = {}
         self.last_seqs: dict[str, int] = {}
         self.dirty: dict[str, None] = {}  # insertion-ordered set of streams to write
         self.plans: dict[bytes, Mapping[str, Any]] = {}  # plan JSON → first data holding it
-        self.mine: dict[str, bool] = {}  # stream → whether it is in this share
 
     def page(self, page: list[RecordedEvent]) -> None:
-        states, last_seqs, dirty, plans, mine = (
-            self.states, self.last_seqs, self.dirty, self.plans, self.mine)
+        states, last_seqs, dirty, plans = self.states, self.last_seqs, self.dirty, self.plans
         for recorded in page:
             stream = recorded.stream_id
-            if self.parts > 1:
-                ours = mine.get(stream)
-                if ours is None:
-                    ours = mine[stream] = zlib.crc32(stream.encode()) % self.parts == self.part
-                if not ours:
-                    continue
             if stream.startswith(OPS_PREFIX):
                 continue  # an operations stream (engine.opspause), not a job
             try:
