@@ -352,6 +352,12 @@ class WorkQueue:
         except BaseException:
             await asyncio.shield(self.work.release(held.lease))
             raise
+        return await self._assignment(held, state, started)
+
+    async def _assignment(self, held: Held, state: JobState,
+                          started: bool) -> Assignment | None:
+        """The claimed step (its claim recorded in `state`) rendered for the worker; a
+        step that does not render fails here instead."""
         try:
             run = self._prepare(state, held.step, Path("."))
         except RenderError as exc:
@@ -449,9 +455,11 @@ class WorkQueue:
 
     async def _result(self, held: Held, body: Mapping[str, Any],
                       lines: Sequence[Mapping[str, Any]] | None, offset: int,
-                      then: Callable[[], Awaitable[Any]] | None = None) -> str:
-        """`result` on a fenced lease; `then` runs once the step's end is recorded,
-        alongside the closing of its queue row."""
+                      then: Callable[[], Awaitable[Any]] | None = None,
+                      record: Callable[[cmd.Command], Awaitable[None]] | None = None) -> str:
+        """`result` on a fenced lease; `record` appends the step's end instead of a
+        command of its own, and `then` runs once it is recorded, alongside the closing
+        of its queue row."""
         lease = held.lease
         if lines:
             await self._store_lines(held, offset, lines)
@@ -479,13 +487,16 @@ class WorkQueue:
         if then is None:
             await self._record(held, command, status)
         else:
-            await self._command(held, command)
-            closed, _ = await asyncio.gather(
+            await (self._command(held, command) if record is None else record(command))
+            outcomes: tuple[Any, ...] = await asyncio.gather(
                 self.work.finish(held.lease, status, time.time()), then(),
                 return_exceptions=True)
+            closed, followed = outcomes
             if isinstance(closed, BaseException):
                 # The lease sweeper closes it: the step no longer runs under it.
                 log.warning("cannot close the lease %s…: %s", lease[:8], closed)
+            if isinstance(followed, BaseException):  # the end is recorded all the same
+                log.warning("after the result of lease %s…: %s", lease[:8], followed)
         if lines is None or offset + len(lines) > 0:  # else no position was ever kept
             self._spawn(self._forget(held.job_id, lease))
         return status
@@ -495,18 +506,71 @@ class WorkQueue:
                                 offset: int = 0, limit: int = 1,
                                 start: bool = False) -> tuple[str, list[Assignment]]:
         """`result`, then up to `limit` queued steps for the same worker, without waiting
-        (a busy worker's slot goes on with its next step: one call instead of two)."""
+        (a busy worker's slot goes on with its next step: one call instead of two).
+
+        The next rows are taken first: the claims (and starts) of those of the same job
+        go into the append of the step's end (`Orchestrator.command_many`), so a fan-out
+        costs one append per step; the others are claimed as `claim` would once the end
+        is recorded. When none was queued, the claim is tried again after the end (the
+        steps it made ready are queued by then)."""
         held, _ = await self.fenced(lease)
         await self._renew_if_old(held)
+        worker_id = held.worker_id
+        taken: list[Held] = []
+        try:
+            worker = await self._worker(worker_id)
+            taken = await self.work.claim_many(
+                worker_id, worker.tags, [new_token(16) for _ in range(max(1, limit))],
+                time.time(), aging=self.aging)
+        except PartiturError as exc:
+            log.info("no claim with the result of lease %s…: %s", lease[:8], exc)
+        same = [h for h in taken if h.job_id == held.job_id]
+        others = [h for h in taken if h.job_id != held.job_id]
         found: list[Assignment] = []
+        handed: list[tuple[Held, bool, bool]] = []  # (row, claim recorded, start recorded)
+        after: list[JobState] = []
+
+        async def record(command: cmd.Command) -> None:
+            per = 2 if start else 1
+            more: list[cmd.Command] = []
+            for h in same:
+                more.append(cmd.Claim(step=h.step, attempt=h.attempt, worker_id=worker_id,
+                                      lease=h.lease))
+                if start:
+                    more.append(cmd.MarkStarted(step=h.step, attempt=h.attempt,
+                                                worker_id=worker_id))
+            try:
+                state, recorded = await self.orchestrator.command_many(
+                    held.job_id, command, more)
+            except Conflict as exc:
+                raise LeaseRefused(str(exc)) from exc
+            after.append(state)
+            handed.extend((h, recorded[i * per], start and recorded[i * per + per - 1])
+                          for i, h in enumerate(same))
 
         async def claim() -> None:
-            try:
-                found.extend(await self.claim_many(held.worker_id, 0.0, limit, start=start))
-            except PartiturError as exc:  # the result is recorded: the worker claims again
-                log.info("no claim after the result of lease %s…: %s", lease[:8], exc)
+            for h, claimed, started in handed:
+                if not claimed:  # not ready at that attempt any more (paused, cancelled)
+                    await self.work.finish(h.lease, "dropped", time.time())
+                elif (a := await self._assignment(h, after[0], started)) is not None:
+                    found.append(a)
+            if others:
+                assigned = await asyncio.gather(*(self._assign(h, start) for h in others),
+                                                return_exceptions=True)
+                found.extend(a for a in assigned if isinstance(a, Assignment))
+            elif not taken:
+                try:
+                    found.extend(await self.claim_many(worker_id, 0.0, limit, start=start))
+                except PartiturError as exc:
+                    log.info("no claim after the result of lease %s…: %s", lease[:8], exc)
 
-        status = await self._result(held, body, lines, offset, claim)
+        try:
+            status = await self._result(held, body, lines, offset, claim, record)
+        except BaseException:
+            if not after:  # the rows taken for the next steps were not claimed: put back
+                for h in taken:
+                    await asyncio.shield(self.work.release(h.lease))
+            raise
         return status, found
 
     async def _forget(self, job_id: str, lease: str) -> None:
