@@ -696,13 +696,18 @@ class PostgresStore(EventStore):
         page = LIST_JOBS_PAGE.format(len(params) + 1, len(params) + 2)
         count = (SUM_JOB_COUNTS if counted else COUNT_JOBS) + condition
 
+        # The total and the page in one statement (one round trip, one snapshot); a page
+        # past the end is one row holding the total and NULLs.
+        sql = (
+            f"SELECT t.total, p.* FROM ({count}) AS t(total) "
+            f"LEFT JOIN LATERAL ({LIST_JOBS}{condition}{page}) AS p ON true "
+            "ORDER BY p.created_at DESC, p.job_id DESC"
+        )
+
         async def fetch(conn: Any) -> tuple[list[JobRow], int]:
-            async with conn.transaction(readonly=True, isolation="repeatable_read"):
-                total: int = await conn.fetchval(count, *params)
-                rows = await conn.fetch(
-                    LIST_JOBS + condition + page, *params, where.limit, where.offset
-                )
-            return [_job(r) for r in rows], total
+            rows = await conn.fetch(sql, *params, where.limit, where.offset)
+            total = int(rows[0][0])
+            return [_job(tuple(r)[1:]) for r in rows if r[1] is not None], total
 
         return await self._run(fetch, retry=True, what="list jobs")
 
