@@ -143,7 +143,8 @@ class RssSampler:
 
     `peak_total` is the peak of the sum over every process of every tree;
     `peak_largest` the peak of the largest single process; `peak_of[pid]` the peak of
-    one root's tree (e.g. the server alone).
+    one root's tree (e.g. the server alone). A child that has not called `exec` yet is
+    left out: it shares its parent's pages (see `_before_exec`).
     """
 
     def __init__(self, roots: Sequence[int], interval: float = 0.05) -> None:
@@ -170,6 +171,8 @@ class RssSampler:
             tree = 0
             for p in procs:
                 try:
+                    if p is not proc and _before_exec(p):
+                        continue
                     rss = int(p.memory_info().rss)
                 except psutil.Error:
                     continue
@@ -193,6 +196,14 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.sample()
+
+
+def _before_exec(proc: psutil.Process) -> bool:
+    """A child between `vfork` and `exec` runs in its parent's memory, and psutil reports
+    the parent's whole RSS for it: counting it would count the parent twice. Such a child
+    still has its parent's command line."""
+    parent = proc.parent()
+    return parent is not None and proc.cmdline() == parent.cmdline()
 
 
 MiB = 1024 * 1024

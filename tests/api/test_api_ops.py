@@ -135,4 +135,7 @@ def test_fuzz_never_500(client: httpx.Client, segment: str, body: Any,
         r = client.request(method, url, params=query,
                            json={"input": body} if method == "POST" else None)
         assert r.status_code < 500, (method, url, r.status_code, r.text)
+        if r.is_redirect:  # "%2F" decodes to a trailing slash: Starlette's slash redirect
+            assert r.headers["location"].startswith("http"), r.headers
+            continue
         assert r.headers["content-type"].startswith("application/json") or r.status_code == 200
