@@ -681,13 +681,19 @@ class Orchestrator:
     def _after_append(self, active: ActiveJob, events: Sequence[ev.Event]) -> None:
         state = active.state
         writer = self._writer(active)
-        for event in events:
-            note = _note(event, state)
-            if note:
-                writer.line("_server", "stdout", note, ts=event.ts)
+        # The notes of all the events in one write to the log store, published in turn
+        # with the events' frames.
+        notes = [_note(event, state) for event in events]
+        stored = writer.store_notes(
+            [(note, event.ts) for note, event in zip(notes, events, strict=True) if note])
+        lines = iter(stored or ())
+        publish, job_id = self.bus.publish, state.job_id
+        for note, event in zip(notes, events, strict=True):
+            if note and stored is not None:
+                publish(job_id, next(lines))
             frame = _frame(event, state)
             if frame is not None:
-                self.bus.publish(state.job_id, frame)
+                publish(job_id, frame)
         for listener in self._listeners:
             try:
                 listener(state, events)

@@ -291,12 +291,27 @@ def _tuple_fields(cls: type[Event]) -> tuple[str, ...]:
     return cached
 
 
+# event class → (type name, schema version, field names but `ts`, tuple field names):
+# `dataclasses.fields` builds a new tuple on every call, and every appended event is
+# encoded.
+_ENCODING: dict[type[Event], tuple[str, int, tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _encoding(cls: type[Event]) -> tuple[str, int, tuple[str, ...], tuple[str, ...]]:
+    found = _ENCODING.get(cls)
+    if found is None:
+        names = tuple(f.name for f in fields(cls) if f.name != "ts")
+        found = _ENCODING[cls] = (cls.__name__, cls.SCHEMA_VERSION, names, _tuple_fields(cls))
+    return found
+
+
 def encode(event: Event) -> tuple[str, int, dict[str, Any]]:
     """`(type, schema_version, data)`; `data` holds every field but `ts` (the envelope's)."""
-    data = {f.name: getattr(event, f.name) for f in fields(event) if f.name != "ts"}
-    for name in _tuple_fields(type(event)):
+    type_, version, names, tuples = _encoding(type(event))
+    data = {name: getattr(event, name) for name in names}
+    for name in tuples:
         data[name] = list(data[name])
-    return type(event).__name__, type(event).SCHEMA_VERSION, data
+    return type_, version, data
 
 
 _Maker = Callable[[float, Mapping[str, Any]], "Event | None"]

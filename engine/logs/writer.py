@@ -86,6 +86,26 @@ class JobLogWriter:
         if self.bus is not None:
             self.bus.publish(self.job_id, stored[0])
 
+    def store_notes(self, entries: Sequence[tuple[str, float]]) -> list[LogLine] | None:
+        """Record server notes `(text, ts)` (step `_server`, stream `stdout`) with one
+        store write and return them stored, for the caller to publish in its order;
+        None when the store is asynchronous (they are queued and published once stored).
+        """
+        lines = [LogLine(ts=ts, stream=STDOUT, step=SERVER_STEP,
+                         line=self.redactor.redact(text)) for text, ts in entries]
+        if self._sync_append is None:
+            self._pending.extend(lines)
+            if lines and (self._flusher is None or self._flusher.done()):
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+            return None
+        if not lines:
+            return []
+        try:
+            return self._sync_append(self.job_id, lines)
+        except OSError:
+            logger.exception("cannot store a log line of job %s", self.job_id)
+            return lines
+
     async def batch(
         self, step: str, key: str, offset: int,
         entries: Sequence[tuple[str, str, float | None]],
