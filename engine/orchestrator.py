@@ -686,14 +686,15 @@ class Orchestrator:
         notes = [_note(event, state) for event in events]
         stored = writer.store_notes(
             [(note, event.ts) for note, event in zip(notes, events, strict=True) if note])
-        lines = iter(stored or ())
         publish, job_id = self.bus.publish, state.job_id
-        for note, event in zip(notes, events, strict=True):
-            if note and stored is not None:
-                publish(job_id, next(lines))
-            frame = _frame(event, state)
-            if frame is not None:
-                publish(job_id, frame)
+        if self.bus.subscribers(job_id):  # else publishing is a no-op: no frames built
+            lines = iter(stored or ())
+            for note, event in zip(notes, events, strict=True):
+                if note and stored is not None:
+                    publish(job_id, next(lines))
+                frame = _frame(event, state)
+                if frame is not None:
+                    publish(job_id, frame)
         for listener in self._listeners:
             try:
                 listener(state, events)
