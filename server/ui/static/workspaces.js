@@ -48,11 +48,16 @@ async function load() {
   }));
   clear(box, sections.length ? sections : el("p", { class: "muted" }, "No workspaces configured."));
   box.removeAttribute("aria-busy");
+  applyFilter();  // a filter typed while the tasks were loading
 }
 
-document.getElementById("task-filter").addEventListener("input", (event) => {
-  const q = event.target.value.trim().toLowerCase();
+const filterInput = document.getElementById("task-filter");
+
+function applyFilter() {
+  const q = filterInput.value.trim().toLowerCase();
   for (const li of document.querySelectorAll("li.task")) li.hidden = q !== "" && !li.dataset.search.includes(q);
-});
+}
+
+filterInput.addEventListener("input", applyFilter);
 
 load().catch(showError);
