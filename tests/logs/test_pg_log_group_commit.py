@@ -4,9 +4,6 @@ being written share a transaction, and each gets the seqs of its own job, in ord
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from engine.errors import ValidationFailed
 from engine.logs.model import STDOUT, LogLine
@@ -16,15 +13,6 @@ from engine.logs.pgstore import PostgresLogStore
 def lines(step: str, *texts: str) -> list[LogLine]:
     return [LogLine(ts=1_700_000_000.25 + i, stream=STDOUT, step=step, line=t)
             for i, t in enumerate(texts)]
-
-
-@pytest.fixture
-async def logs(pg_url: str) -> AsyncIterator[PostgresLogStore]:
-    store = PostgresLogStore(pg_url)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def test_concurrent_appends_of_many_jobs_get_their_jobs_seqs(

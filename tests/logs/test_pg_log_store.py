@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,15 +15,6 @@ from engine.store.postgres import PostgresStore
 def lines(step: str, *texts: str, stream: str = STDOUT) -> list[LogLine]:
     return [LogLine(ts=1_700_000_000.25 + i, stream=stream, step=step, line=t)
             for i, t in enumerate(texts)]
-
-
-@pytest.fixture
-async def logs(pg_url: str) -> AsyncIterator[PostgresLogStore]:
-    store = PostgresLogStore(pg_url)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def test_append_read_and_count(logs: PostgresLogStore) -> None:
