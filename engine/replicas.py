@@ -39,6 +39,7 @@ class ReplicaSync:
         self.orchestrator = orchestrator
         self.wake_workers = wake_workers
         self._event_seq = 0
+        self._notified = 0  # the highest global seq announced on `partitur_events`
         self._line_seq: dict[str, int] = {}
         self._events_due = asyncio.Event()
         self._lines_due: set[str] = set()
@@ -49,8 +50,8 @@ class ReplicaSync:
     async def start(self) -> None:
         import asyncpg
 
-        self._event_seq = await self.store.last_seq()
-        self._listeners.append(await self.store.listen(lambda _seq: self._events_due.set()))
+        self._event_seq = self._notified = await self.store.last_seq()
+        self._listeners.append(await self.store.listen(self._on_event))
 
         async def relisten() -> None:
             self._lines_due.update(self._line_seq)
@@ -75,6 +76,10 @@ class ReplicaSync:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for listener in self._listeners:
             await listener.close()
+
+    def _on_event(self, seq: int) -> None:
+        self._notified = max(self._notified, seq)
+        self._events_due.set()
 
     def _on_line(self, job_id: str, _seq: int) -> None:
         if self.bus.subscribers(job_id):
@@ -101,6 +106,13 @@ class ReplicaSync:
         while True:
             await self._events_due.wait()
             self._events_due.clear()
+            notified = self._notified
+            if notified > self._event_seq and self.store.own_appends_cover(
+                self._event_seq, notified
+            ):
+                # Only this process's own appends: already folded and published here.
+                self._event_seq = notified
+                continue
             try:
                 while True:
                     records = await self.store.tail(self._event_seq, limit=1000)

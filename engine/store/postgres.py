@@ -341,6 +341,9 @@ def wrap_error(exc: BaseException, what: str) -> PartiturError:
 # --- the store -----------------------------------------------------------------------
 
 
+OWN_RANGES_KEPT = 10_000  # appends remembered for `own_appends_cover`
+
+
 class PostgresStore(EventStore):
     """An `EventStore` in PostgreSQL, through a pool of `min_size`…`max_size` connections."""
 
@@ -362,6 +365,7 @@ class PostgresStore(EventStore):
         self._listeners: list[Listener] = []
         self._queued: list[_Queued] = []
         self._committer: asyncio.Task[None] | None = None
+        self._own: dict[int, int] = {}  # first → last global seq of this process's appends
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -563,6 +567,9 @@ class PostgresStore(EventStore):
             first = await self._write(with_outbox, what=what, begin=BEGIN_APPEND)
         else:
             first = await self._group_commit(_Queued(call, work, settle, alone, what))
+        if len(self._own) >= OWN_RANGES_KEPT:
+            self._own.clear()  # nobody follows them: `own_appends_cover` just says no
+        self._own[first] = first + n - 1
         return AppendResult([
             RecordedEvent(first + i, stream_id, versions[i], types[i], schema_versions[i],
                           through_json(d), stamps[i])
@@ -651,6 +658,22 @@ class PostgresStore(EventStore):
 
     async def queued_work(self, job_id: str) -> list[WorkItem]:
         return [pg_item(r) for r in await self._fetch(PG_QUEUED, job_id)]
+
+    def own_appends_cover(self, after: int, upto: int) -> bool:
+        """Whether every event with `after < global_seq <= upto` was appended by this
+        store object (so this process has already seen them). The seqs are gapless; a
+        seq not known here answers False. Forgets the ranges up to `upto` either way:
+        the caller's cursor moves past them."""
+        seq = after + 1
+        while seq <= upto:
+            last = self._own.get(seq)
+            if last is None:
+                break
+            seq = last + 1
+        covered = seq > upto
+        for first in [f for f in self._own if f <= upto]:
+            del self._own[first]
+        return covered
 
     async def listen(self, callback: Callable[[int], None]) -> Listener:
         """Call `callback(global_seq)` for every append committed by any process.

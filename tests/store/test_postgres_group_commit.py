@@ -197,3 +197,31 @@ async def test_an_append_whose_answer_was_lost_after_its_commit_is_not_written_t
     finally:
         await store.close()
         await proxy.close()
+
+
+async def test_own_appends_cover_only_this_stores_appends(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """What lets a replica skip reading back its own appends: a range is covered only
+    when every event in it was appended through this store object."""
+    other = PostgresStore(pg_url)
+    await other.open()
+    try:
+        start = await store.last_seq()
+        await store.append("own-a", 0, [output(0), output(1)])
+        await asyncio.gather(*(store.append(f"own-{i}", 0, [output(i)]) for i in range(5)))
+        mine = await store.last_seq()
+        assert mine == start + 7
+        assert store.own_appends_cover(start, mine)
+        assert not other.own_appends_cover(start, mine)
+
+        await other.append("theirs", 0, [output(9)])
+        await store.append("own-b", 0, [output(3)])
+        last = await store.last_seq()
+        assert not store.own_appends_cover(mine, last)  # `theirs` lies in between
+        await store.append("own-c", 0, [output(4)])
+        # The ranges up to `last` were forgotten; what came after is still known.
+        assert store.own_appends_cover(last, last + 1)
+        assert not store.own_appends_cover(start, last + 1)
+    finally:
+        await other.close()
