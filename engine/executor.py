@@ -33,6 +33,11 @@ from engine.store.ratewindows import rate_windows
 
 log = logging.getLogger("partitur.executor")
 
+# How long a step's start may wait for an append of its job to ride along with. Steps
+# that start while others of their job end (a fan-out) or that end at once get no append
+# of their own; a crash within this window leaves the start unrecorded (docs/guarantees.md).
+START_DELAY = 0.005
+
 
 def _redact_value(redactor: Redactor, value: Any) -> Any:
     if isinstance(value, str):
@@ -55,6 +60,9 @@ class _StepSink:
 
     def line(self, stream: str, text: str) -> None:
         self._writer.line(self._step, stream, text)
+
+    async def flush(self) -> None:
+        await self._writer.flush()
 
 
 class LocalExecutor:
@@ -85,9 +93,11 @@ class LocalExecutor:
         # Steps claimed with the completion of the step whose slot they took: the state
         # after that append (None: not claimed, the step claims itself).
         self._preclaims: dict[tuple[str, str], asyncio.Future[JobState | None]] = {}
-        # StepStarted of a job's steps whose processes started in the same turn of the
-        # event loop, written in one append by `_write_starts` on the next turn.
+        # StepStarted of a job's steps whose processes started and that are not written
+        # yet: they go into the job's next append of a step's end, or are written on
+        # their own `START_DELAY` seconds after the first of them (`_write_starts`).
         self._starts: dict[str, list[tuple[cmd.MarkStarted, asyncio.Future[None]]]] = {}
+        self._start_timers: dict[str, asyncio.TimerHandle] = {}
         self._start_writers: set[asyncio.Task[None]] = set()
         self.started_steps = 0
         self._closing = False
@@ -124,6 +134,9 @@ class LocalExecutor:
         after a crash (failed with kind `worker_lost`, re-run only on opt-in).
         """
         self._closing = True
+        for job_id in list(self._starts):
+            self._start_timers.pop(job_id).cancel()
+            self._flush_starts(job_id)
         if grace > 0 and self._inner:
             await asyncio.wait(list(self._inner.values()), timeout=grace)
         for task in list(self._running.values()):
@@ -212,7 +225,8 @@ class LocalExecutor:
                 step=step, attempt=attempt, worker_id=self.worker_id, pid=pid)))
 
         # The runners that start a program create the artifacts folder as they spawn it.
-        inner = asyncio.ensure_future(runner.run(run, _StepSink(orch, job_id, step), on_start))
+        sink = _StepSink(orch, job_id, step)
+        inner = asyncio.ensure_future(runner.run(run, sink, on_start))
         self._inner[(job_id, step)] = inner
         self.started_steps += 1
         try:
@@ -223,8 +237,10 @@ class LocalExecutor:
             result = None
         finally:
             self._inner.pop((job_id, step), None)
-        if started:
-            await asyncio.gather(*started, return_exceptions=True)
+        if started and not started[0].done() and not self._queued(job_id, started[0]):
+            await asyncio.gather(*started, return_exceptions=True)  # being written now
+        # The step's lines are stored before its end is (a no-op for the JSONL store).
+        await sink.flush()
         if result is None:
             await self._report(job_id, cmd.CancelStep(step=step, attempt=attempt,
                                                       reason="cancelled"))
@@ -247,26 +263,68 @@ class LocalExecutor:
                 exit_code=result.exit_code, kind=result.kind))
 
     def _mark_started(self, job_id: str, command: cmd.MarkStarted) -> asyncio.Future[None]:
-        """Record that a step's process started: with the other steps of its job that
-        started in this turn of the loop, in one append on the next turn (as soon as a
-        command of its own would have been). The future resolves once it is written."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Record that a step's process started: in the job's next append of a step's
+        end (usually that of another step, or of this one when it ends at once), or with
+        the other starts of its job in one append of their own `START_DELAY` seconds
+        later. The future resolves once it is written (or dropped: cancelled meanwhile).
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
         queued = self._starts.get(job_id)
         if queued is None:
             queued = self._starts[job_id] = []
-            writer = asyncio.ensure_future(self._write_starts(job_id))
-            self._start_writers.add(writer)
-            writer.add_done_callback(self._starts_written)
+            self._start_timers[job_id] = loop.call_later(
+                START_DELAY, self._flush_starts, job_id)
         queued.append((command, done))
         return done
+
+    def _queued(self, job_id: str, done: asyncio.Future[None]) -> bool:
+        return any(d is done for _, d in self._starts.get(job_id, ()))
+
+    def _take_starts(self, job_id: str) -> list[tuple[cmd.MarkStarted, asyncio.Future[None]]]:
+        """The job's starts not written yet, for an append about to be made."""
+        timer = self._start_timers.pop(job_id, None)
+        if timer is not None:
+            timer.cancel()
+        return self._starts.pop(job_id, [])
+
+    def _flush_starts(self, job_id: str) -> None:
+        self._start_timers.pop(job_id, None)
+        self._spawn_start_writer(job_id, self._starts.pop(job_id, []))
+
+    def _spawn_start_writer(
+            self, job_id: str, starts: list[tuple[cmd.MarkStarted, asyncio.Future[None]]]
+    ) -> None:
+        writer = asyncio.ensure_future(self._write_starts(job_id, starts))
+        self._start_writers.add(writer)
+        writer.add_done_callback(self._starts_written)
+
+    async def _command(self, job_id: str, command: cmd.Command,
+                       more: tuple[cmd.Command, ...] = ()) -> tuple[JobState, list[bool]]:
+        """`command` (then `more`) on a job, with its starts not written yet ahead of it.
+        When `command` is refused, those starts are written on their own."""
+        starts = self._take_starts(job_id)
+        if not starts:
+            return await self.orchestrator.command_many(job_id, command, more)
+        try:
+            result = await self.orchestrator.command_many(
+                job_id, command, more, before=[c for c, _ in starts])
+        except BaseException:
+            self._spawn_start_writer(job_id, starts)
+            raise
+        for _, done in starts:
+            if not done.done():
+                done.set_result(None)
+        return result
 
     def _starts_written(self, task: asyncio.Task[None]) -> None:
         self._start_writers.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("step starts not recorded", exc_info=task.exception())
 
-    async def _write_starts(self, job_id: str) -> None:
-        queued = self._starts.pop(job_id, [])
+    async def _write_starts(
+            self, job_id: str, queued: list[tuple[cmd.MarkStarted, asyncio.Future[None]]]
+    ) -> None:
         try:
             while queued:
                 (first, _), rest = queued[0], queued[1:]
@@ -308,9 +366,9 @@ class LocalExecutor:
         self._preclaims[(job_id, step)] = pending
         claimed: JobState | None = None
         try:
-            new_state, recorded = await orch.command_then(job_id, complete, cmd.Claim(
-                step=step, attempt=attempt, worker_id=self.worker_id, lease=new_token(12)))
-            if recorded:
+            new_state, recorded = await self._command(job_id, complete, (cmd.Claim(
+                step=step, attempt=attempt, worker_id=self.worker_id, lease=new_token(12)),))
+            if recorded[0]:
                 claimed = new_state
         except (Conflict, NotFound) as exc:
             log.info("result of Complete for job %s not recorded: %s", job_id, exc)
@@ -388,7 +446,7 @@ class LocalExecutor:
             if redactor:
                 command = replace(command, error=redactor.redact(command.error))
         try:
-            await self.orchestrator.command(job_id, command)
+            await self._command(job_id, command)
         except (Conflict, NotFound) as exc:
             log.info("result of %s for job %s not recorded: %s", type(command).__name__,
                      job_id, exc)

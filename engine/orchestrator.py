@@ -413,17 +413,31 @@ class Orchestrator:
         return state, recorded[0]
 
     async def command_many(self, job_id: str, command: cmd.Command,
-                           more: Sequence[cmd.Command]) -> tuple[JobState, list[bool]]:
+                           more: Sequence[cmd.Command], *,
+                           before: Sequence[cmd.Command] = ()) -> tuple[JobState, list[bool]]:
         """`command_then` for several: each of `more` is decided on the state the ones
         before it lead to and dropped when not allowed; all the events are appended
         together. Returns the new state and, for each of `more`, whether it was
-        recorded."""
+        recorded. `before`: commands decided ahead of `command`, each dropped when not
+        allowed (the executor's step starts that ride along with a step's end); when
+        `command` itself is refused nothing is written, theirs included."""
         active = await self._load(job_id)
         async with active.lock:
             for _ in range(3):
                 state = active.state
                 now = self.clock.now()
+                ahead: list[ev.Event] = []
+                for first in before:
+                    try:
+                        extra, after = decide_state(state, first, now, self._env(state))
+                    except (Conflict, NotFound):
+                        continue
+                    if extra:
+                        ahead, state = [*ahead, *extra], after
                 events, decided = decide_state(state, command, now, self._env(state))
+                if ahead:
+                    events = [*ahead, *events]
+                state = active.state
                 recorded: list[bool] = []
                 for then in more:
                     try:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from engine.artifacts import make_step_dir
 from engine.runners.base import LogSink
+from engine.runners.spawn import spawn_program
 
 MAX_LINE = 1024 * 1024
 STDERR_TAIL = 5
@@ -123,11 +124,40 @@ _SPAWNER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="partitur-spawn"
 _READ_SIZE = 256 * 1024
 
 
+class _Spawned:
+    """A process started by `spawn_program`: the part of `Popen` the runners use."""
+
+    __slots__ = ("pid", "returncode")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int | None:
+        if self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                return None
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
 @dataclass(slots=True)
 class _Started:
     """A spawned process and the parent's ends of its pipes (raw, non-blocking fds)."""
 
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | _Spawned
     stdout: int
     stderr: int
     stdin: int | None
@@ -285,16 +315,21 @@ def _spawn(
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     in_r, in_w = os.pipe2(os.O_CLOEXEC) if with_stdin else (None, None)
+    proc: subprocess.Popen[bytes] | _Spawned
     try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL if in_r is None else in_r,
-            stdout=out_w,
-            stderr=err_w,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        )
+        pid = spawn_program(argv, cwd=cwd, env=env, stdin=in_r, stdout=out_w, stderr=err_w)
+        if pid is not None:
+            proc = _Spawned(pid)
+        else:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL if in_r is None else in_r,
+                stdout=out_w,
+                stderr=err_w,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
     except BaseException:
         for fd in (out_r, err_r, in_w):
             if fd is not None:
