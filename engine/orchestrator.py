@@ -27,6 +27,7 @@ from engine.concurrency import Concurrency, group_of
 from engine.core import commands as cmd
 from engine.core import events as ev
 from engine.core.decide import Env, decide, decide_state, dispatchable, next_wakeup
+from engine.core.events import RecordedEvent
 from engine.core.plan import Plan
 from engine.core.projections import job_row, job_status, step_rows
 from engine.core.state import JobState, JobStatus, StepStatus, evolve, fold
@@ -393,8 +394,8 @@ class Orchestrator:
                     await self._append(active, events, decided)
                 except VersionConflict:
                     # Another process appended first: fold its events, decide again.
-                    records = await self.store.read(job_id, after_version=state.version)
-                    active.state = fold((r.event() for r in records), state)
+                    self._fold_foreign(active, await self.store.read(
+                        job_id, after_version=state.version))
                     continue
                 return active.state
             raise VersionConflict(f"job {job_id}: too many concurrent writers")
@@ -453,8 +454,8 @@ class Orchestrator:
                 try:
                     await self._append(active, events, decided)
                 except VersionConflict:
-                    records = await self.store.read(job_id, after_version=state.version)
-                    active.state = fold((r.event() for r in records), state)
+                    self._fold_foreign(active, await self.store.read(
+                        job_id, after_version=state.version))
                     continue
                 return active.state, recorded
             raise VersionConflict(f"job {job_id}: too many concurrent writers")
@@ -477,17 +478,23 @@ class Orchestrator:
         if seen_version is not None and active.state.version >= seen_version:
             return
         async with active.lock:
-            records = await self.store.read(job_id, after_version=active.state.version)
-            if not records:
-                return
-            events = [r.event() for r in records]
-            active.state = fold(events, active.state)
-            if any(isinstance(e, ev.JobCancelRequested) for e in events):
-                # Cancelled through another replica: its steps may be running here.
-                self._cancel_running(active.state)
-            self._schedule_wakeup(active)
-            if active.state.terminal:
-                self._finish(active)
+            self._fold_foreign(active, await self.store.read(
+                job_id, after_version=active.state.version))
+
+    def _fold_foreign(self, active: ActiveJob, records: Sequence[RecordedEvent]) -> None:
+        """Fold events another process appended to a job held here, and follow them up:
+        after `refresh`, and when an append of ours lost the race to them (a later
+        `refresh` finds them folded already and does nothing)."""
+        if not records:
+            return
+        events = [r.event() for r in records]
+        active.state = fold(events, active.state)
+        if any(isinstance(e, ev.JobCancelRequested) for e in events):
+            # Cancelled through another replica: its steps may be running here.
+            self._cancel_running(active.state)
+        self._schedule_wakeup(active)
+        if active.state.terminal:
+            self._finish(active)
 
     async def get_state(self, job_id: str) -> JobState:
         """The current state of a job (in memory when active, else folded from the log)."""

@@ -138,9 +138,12 @@ class _Spawned:
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:
-                return None
-            if pid == self.pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
+                # Reaped elsewhere (or SIGCHLD ignored): dead, its status unknown. `Popen`
+                # says 0 then; so does this.
+                self.returncode = 0
+            else:
+                if pid == self.pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
     def wait(self) -> int | None:
@@ -148,8 +151,9 @@ class _Spawned:
             try:
                 _, status = os.waitpid(self.pid, 0)
             except ChildProcessError:
-                return None
-            self.returncode = os.waitstatus_to_exitcode(status)
+                self.returncode = 0
+            else:
+                self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
 
@@ -163,8 +167,15 @@ class _Started:
     stdin: int | None
 
 
+# A step's pipes usually reach end of file as its program exits, and one `waitpid` then
+# finds the exit: no pidfd is opened and watched. The exit is watched only when the pipes
+# stay open this long, close while the program still runs, or the step is being stopped.
+_WATCH_EXIT_AFTER = 0.05
+
+
 class _Child:
-    """A started process: its pipes read by the loop, its exit watched by a pidfd.
+    """A started process: its pipes read by the loop, its exit found when they close or
+    watched by a pidfd (`watch_exit`).
 
     `exited` resolves when the program exits even if children it left behind still hold
     the pipes open; `pipes_closed` when each output pipe reaches end of file. The pipes
@@ -182,6 +193,8 @@ class _Child:
         self._stdin = started.stdin
         self._reading: set[int] = set()
         self._pidfd: int | None = None
+        self._watching = False
+        self._watch_timer: asyncio.TimerHandle | None = None
         self._ended: asyncio.Future[None] | None = None
         self._drain: asyncio.TimerHandle | None = None
 
@@ -195,7 +208,7 @@ class _Child:
 
     async def attach(self, splitters: dict[int, _LineSplitter], stdin: bytes | None) -> None:
         loop = self.loop
-        self._watch_exit()  # first: cleanup awaits `exited` even if attaching fails
+        self._watch_timer = loop.call_later(_WATCH_EXIT_AFTER, self.watch_exit)
         for stream, fd in self._fds.items():
             closed = self.pipes_closed[stream] = loop.create_future()
             loop.add_reader(fd, self._read, fd, splitters[stream], closed)
@@ -223,6 +236,8 @@ class _Child:
         splitter.finish()
         if not closed.done():
             closed.set_result(None)
+        if not self.exited.done() and all(f.done() for f in self.pipes_closed.values()):
+            self.watch_exit()
         self._check_ended()
 
     def _stop_reading(self, fd: int) -> None:
@@ -230,7 +245,17 @@ class _Child:
             self._reading.discard(fd)
             self.loop.remove_reader(fd)
 
-    def _watch_exit(self) -> None:
+    def watch_exit(self) -> None:
+        """Resolve `exited` when the program exits (now, if it has)."""
+        if self._watching or self.exited.done():
+            return
+        self._watching = True
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
+            self._watch_timer = None
+        if self.proc.poll() is not None:
+            self._set_exited()
+            return
         try:
             self._pidfd = os.pidfd_open(self.proc.pid)
         except (AttributeError, OSError):
@@ -285,6 +310,9 @@ class _Child:
 
     def close(self) -> None:
         self._stop_watching()
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
+            self._watch_timer = None
         if self._drain is not None:
             self._drain.cancel()
             self._drain = None
@@ -439,6 +467,7 @@ async def run_process(
 
 async def _cleanup(pgid: int, child: _Child, grace: float) -> None:
     try:
+        child.watch_exit()
         if not child.exited.done():
             kill_process_group(pgid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
