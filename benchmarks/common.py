@@ -212,8 +212,24 @@ MiB = 1024 * 1024
 # --- machine -------------------------------------------------------------------------
 
 
+def cpu_gauge_ms() -> float:
+    """Milliseconds one core takes for a fixed pure-Python loop (best of three): how fast
+    this VM's CPU is right now. The same VM measured 198 ms, and 525 ms half an hour
+    earlier with nothing else running on it (its host was busy); figures from such a
+    spell are slow across the board, W0 included."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return round(best * 3000, 1)  # scaled to 3 million iterations
+
+
 def machine_info() -> dict[str, Any]:
-    """Cores, memory, CPU model, OS, Python and package versions, date."""
+    """Cores, memory, CPU model, OS, Python and package versions, date, and how fast the
+    CPU is at the start (`cpu_gauge_ms`)."""
     model = platform.processor()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -235,6 +251,7 @@ def machine_info() -> dict[str, Any]:
         "cpu": model, "os": platform.platform(), "python": platform.python_version(),
         "packages": packages, "commit": commit,
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "cpu_gauge_ms_at_start": cpu_gauge_ms(),
     }
 
 

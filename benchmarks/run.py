@@ -29,7 +29,7 @@ from benchmarks import (
     w6_replay,
     w7_distributed,
 )
-from benchmarks.common import Context, drop_databases, machine_info
+from benchmarks.common import Context, cpu_gauge_ms, drop_databases, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ALL = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
@@ -70,7 +70,9 @@ def markdown(ctx: Context, machine: dict[str, Any], seconds: float) -> str:
            "values are the median (min–max) of the repetitions",
            f"- harness wall time: {seconds:.1f} s; load average (1/5/15 min) at start "
            f"{machine.get('loadavg_at_start')}, at end {[round(x, 2) for x in os.getloadavg()]}"
-           " — other engineers' test suites share this 2-core VM", "",
+           " — other engineers' test suites share this 2-core VM",
+           f"- CPU gauge (`common.cpu_gauge_ms`: a fixed Python loop, lower is faster) at "
+           f"start {machine.get('cpu_gauge_ms_at_start')} ms, at end {cpu_gauge_ms()} ms", "",
            "| figure | metric | median | min – max | W0 limit | ratio | target |",
            "|---|---|---|---|---|---|---|"]
     for r in ctx.records:
