@@ -139,12 +139,14 @@ def _round(value: float) -> float:
 
 
 class RssSampler:
-    """Samples RSS every 50 ms over the process trees of `roots`, summed; keeps the peak.
+    """Peak RSS of the process trees of `roots` (summed), sampled every 50 ms by a process
+    of its own (`benchmarks.rss_watch`), so that sampling takes no GIL of the process
+    being measured.
 
     `peak_total` is the peak of the sum over every process of every tree;
     `peak_largest` the peak of the largest single process; `peak_of[pid]` the peak of
     one root's tree (e.g. the server alone). A child that has not called `exec` yet is
-    left out: it shares its parent's pages (see `_before_exec`).
+    left out: it shares its parent's pages (see `rss_watch.before_exec`).
     """
 
     def __init__(self, roots: Sequence[int], interval: float = 0.05) -> None:
@@ -153,57 +155,34 @@ class RssSampler:
         self.peak_total = 0
         self.peak_largest = 0
         self.peak_of: dict[int, int] = {pid: 0 for pid in self.roots}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._watch: subprocess.Popen[str] | None = None
 
     def add(self, pid: int) -> None:
         self.roots.append(pid)
         self.peak_of.setdefault(pid, 0)
-
-    def sample(self) -> None:
-        total = 0
-        for root in list(self.roots):
-            try:
-                proc = psutil.Process(root)
-                procs = [proc, *proc.children(recursive=True)]
-            except psutil.Error:
-                continue
-            tree = 0
-            for p in procs:
-                try:
-                    if p is not proc and _before_exec(p):
-                        continue
-                    rss = int(p.memory_info().rss)
-                except psutil.Error:
-                    continue
-                tree += rss
-                self.peak_largest = max(self.peak_largest, rss)
-            self.peak_of[root] = max(self.peak_of.get(root, 0), tree)
-            total += tree
-        self.peak_total = max(self.peak_total, total)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
+        if self._watch is not None and self._watch.stdin is not None:
+            self._watch.stdin.write(f"add {pid}\n")
+            self._watch.stdin.flush()
 
     def __enter__(self) -> RssSampler:
-        self.sample()
-        self._thread.start()
+        self._watch = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.rss_watch", str(self.interval),
+             *map(str, self.roots)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._watch.stdout is not None
+        if self._watch.stdout.readline().strip() != "ready":
+            raise RuntimeError("the RSS sampler did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-
-
-def _before_exec(proc: psutil.Process) -> bool:
-    """A child between `vfork` and `exec` runs in its parent's memory, and psutil reports
-    the parent's whole RSS for it: counting it would count the parent twice. Such a child
-    still has its parent's command line."""
-    parent = proc.parent()
-    return parent is not None and proc.cmdline() == parent.cmdline()
+        watch, self._watch = self._watch, None
+        if watch is None:
+            return
+        out, _ = watch.communicate("stop\n", timeout=30)
+        peaks = json.loads(out.strip().splitlines()[-1])
+        self.peak_total = int(peaks["total"])
+        self.peak_largest = int(peaks["largest"])
+        self.peak_of.update({int(k): int(v) for k, v in peaks["of"].items()})
 
 
 MiB = 1024 * 1024
