@@ -14,6 +14,7 @@ and `stop` (or end of file) takes a last sample and prints the peaks as one JSON
 from __future__ import annotations
 
 import json
+import os
 import select
 import sys
 
@@ -36,6 +37,7 @@ class Peaks:
         self.total = 0
         self.largest = 0
         self.of: dict[int, int] = {pid: 0 for pid in roots}
+        self.own = os.getpid()
 
     def sample(self) -> None:
         total = 0
@@ -47,6 +49,8 @@ class Peaks:
                 continue
             tree = 0
             for p in procs:
+                if p.pid == self.own:
+                    continue  # this sampler, a child of the harness it measures
                 try:
                     if p is not proc and before_exec(p):
                         continue
