@@ -222,7 +222,8 @@ class LocalExecutor:
 
         def on_start(pid: int | None) -> None:
             started.append(self._mark_started(job_id, cmd.MarkStarted(
-                step=step, attempt=attempt, worker_id=self.worker_id, pid=pid)))
+                step=step, attempt=attempt, worker_id=self.worker_id, pid=pid,
+                at=orch.clock.now())))
 
         # The runners that start a program create the artifacts folder as they spawn it.
         sink = _StepSink(orch, job_id, step)

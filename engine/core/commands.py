@@ -29,12 +29,15 @@ class Claim:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MarkStarted:
-    """The step's process started (`StepStarted`)."""
+    """The step's process started (`StepStarted`). `at`: when it started, if earlier than
+    the command is decided (the executor writes a start with the job's next append); the
+    event takes it, but never earlier than the job's last event."""
 
     step: str
     attempt: int
     worker_id: str
     pid: int | None = None
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -119,9 +119,10 @@ def _command_events(
                 raise Conflict(f"job {state.job_id} is paused; step {name} waits")
             return [ev.StepClaimed(ts=now, step=name, attempt=attempt, worker_id=worker,
                                    lease=lease)]
-        case cmd.MarkStarted(step=name, attempt=attempt, worker_id=worker, pid=pid):
+        case cmd.MarkStarted(step=name, attempt=attempt, worker_id=worker, pid=pid, at=at):
             _target(state, name, attempt, {S.READY, S.RUNNING}, S.RUNNING)
-            return [ev.StepStarted(ts=now, step=name, attempt=attempt, worker_id=worker,
+            ts = now if at is None else min(now, max(at, state.last_event_at))
+            return [ev.StepStarted(ts=ts, step=name, attempt=attempt, worker_id=worker,
                                    pid=pid)]
         case cmd.RecordOutput(step=name, attempt=attempt, output=output):
             _target(state, name, attempt, {S.RUNNING}, S.RUNNING)
