@@ -1,0 +1,144 @@
+"""`python -m benchmarks.ab REV [--reps N] [--tasks chain40,foreach200,explicit200]`:
+this tree against git revision REV, run alternately.
+
+On the shared VMs here the speed of the machine moves by 2–3× within minutes, so two
+harness runs taken a quarter of an hour apart cannot tell a 10 % change. This runs both
+engines at the same time instead: REV is checked out into a temporary worktree, each side
+keeps one in-process engine (`benchmarks.inproc`, SQLite) in a process of its own, and
+every repetition measures, back to back, the W0 limit, one run of side A and one of side
+B (the order swapped every repetition). It prints, per task, the median ratio to W0 of
+each side and the median of B's time over A's. A tool for comparing two versions of the
+engine, not a benchmark figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from benchmarks import w0_raw
+from benchmarks.common import ROOT
+
+# What a side runs: its own engine from its own tree, one run per line it reads.
+SIDE = r"""
+import asyncio, json, sys, tempfile
+from pathlib import Path
+from benchmarks.common import chain_yaml, fan_yaml, foreach_yaml, make_workspace
+from benchmarks.inproc import run_once, runtime
+
+def task_yaml(task):
+    for prefix, make in (("chain", chain_yaml), ("explicit", fan_yaml), ("foreach", foreach_yaml)):
+        if task.startswith(prefix):
+            return make(task, int(task[len(prefix):]))
+    raise SystemExit(f"unknown task {task!r}")
+
+async def main(tasks):
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ws = make_workspace(root, {t: task_yaml(t) for t in tasks})
+        async with runtime(root, f"sqlite:///{root / 'p.db'}", ws) as rt:
+            for t in tasks:
+                await run_once(rt, t)  # warm-up
+            print("ready", flush=True)
+            loop = asyncio.get_running_loop()
+            while line := await loop.run_in_executor(None, sys.stdin.readline):
+                timing = await run_once(rt, line.strip())
+                print(json.dumps([timing.wall_s, timing.status]), flush=True)
+
+asyncio.run(main(sys.argv[1:]))
+"""
+
+
+class Side:
+    """One engine in a process of its own, from the tree at `path`."""
+
+    def __init__(self, label: str, path: Path, tasks: list[str]) -> None:
+        self.label = label
+        env = {**os.environ, "PYTHONPATH": str(path)}
+        self.proc = subprocess.Popen([sys.executable, "-c", SIDE, *tasks], cwd=path, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self._line() != "ready":
+            raise RuntimeError(f"side {label} did not start")
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def run(self, task: str) -> float:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(task + "\n")
+        self.proc.stdin.flush()
+        wall, status = json.loads(self._line())
+        if status != "completed":
+            raise RuntimeError(f"side {self.label}: {task} ended {status}")
+        return float(wall)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="partitur-ab-") as tmp:
+        path = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(path), rev], cwd=ROOT,
+                       check=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT,
+                           check=False)
+
+
+def _limit(task: str) -> float:
+    if task.startswith("chain"):
+        return asyncio.run(w0_raw.chain(int(task[len("chain"):])))
+    size = int(task.lstrip("abcdefghijklmnopqrstuvwxyz"))
+    return asyncio.run(w0_raw.fan(size, 8))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ab")
+    parser.add_argument("rev", help="the git revision to compare this tree against (side B)")
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--tasks", default="chain40,foreach200,explicit200")
+    args = parser.parse_args(argv)
+    tasks = args.tasks.split(",")
+    with worktree(args.rev) as other:
+        sides = [Side("A (this tree)", ROOT, tasks), Side(f"B ({args.rev})", other, tasks)]
+        try:
+            ratios: dict[tuple[str, int], list[float]] = {}
+            b_over_a: dict[str, list[float]] = {}
+            for rep in range(args.reps):
+                for task in tasks:
+                    walls = [0.0, 0.0]
+                    for i in (0, 1) if rep % 2 == 0 else (1, 0):
+                        limit = _limit(task)
+                        walls[i] = sides[i].run(task)
+                        ratios.setdefault((task, i), []).append(walls[i] / limit)
+                    b_over_a.setdefault(task, []).append(walls[1] / walls[0])
+        finally:
+            for side in sides:
+                side.close()
+    for task in tasks:
+        a = statistics.median(ratios[(task, 0)])
+        b = statistics.median(ratios[(task, 1)])
+        print(json.dumps({"task": task, "reps": args.reps, "a_ratio_to_w0": round(a, 3),
+                          "b_ratio_to_w0": round(b, 3),
+                          "b_over_a": round(statistics.median(b_over_a[task]), 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
