@@ -14,11 +14,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from harness import require
 
 from engine.runners import spawn
 from engine.runners.process import run_process
 
-pytestmark = pytest.mark.skipif(not spawn.available(), reason="needs glibc 2.34+ (Linux)")
+
+@pytest.fixture(autouse=True)
+def _posix_spawn_here() -> None:
+    require("posix_spawn", spawn.available(), "needs Linux with glibc 2.34 or later")
+
 
 # The shell looks at itself with builtins only (a child reading /proc/$$ would race the
 # shell's own forks), and ends by becoming `ls` of its own descriptors (the same process:
