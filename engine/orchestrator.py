@@ -428,17 +428,17 @@ class Orchestrator:
                 state = active.state
                 now = self.clock.now()
                 ahead: list[ev.Event] = []
+                base = state  # what `command` is decided on: after the `before` ones
                 for first in before:
                     try:
-                        extra, after = decide_state(state, first, now, self._env(state))
+                        extra, after = decide_state(base, first, now, self._env(base))
                     except (Conflict, NotFound):
                         continue
                     if extra:
-                        ahead, state = [*ahead, *extra], after
-                events, decided = decide_state(state, command, now, self._env(state))
+                        ahead, base = [*ahead, *extra], after
+                events, decided = decide_state(base, command, now, self._env(base))
                 if ahead:
                     events = [*ahead, *events]
-                state = active.state
                 recorded: list[bool] = []
                 for then in more:
                     try:
