@@ -193,9 +193,9 @@ MiB = 1024 * 1024
 
 def cpu_gauge_ms() -> float:
     """Milliseconds one core takes for a fixed pure-Python loop (best of three): how fast
-    this VM's CPU is right now. The same VM measured 198 ms, and 525 ms half an hour
-    earlier with nothing else running on it (its host was busy); figures from such a
-    spell are slow across the board, W0 included."""
+    this VM's CPU is right now (one VM here read 107–198 ms across one afternoon). It
+    sees a slow or shared CPU, not everything: on that VM engine figures were ~3× the
+    morning's while the gauge moved less than 2×."""
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()
