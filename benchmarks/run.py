@@ -107,6 +107,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def results_stem(ctx: Context, only: tuple[str, ...], tag: str) -> str:
+    """The results file name: date, tag, backend, quick, workloads; never an existing one."""
+    day = dt.date.today().isoformat()
+    stem = f"{day}{'-' + tag if tag else ''}-{ctx.backend}{'-quick' if ctx.quick else ''}"
+    if only != ALL:  # a partial run does not overwrite the day's full results
+        stem += "-" + "-".join(only)
+    if (RESULTS / f"{stem}.json").exists():  # an earlier run of the day keeps its file
+        stem += "-" + dt.datetime.now().strftime("%H%M")
+    return stem
+
+
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
@@ -117,6 +128,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", default="", help="Postgres admin URL (default: "
                         "$PARTITUR_BENCH_PG or postgresql://postgres@127.0.0.1:5432/postgres)")
     parser.add_argument("--no-write", action="store_true", help="do not write results files")
+    parser.add_argument("--tag", default="", help="added to the results file name, "
+                        "e.g. --tag evening → 2026-12-01-evening-sqlite.json")
     args = parser.parse_args(argv)
     only = tuple(w.strip().upper() for w in args.only.split(",") if w.strip())
     unknown = [w for w in only if w not in ALL and w != "W0"]
@@ -146,9 +159,7 @@ def cli(argv: list[str] | None = None) -> int:
     ctx.emit({"stat": "total", "backend": ctx.backend, "seconds": round(seconds, 1)})
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        stem = f"{dt.date.today().isoformat()}-{ctx.backend}{'-quick' if ctx.quick else ''}"
-        if only != ALL:  # a partial run does not overwrite the day's full results
-            stem += "-" + "-".join(only)
+        stem = results_stem(ctx, only, args.tag)
         (RESULTS / f"{stem}.json").write_text(json.dumps(
             {"machine": machine, "backend": ctx.backend, "quick": ctx.quick,
              "only": list(only), "seconds": round(seconds, 1), "records": ctx.records},
