@@ -91,6 +91,19 @@ class ActiveJob:
     timer: asyncio.TimerHandle | None = None
     writer: JobLogWriter | None = None
     masker: JobMasker | None = None
+    # Commands waiting for the next group commit, and the task that commits them.
+    queue: list[_Request] = field(default_factory=list)
+    committer: asyncio.Future[None] | None = None
+
+
+@dataclass(slots=True)
+class _Request:
+    """One `command_many` call waiting for its group commit."""
+
+    command: cmd.Command
+    more: Sequence[cmd.Command]
+    before: Sequence[cmd.Command]
+    future: asyncio.Future[tuple[JobState, list[bool]]]
 
 
 def _masked(secrets: Mapping[str, Any]) -> dict[str, Any]:
@@ -382,23 +395,8 @@ class Orchestrator:
 
         Domain errors (`InvalidTransition`, `Conflict`) propagate and nothing is written.
         """
-        active = await self._load(job_id)
-        async with active.lock:
-            for _ in range(3):
-                state = active.state
-                now = self.clock.now()
-                events, decided = decide_state(state, command, now, self._env(state))
-                if not events:
-                    return state
-                try:
-                    await self._append(active, events, decided)
-                except VersionConflict:
-                    # Another process appended first: fold its events, decide again.
-                    self._fold_foreign(active, await self.store.read(
-                        job_id, after_version=state.version))
-                    continue
-                return active.state
-            raise VersionConflict(f"job {job_id}: too many concurrent writers")
+        state, _ = await self.command_many(job_id, command, ())
+        return state
 
     async def command_then(self, job_id: str, command: cmd.Command, then: cmd.Command
                            ) -> tuple[JobState, bool]:
@@ -421,44 +419,97 @@ class Orchestrator:
         together. Returns the new state and, for each of `more`, whether it was
         recorded. `before`: commands decided ahead of `command`, each dropped when not
         allowed (the executor's step starts that ride along with a step's end); when
-        `command` itself is refused nothing is written, theirs included."""
+        `command` itself is refused nothing is written, theirs included.
+
+        Group commit: the commands of one job that arrive in the same turn of the event
+        loop (or while the job's previous append is being written) are decided in turn
+        and appended in one transaction; a refused one is left out of it alone. The
+        state returned is the job's state after that append.
+        """
         active = await self._load(job_id)
-        async with active.lock:
-            for _ in range(3):
-                state = active.state
-                now = self.clock.now()
-                ahead: list[ev.Event] = []
-                base = state  # what `command` is decided on: after the `before` ones
-                for first in before:
-                    try:
-                        extra, after = decide_state(base, first, now, self._env(base))
-                    except (Conflict, NotFound):
-                        continue
-                    if extra:
-                        ahead, base = [*ahead, *extra], after
-                events, decided = decide_state(base, command, now, self._env(base))
-                if ahead:
-                    events = [*ahead, *events]
-                recorded: list[bool] = []
-                for then in more:
-                    try:
-                        extra, after = decide_state(decided, then, now, self._env(decided))
-                    except (Conflict, NotFound):
-                        recorded.append(False)
-                        continue
-                    recorded.append(bool(extra))
-                    if extra:
-                        events, decided = [*events, *extra], after
-                if not events:
-                    return state, recorded
+        request = _Request(command, more, before, asyncio.get_running_loop().create_future())
+        active.queue.append(request)
+        if active.committer is None:
+            active.committer = asyncio.ensure_future(self._commit_queued(active))
+        return await request.future
+
+    async def _commit_queued(self, active: ActiveJob) -> None:
+        """Decide and append the job's queued commands, a batch at a time."""
+        batch: list[_Request] = []
+        try:
+            while active.queue:
+                async with active.lock:
+                    batch, active.queue = active.queue, []
+                    await self._commit_batch(active, [r for r in batch if not r.future.done()])
+        finally:
+            active.committer = None
+            for request in [*batch, *active.queue]:  # only when this task was cancelled
+                request.future.cancel()
+            active.queue = []
+
+    async def _commit_batch(self, active: ActiveJob, batch: list[_Request]) -> None:
+        for _ in range(3):
+            state = active.state
+            now = self.clock.now()
+            events: list[ev.Event] = []
+            decided = state
+            outcomes: list[list[bool] | BaseException] = []
+            for request in batch:
+                try:
+                    extra, decided, recorded = self._decide_request(decided, request, now)
+                except Exception as exc:  # refused: the others go ahead without it
+                    outcomes.append(exc)
+                    continue
+                events.extend(extra)
+                outcomes.append(recorded)
+            if events:
                 try:
                     await self._append(active, events, decided)
                 except VersionConflict:
+                    # Another process appended first: fold its events, decide again.
                     self._fold_foreign(active, await self.store.read(
-                        job_id, after_version=state.version))
+                        active.state.job_id, after_version=state.version))
                     continue
-                return active.state, recorded
-            raise VersionConflict(f"job {job_id}: too many concurrent writers")
+                except Exception as exc:
+                    outcomes = [o if isinstance(o, BaseException) else exc for o in outcomes]
+            for request, outcome in zip(batch, outcomes, strict=True):
+                if request.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    request.future.set_exception(outcome)
+                else:
+                    request.future.set_result((active.state, outcome))
+            return
+        error = VersionConflict(f"job {active.state.job_id}: too many concurrent writers")
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(error)
+
+    def _decide_request(self, state: JobState, request: _Request, now: float
+                        ) -> tuple[list[ev.Event], JobState, list[bool]]:
+        """The events of one `command_many` call on `state`, the state they lead to and
+        which of its `more` were recorded; raises when its command is refused."""
+        events: list[ev.Event] = []
+        for first in request.before:
+            try:
+                extra, after = decide_state(state, first, now, self._env(state))
+            except (Conflict, NotFound):
+                continue
+            if extra:
+                events, state = [*events, *extra], after
+        extra, state = decide_state(state, request.command, now, self._env(state))
+        events.extend(extra)
+        recorded: list[bool] = []
+        for then in request.more:
+            try:
+                extra, after = decide_state(state, then, now, self._env(state))
+            except (Conflict, NotFound):
+                recorded.append(False)
+                continue
+            recorded.append(bool(extra))
+            if extra:
+                events, state = [*events, *extra], after
+        return events, state, recorded
 
     async def refresh(self, job_id: str, seen_version: int | None = None) -> None:
         """Fold events another process appended to a job held in memory (HA replicas).

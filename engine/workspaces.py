@@ -213,12 +213,14 @@ class WorkspaceRegistry:
         """A revision a job is pinned to (the current one when it is no longer kept)."""
         ws = self.get(name)
         loaded = ws.revisions.get(revision)
+        if loaded is not None:
+            return loaded
         kept: Path | None = None
         if ws.git is not None:
             kept = ws.git.path_of(revision)
         elif ws.snapshots is not None:
             kept = ws.snapshots.path_of(revision)
-        if loaded is None and kept is not None and kept.is_dir():
+        if kept is not None and kept.is_dir():
             try:
                 loaded = dataclasses.replace(load_workspace(kept, name), revision=revision)
             except PartiturError:

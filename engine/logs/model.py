@@ -7,6 +7,8 @@ is its 1-based position in the job's log: the cursor a reader passes back as `af
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +22,23 @@ SERVER_STEP = "_server"
 
 
 def format_ts(ts: float) -> str:
-    """Epoch seconds → ISO 8601 in UTC with microseconds and a `Z`."""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Epoch seconds → ISO 8601 in UTC with microseconds and a `Z` (as `datetime` rounds
+    them: half to even). Every log line and note is stamped so: the text of the whole
+    second is kept from the previous call."""
+    global _second_text
+    fraction, whole = math.modf(ts)
+    if ts < 0:
+        return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    second = int(whole)
+    if _second_text[0] != second:
+        _second_text = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_text[1]}.{micros:06d}Z"
+
+
+_second_text: tuple[int, str] = (-1, "")
 
 
 def parse_ts(text: str) -> float:

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.logs.model import LogLine, format_ts, parse_ts
 
@@ -28,3 +32,15 @@ def test_timestamps() -> None:
     assert parse_ts("2023-11-14T23:13:20+01:00") == 1_700_000_000.0
     assert set(orjson.loads(LogLine(1.0, "stdout", "s", "x").to_json())) == {
         "ts", "stream", "step", "line"}
+
+
+@given(st.one_of(
+    st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False),
+    st.integers(min_value=0, max_value=4_102_444_800).map(lambda s: s + 0.9999995),
+    st.integers(min_value=0, max_value=4_102_444_800).map(lambda s: s + 0.0000005),
+    st.floats(min_value=-1e9, max_value=-1e-6, allow_nan=False),
+))
+def test_format_ts_is_what_datetime_gives(ts: float) -> None:
+    expected = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert format_ts(ts) == expected
+    assert format_ts(ts) == expected  # the second's text kept from the call before
