@@ -263,8 +263,9 @@ def fan_yaml(task: str, n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def foreach_yaml(task: str, n: int) -> str:
-    """`first` → a `for_each` step over `n` items (`sh -c true`) → `join` (W2, loop)."""
+def foreach_yaml(task: str, n: int, script: str = "true") -> str:
+    """`first` → a `for_each` step over `n` items (`sh -c script`, by default `true`) →
+    `join` (W2, loop)."""
     return (
         "tasks:\n"
         f"  {task}:\n"
@@ -273,7 +274,7 @@ def foreach_yaml(task: str, n: int) -> str:
         "      fan:\n"
         "        type: shell\n"
         "        interpreter: sh\n"
-        "        script: 'true'\n"
+        f"        script: '{script}'\n"
         "        depends_on: [first]\n"
         f"        for_each: [{', '.join(str(i) for i in range(n))}]\n"
         "      join: { type: shell, interpreter: sh, script: 'true', depends_on: [fan] }\n"

@@ -1,6 +1,6 @@
 """W0: the physical limit — plain asyncio subprocesses, no engine, no store, no logs.
 
-Figures: `W0.chain40`, `W0.true40`, `W0.fan@C` (C = 1, 2, 8), `W0.many`, `W0.log`. Each is
+Figures: `W0.chain40`, `W0.true40`, `W0.fan@C` (C = 1, 2, 4, 8), `W0.many`, `W0.log`. Each is
 measured 5 times after one warm-up; their medians are the limits later workloads are
 compared with (`ctx.limits`). The scaling sizes of W1/W2 get their own W0 figures
 (`W0.chain<N>`, `W0.fan@8x<N>`) in the full run.
@@ -32,14 +32,15 @@ async def chain(n: int, echo: bool = True) -> float:
     return time.perf_counter() - start
 
 
-async def fan(n: int, limit: int) -> float:
+async def fan(n: int, limit: int, script: str = "true") -> float:
+    """`sh -c true`, then `n` × `sh -c script` with at most `limit` alive, then `true`."""
     start = time.perf_counter()
     await sh("true")
     sem = asyncio.Semaphore(limit)
 
     async def one() -> None:
         async with sem:
-            await sh("true")
+            await sh(script)
 
     await asyncio.gather(*(one() for _ in range(n)))
     await sh("true")
@@ -84,7 +85,8 @@ async def run(ctx: Context, chain_sizes: tuple[int, ...] = (), fan_sizes: tuple[
 
     await measure("W0.chain40", lambda: chain(40))
     await measure("W0.true40", lambda: chain(40, echo=False))
-    for c in ((8,) if ctx.quick else (1, 2, 8)):
+    # 4: the slots of one W7 worker (its limit for the two-workers-vs-one ratio).
+    for c in ((8,) if ctx.quick else (1, 2, 4, 8)):
         await measure(f"W0.fan@{c}", lambda c=c: fan(200, c))
     for n in chain_sizes:
         if n != 40:

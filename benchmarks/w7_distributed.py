@@ -42,10 +42,15 @@ from benchmarks.common import (
     make_workspace,
     nearest_rank,
 )
+from benchmarks.w0_raw import fan, many
 from benchmarks.w3_many import _fan
 
 RUNS = 100
 SLOTS = 4
+# The latency-bound fan-out: each step sleeps, so its limit halves with twice the slots
+# (the `sh -c true` limit hardly moves from 4 to 8 slots on a 2-core machine).
+SLEEP_ITEMS, SLEEP_S = 100, 0.05
+SLEEP_TASK = f"sleep{SLEEP_ITEMS}"
 TOKEN = "bench-worker-token-0123456789"
 
 # The W3 shape again, with re-run on a lost worker (the kill phase needs it).
@@ -102,8 +107,10 @@ async def _wait_workers(http: httpx.AsyncClient, count: int, timeout: float = 30
     raise RuntimeError(f"W7: {count} worker(s) not registered after {timeout}s")
 
 
-async def _phase(ctx: Context, http: httpx.AsyncClient, label: str) -> tuple[float, float]:
-    """W2 and W3 with the workers connected now; (W2 median wall, W3 median runs/s)."""
+async def _phase(ctx: Context, http: httpx.AsyncClient, label: str
+                 ) -> tuple[float, float, float]:
+    """W2, the sleeping fan-out and W3 with the workers connected now; (W2 median wall,
+    W3 median runs/s, sleeping fan-out median wall)."""
     await _fan(http, "foreach200")  # warm-up: revision fetched, caches filled
     await api.run_many(http, "three", 4)
     for rep in range(ctx.reps):
@@ -112,6 +119,13 @@ async def _phase(ctx: Context, http: httpx.AsyncClient, label: str) -> tuple[flo
     w2 = ctx.summary("W7", f"W7.{label}.W2.foreach200", "wall_s", "s", limit="W0.fan@8",
                      path=f"HTTP POST, remote workers ({label}), done = GET /api/jobs/{{id}} "
                           "poll (10 ms)")
+    for rep in range(ctx.reps):
+        ctx.rep("W7", f"W7.{label}.{SLEEP_TASK}", "wall_s", rep,
+                await _fan(http, SLEEP_TASK), "s")
+    slots = SLOTS * (1 if label == "one" else 2)
+    sleeps = ctx.summary("W7", f"W7.{label}.{SLEEP_TASK}", "wall_s", "s",
+                         limit=f"W0.{SLEEP_TASK}@{slots}",
+                         path=f"as W2, {SLEEP_ITEMS} items of `sleep {SLEEP_S}`")
     for rep in range(ctx.reps):
         wall, lat, statuses = await api.run_many(http, "three", RUNS, lambda i: {"r": i})
         bad = [s for s in statuses.values() if s != "completed"]
@@ -124,7 +138,40 @@ async def _phase(ctx: Context, http: httpx.AsyncClient, label: str) -> tuple[flo
                      path=f"HTTP POST ×100 at t0, remote workers ({label})")
     ctx.summary("W7", f"W7.{label}.W3.many", "latency_p95_s", "s",
                 limit="W0.many.latency_p95_s")
-    return float(w2["median"]), float(w3["median"])
+    return float(w2["median"]), float(w3["median"]), float(sleeps["median"])
+
+
+async def _limits(ctx: Context) -> None:
+    """The W0 limits of one worker's 4 slots and two workers' 8 that W0 does not measure:
+    W3's (`W0.many@4`) and the sleeping fan-out's, at 4 and at 8."""
+    await many(limit=SLOTS)  # warm-up
+    for rep in range(ctx.reps):
+        wall, _ = await many(limit=SLOTS)
+        ctx.rep("W0", f"W0.many@{SLOTS}", "runs_per_s", rep, RUNS / wall, "1/s")
+    s = ctx.summary("W0", f"W0.many@{SLOTS}", "runs_per_s", "1/s")
+    ctx.limits[f"W0.many@{SLOTS}.runs_per_s"] = s["median"]
+    for slots in (SLOTS, 2 * SLOTS):
+        figure = f"W0.{SLEEP_TASK}@{slots}"
+        for rep in range(ctx.reps):
+            ctx.rep("W0", figure, "wall_s", rep,
+                    await fan(SLEEP_ITEMS, slots, f"sleep {SLEEP_S}"), "s")
+        ctx.limits[figure] = ctx.summary("W0", figure, "wall_s", "s")["median"]
+
+
+def _speedups(ctx: Context, ours: tuple[float, float, float]) -> None:
+    """Two workers vs one, each beside the same ratio of the W0 limits (4 slots vs 8):
+    what the machine itself gains from the second worker's slots."""
+    limits = ctx.limits
+    raw = (limits.get(f"W0.fan@{SLOTS}", 0.0) / limits.get(f"W0.fan@{2 * SLOTS}", 1.0),
+           limits.get("W0.many.runs_per_s", 0.0)
+           / limits.get(f"W0.many@{SLOTS}.runs_per_s", 1.0),
+           limits.get(f"W0.{SLEEP_TASK}@{SLOTS}", 0.0)
+           / limits.get(f"W0.{SLEEP_TASK}@{2 * SLOTS}", 1.0))
+    for figure, value, limit in zip(("W7.W2", "W7.W3", f"W7.{SLEEP_TASK}"), ours, raw,
+                                    strict=True):
+        extra: dict[str, Any] = {"limit": limit, "limit_figure": f"W0, {SLOTS} slots vs "
+                                 f"{2 * SLOTS}"} if limit else {}
+        ctx.derived("W7", figure, "speedup_two_vs_one", value, "×", target=1.6, **extra)
 
 
 async def _kill_one(ctx: Context, http: httpx.AsyncClient, victim: Worker) -> None:
@@ -199,8 +246,11 @@ async def run(ctx: Context) -> None:
                   "text": "W7 is defined on the PostgreSQL store: see the postgres results "
                           "(`python -m benchmarks.run --backend postgres --only W7`)"})
         return
+    await _limits(ctx)
     root = ctx.tmp / "w7"
     ws = make_workspace(root, {"foreach200": foreach_yaml("foreach200", 200),
+                               SLEEP_TASK: foreach_yaml(SLEEP_TASK, SLEEP_ITEMS,
+                                                        f"sleep {SLEEP_S}"),
                                "three_lost": THREE_LOST})
     server = Server(root / "server", db_url(ctx, "w7"), ws, concurrency=0,
                     workers_extra=f"  token: {TOKEN}\n  mode: remote\n",
@@ -212,14 +262,11 @@ async def run(ctx: Context) -> None:
             async with api.client(server.url) as http:
                 workers.append(Worker(root, server.url, "w1"))
                 await _wait_workers(http, 1)
-                one_w2, one_w3 = await _phase(ctx, http, "one")
+                one_w2, one_w3, one_sleep = await _phase(ctx, http, "one")
                 workers.append(Worker(root, server.url, "w2"))
                 await _wait_workers(http, 2)
-                two_w2, two_w3 = await _phase(ctx, http, "two")
-                ctx.derived("W7", "W7.W2", "speedup_two_vs_one", one_w2 / two_w2, "×",
-                            target=1.6)
-                ctx.derived("W7", "W7.W3", "speedup_two_vs_one", two_w3 / one_w3, "×",
-                            target=1.6)
+                two_w2, two_w3, two_sleep = await _phase(ctx, http, "two")
+                _speedups(ctx, (one_w2 / two_w2, two_w3 / one_w3, one_sleep / two_sleep))
                 await _kill_one(ctx, http, workers[0])
         finally:
             for worker in workers:
