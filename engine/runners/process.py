@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from engine.artifacts import make_step_dir
 from engine.runners.base import LogSink
-from engine.runners.spawn import spawn_program
+from engine.runners.spawn import prepare_spawn
 
 MAX_LINE = 1024 * 1024
 STDERR_TAIL = 5
@@ -125,7 +126,7 @@ _READ_SIZE = 256 * 1024
 
 
 class _Spawned:
-    """A process started by `spawn_program`: the part of `Popen` the runners use."""
+    """A process started with `posix_spawn`: the part of `Popen` the runners use."""
 
     __slots__ = ("pid", "returncode")
 
@@ -328,62 +329,80 @@ class _Child:
         self._stdin = None
 
 
-def _spawn(
-    argv: Sequence[str], cwd: Path, env: Mapping[str, str] | Mapping[bytes, bytes],
-    with_stdin: bool,
-    make_dir: Path | None = None, inherit_env: bool = False,
-) -> _Started:
-    if make_dir is not None:
-        make_step_dir(make_dir)
-    if inherit_env:
-        # As bytes: this process's environment is not decoded for every step.
-        env = {**os.environb, **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}}
-    # Pipes made here rather than by Popen: the parent keeps bare descriptors (no file
-    # objects), non-blocking for the loop; the child's ends are blocking.
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    in_r, in_w = os.pipe2(os.O_CLOEXEC) if with_stdin else (None, None)
-    proc: subprocess.Popen[bytes] | _Spawned
-    try:
-        pid = spawn_program(argv, cwd=cwd, env=env, stdin=in_r, stdout=out_w, stderr=err_w)
-        if pid is not None:
-            proc = _Spawned(pid)
-        else:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL if in_r is None else in_r,
-                stdout=out_w,
-                stderr=err_w,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-            )
-    except BaseException:
-        for fd in (out_r, err_r, in_w):
+class _Pending:
+    """A start prepared on the event loop: the pipes, and the `posix_spawn` call ready
+    for a spawning thread (None: that thread uses `Popen`)."""
+
+    def __init__(self, argv: Sequence[str], cwd: Path,
+                 env: Mapping[str, str] | Mapping[bytes, bytes], with_stdin: bool,
+                 inherit_env: bool) -> None:
+        if inherit_env:
+            # As bytes: this process's environment is not decoded for every step.
+            env = {**os.environb, **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}}
+        self.argv, self.cwd, self.env = argv, cwd, env
+        # Pipes made here rather than by Popen: the parent keeps bare descriptors (no file
+        # objects), non-blocking for the loop; the child's ends are blocking.
+        self.out_r, self.out_w = os.pipe2(os.O_CLOEXEC)
+        self.err_r, self.err_w = os.pipe2(os.O_CLOEXEC)
+        self.in_r: int | None = None
+        self.in_w: int | None = None
+        if with_stdin:
+            self.in_r, self.in_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.prepared = prepare_spawn(argv, cwd=cwd, env=env, stdin=self.in_r,
+                                          stdout=self.out_w, stderr=self.err_w)
+        except BaseException:
+            self.close_child_ends()
+            self.close_own_ends()
+            raise
+
+    def start(self, make_dir: Path | None) -> subprocess.Popen[bytes] | _Spawned:
+        """In a spawning thread: the artifacts folder, then the program."""
+        if make_dir is not None:
+            make_step_dir(make_dir)
+        if self.prepared is not None:
+            return _Spawned(self.prepared.start())
+        return subprocess.Popen(
+            list(self.argv),
+            stdin=subprocess.DEVNULL if self.in_r is None else self.in_r,
+            stdout=self.out_w,
+            stderr=self.err_w,
+            cwd=self.cwd,
+            env=self.env,
+            start_new_session=True,
+        )
+
+    def started(self, proc: subprocess.Popen[bytes] | _Spawned) -> _Started:
+        """Back on the loop, once `start` returned."""
+        self.close_child_ends()
+        os.set_blocking(self.out_r, False)
+        os.set_blocking(self.err_r, False)
+        return _Started(proc, self.out_r, self.err_r, self.in_w)
+
+    def close_child_ends(self) -> None:
+        if self.prepared is not None:
+            self.prepared.close()
+        for fd in (self.out_w, self.err_w, self.in_r):
             if fd is not None:
                 os.close(fd)
-        raise
-    finally:
-        for fd in (out_w, err_w, in_r):
+
+    def close_own_ends(self) -> None:
+        for fd in (self.out_r, self.err_r, self.in_w):
             if fd is not None:
                 os.close(fd)
-    os.set_blocking(out_r, False)
-    os.set_blocking(err_r, False)
-    return _Started(proc, out_r, err_r, in_w)
 
 
-def _kill_orphan(spawn: asyncio.Future[_Started]) -> None:
+def _kill_orphan(pending: _Pending, spawn: asyncio.Future[subprocess.Popen[bytes] | _Spawned]
+                 ) -> None:
     """The caller was cancelled while its process was being started: end that process."""
+    pending.close_child_ends()
+    pending.close_own_ends()
     if spawn.cancelled() or spawn.exception() is not None:
         return
-    started = spawn.result()
+    proc = spawn.result()
     with contextlib.suppress(ValueError):
-        kill_process_group(started.proc.pid, signal.SIGKILL)
-    for fd in (started.stdout, started.stderr, started.stdin):
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-    _SPAWNER.submit(started.proc.wait)  # reap it (killed: a moment)
+        kill_process_group(proc.pid, signal.SIGKILL)
+    _SPAWNER.submit(proc.wait)  # reap it (killed: a moment)
 
 
 async def run_process(
@@ -423,13 +442,18 @@ async def run_process(
 
     splitters = {1: _LineSplitter(out, max_line), 2: _LineSplitter(err, max_line)}
     loop = asyncio.get_running_loop()
-    spawn = loop.run_in_executor(_SPAWNER, _spawn, argv, cwd, env, stdin is not None,
-                                 make_dir, inherit_env)
+    pending = _Pending(argv, cwd, env, stdin is not None, inherit_env)
+    spawn = loop.run_in_executor(_SPAWNER, pending.start, make_dir)
     try:
-        started = await asyncio.shield(spawn)
+        proc = await asyncio.shield(spawn)
     except asyncio.CancelledError:
-        spawn.add_done_callback(_kill_orphan)
+        spawn.add_done_callback(functools.partial(_kill_orphan, pending))
         raise
+    except BaseException:
+        pending.close_child_ends()
+        pending.close_own_ends()
+        raise
+    started = pending.started(proc)
     child = _Child(started)
     pgid = started.proc.pid
     timed_out = False

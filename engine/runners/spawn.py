@@ -35,22 +35,27 @@ _SIGSET_BYTES = 128
 
 
 class _Libc:
-    """The `posix_spawn` functions of glibc, and one attributes object for every start."""
+    """The `posix_spawn` functions of glibc, and one attributes object for every start.
 
-    def __init__(self, lib: Any) -> None:
+    Only `posix_spawn` itself releases the GIL (`lib`, a `CDLL`): the file actions are
+    filled in through `keep` (a `PyDLL` of the same library), since every release is a
+    chance for another thread to take the GIL and the caller to wait for it back.
+    """
+
+    def __init__(self, lib: Any, keep: Any) -> None:
         self.lib = lib
         self.spawn = lib.posix_spawn
         self.spawn.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.c_char_p, ctypes.c_void_p,
                                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        self.fa_init = lib.posix_spawn_file_actions_init
-        self.fa_destroy = lib.posix_spawn_file_actions_destroy
-        self.fa_open = lib.posix_spawn_file_actions_addopen
+        self.fa_init = keep.posix_spawn_file_actions_init
+        self.fa_destroy = keep.posix_spawn_file_actions_destroy
+        self.fa_open = keep.posix_spawn_file_actions_addopen
         self.fa_open.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p,
                                  ctypes.c_int, ctypes.c_uint]
-        self.fa_dup2 = lib.posix_spawn_file_actions_adddup2
-        self.fa_chdir = lib.posix_spawn_file_actions_addchdir_np
+        self.fa_dup2 = keep.posix_spawn_file_actions_adddup2
+        self.fa_chdir = keep.posix_spawn_file_actions_addchdir_np
         self.fa_chdir.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        self.fa_closefrom = lib.posix_spawn_file_actions_addclosefrom_np
+        self.fa_closefrom = keep.posix_spawn_file_actions_addclosefrom_np
         self.attr = ctypes.create_string_buffer(_STRUCT_BYTES)
         self._check(lib.posix_spawnattr_init(self.attr))
         defaults = ctypes.create_string_buffer(_SIGSET_BYTES)
@@ -74,10 +79,11 @@ def _load() -> _Libc | None:
     if not sys.platform.startswith("linux") or os.environ.get("PARTITUR_SPAWN") == "popen":
         return None
     try:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        name = ctypes.util.find_library("c") or "libc.so.6"
+        lib = ctypes.CDLL(name, use_errno=True)
         if not hasattr(lib, "posix_spawn_file_actions_addclosefrom_np"):
             return None  # glibc < 2.34 (or not glibc)
-        return _Libc(lib)
+        return _Libc(lib, ctypes.PyDLL(name))
     except (OSError, AttributeError):
         return None
 
@@ -114,44 +120,82 @@ def spawn_program(
     is not one for `posix_spawn` (the caller uses `Popen`). Raises `OSError` (as `Popen`
     does: `FileNotFoundError` naming the program or the missing `cwd`) when it cannot
     start."""
+    prepared = prepare_spawn(argv, cwd=cwd, env=env, stdin=stdin, stdout=stdout,
+                             stderr=stderr)
+    if prepared is None:
+        return None
+    try:
+        return prepared.start()
+    finally:
+        prepared.close()
+
+
+def prepare_spawn(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[bytes, bytes] | Mapping[str, str],
+    stdin: int | None, stdout: int, stderr: int,
+) -> PreparedSpawn | None:
+    """`spawn_program` in two parts: everything but the start, done here with the GIL
+    held, and `PreparedSpawn.start` (one call that releases it), for another thread.
+    None when this start is not one for `posix_spawn`; `close` it after the start."""
     libc = _LIBC
     if libc is None or min(stdout, stderr, 3 if stdin is None else stdin) < 3:
         return None
     args = [os.fsencode(a) for a in argv]
     environ = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
     path = next((e[5:] for e in environ if e.startswith(b"PATH=")), os.defpath.encode())
-    directory = os.fsencode(cwd)
-    for attempt in range(2):
-        program = _executable(args[0], path, refresh=attempt > 0)
-        if program is None:
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", argv[0])
-        rc, pid = _spawn(libc, program, args, environ, directory, stdin, stdout, stderr)
-        if rc == 0:
-            return pid
-        if rc == errno.ENOENT and not os.path.isdir(directory):
-            raise FileNotFoundError(rc, os.strerror(rc), os.fsdecode(directory))
-        if rc != errno.ENOENT or b"/" in args[0]:
-            break  # else the cached lookup may be stale: look again once
-    raise OSError(rc, os.strerror(rc), argv[0])
+    return PreparedSpawn(libc, args, environ, path, os.fsencode(cwd), stdin, stdout, stderr)
 
 
-def _spawn(libc: _Libc, program: bytes, args: list[bytes], environ: list[bytes],
-           directory: bytes, stdin: int | None, stdout: int, stderr: int) -> tuple[int, int]:
-    actions = ctypes.create_string_buffer(_STRUCT_BYTES)
-    _Libc._check(libc.fa_init(actions))
-    try:
-        if stdin is None:
-            _Libc._check(libc.fa_open(actions, 0, b"/dev/null", os.O_RDONLY, 0))
-        else:
-            _Libc._check(libc.fa_dup2(actions, stdin, 0))
-        _Libc._check(libc.fa_dup2(actions, stdout, 1))
-        _Libc._check(libc.fa_dup2(actions, stderr, 2))
-        _Libc._check(libc.fa_chdir(actions, directory))
-        _Libc._check(libc.fa_closefrom(actions, 3))
-        argv_c = (ctypes.c_char_p * (len(args) + 1))(*args, None)
-        env_c = (ctypes.c_char_p * (len(environ) + 1))(*environ, None)
-        pid = ctypes.c_int(0)
-        rc = libc.spawn(ctypes.byref(pid), program, actions, libc.attr, argv_c, env_c)
-        return rc, pid.value
-    finally:
-        libc.fa_destroy(actions)
+class PreparedSpawn:
+    """One start, ready: the file actions filled in, the C arrays of argv and environ."""
+
+    __slots__ = ("_actions", "_args", "_argv", "_directory", "_env", "_libc", "_path",
+                 "_program")
+
+    def __init__(self, libc: _Libc, args: list[bytes], environ: list[bytes], path: bytes,
+                 directory: bytes, stdin: int | None, stdout: int, stderr: int) -> None:
+        self._libc, self._args, self._path, self._directory = libc, args, path, directory
+        self._program = _executable(args[0], path)
+        actions: Any = ctypes.create_string_buffer(_STRUCT_BYTES)
+        _Libc._check(libc.fa_init(actions))
+        self._actions: Any = actions
+        try:
+            if stdin is None:
+                _Libc._check(libc.fa_open(actions, 0, b"/dev/null", os.O_RDONLY, 0))
+            else:
+                _Libc._check(libc.fa_dup2(actions, stdin, 0))
+            _Libc._check(libc.fa_dup2(actions, stdout, 1))
+            _Libc._check(libc.fa_dup2(actions, stderr, 2))
+            _Libc._check(libc.fa_chdir(actions, directory))
+            _Libc._check(libc.fa_closefrom(actions, 3))
+        except BaseException:
+            self.close()
+            raise
+        self._argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
+        self._env = (ctypes.c_char_p * (len(environ) + 1))(*environ, None)
+
+    def start(self) -> int:
+        """Start the program (any thread); its pid. Raises `OSError` as `spawn_program`."""
+        libc, name, program = self._libc, self._args[0], self._program
+        for attempt in range(2):
+            if attempt:
+                program = _executable(name, self._path, refresh=True)
+            if program is None:
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory",
+                                        os.fsdecode(name))
+            pid = ctypes.c_int(0)
+            rc = libc.spawn(ctypes.byref(pid), program, self._actions, libc.attr,
+                            self._argv, self._env)
+            if rc == 0:
+                return pid.value
+            if rc == errno.ENOENT and not os.path.isdir(self._directory):
+                raise FileNotFoundError(rc, os.strerror(rc), os.fsdecode(self._directory))
+            if rc != errno.ENOENT or b"/" in name:
+                break  # else the cached lookup may be stale: look again once
+        raise OSError(rc, os.strerror(rc), os.fsdecode(name))
+
+    def close(self) -> None:
+        """Free the file actions (after the start, or instead of it)."""
+        if self._actions is not None:
+            self._libc.fa_destroy(self._actions)
+            self._actions = None
