@@ -329,6 +329,15 @@ class _Child:
         self._stdin = None
 
 
+def _environ_bytes() -> Mapping[bytes, bytes]:
+    """This process's environment as bytes, without decoding and encoding every variable
+    (iterating `os.environb` does, ~40 µs a step): `os.environ`'s own dict of them."""
+    data = getattr(os.environ, "_data", None)
+    if os.supports_bytes_environ and isinstance(data, dict):
+        return data
+    return os.environb
+
+
 class _Pending:
     """A start prepared on the event loop: the pipes, and the `posix_spawn` call ready
     for a spawning thread (None: that thread uses `Popen`)."""
@@ -337,8 +346,7 @@ class _Pending:
                  env: Mapping[str, str] | Mapping[bytes, bytes], with_stdin: bool,
                  inherit_env: bool) -> None:
         if inherit_env:
-            # As bytes: this process's environment is not decoded for every step.
-            env = {**os.environb, **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}}
+            env = {**_environ_bytes(), **{os.fsencode(k): os.fsencode(v) for k, v in env.items()}}
         self.argv, self.cwd, self.env = argv, cwd, env
         # Pipes made here rather than by Popen: the parent keeps bare descriptors (no file
         # objects), non-blocking for the loop; the child's ends are blocking.
@@ -427,7 +435,7 @@ async def run_process(
     when given, is written to the program's standard input, which is then closed.
     `make_dir` (the step's artifacts folder) is created first, with the spawn, off the
     event loop: creating a directory costs a journal write (~0.4 ms on a busy disk).
-    With `inherit_env`, `env` is laid over this process's environment, also off the loop.
+    With `inherit_env`, `env` is laid over this process's environment.
     """
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
 

@@ -141,9 +141,22 @@ def prepare_spawn(
     if libc is None or min(stdout, stderr, 3 if stdin is None else stdin) < 3:
         return None
     args = [os.fsencode(a) for a in argv]
-    environ = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+    environ = [(k if type(k) is bytes else os.fsencode(k)) + b"="
+               + (v if type(v) is bytes else os.fsencode(v)) for k, v in env.items()]
     path = next((e[5:] for e in environ if e.startswith(b"PATH=")), os.defpath.encode())
     return PreparedSpawn(libc, args, environ, path, os.fsencode(cwd), stdin, stdout, stderr)
+
+
+_ARRAYS: dict[int, Any] = {}
+
+
+def _array(length: int) -> Any:
+    """The ctypes type `char *[length]` (made once per length: making one costs more than
+    filling it)."""
+    kind = _ARRAYS.get(length)
+    if kind is None:
+        kind = _ARRAYS[length] = ctypes.c_char_p * length
+    return kind
 
 
 class PreparedSpawn:
@@ -171,8 +184,8 @@ class PreparedSpawn:
         except BaseException:
             self.close()
             raise
-        self._argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
-        self._env = (ctypes.c_char_p * (len(environ) + 1))(*environ, None)
+        self._argv = _array(len(args) + 1)(*args, None)
+        self._env = _array(len(environ) + 1)(*environ, None)
 
     def start(self) -> int:
         """Start the program (any thread); its pid. Raises `OSError` as `spawn_program`."""
