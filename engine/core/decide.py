@@ -93,6 +93,9 @@ def decide_state(
         raise InvalidTransition(f"job {state.job_id}", state.status, "?",
                                 f"job already {state.status}")
     events = _command_events(state, command, now, env)
+    if (isinstance(command, _CANNOT_ADVANCE) and state.status is JobStatus.RUNNING
+            and not (state.waiting or state.cancel_requested)):
+        return events, fold(events, state)
     touched: set[str] | None = set()
     for event in events:
         if isinstance(event, ev.StepEvent) and touched is not None:
@@ -103,6 +106,13 @@ def decide_state(
         touched = None
     log = _advance_log(fold(events, state), now, env, touched)
     return events + log.events, log.state
+
+
+# A step claimed or started stays open, so no step of a running job can become ready,
+# skipped or finished by it and the job cannot end: `advance` would find nothing (with no
+# step waiting for a time, when it would look at every step). Two of a step's three
+# decisions.
+_CANNOT_ADVANCE = (cmd.Claim, cmd.MarkStarted)
 
 
 def _command_events(
