@@ -101,6 +101,7 @@ class LocalExecutor:
         self._start_writers: set[asyncio.Task[None]] = set()
         self.started_steps = 0
         self._closing = False
+        self._job_folders: dict[str, Path] = {}
 
     # --- Dispatcher ------------------------------------------------------------------
 
@@ -250,7 +251,7 @@ class LocalExecutor:
         if result.state is not None:
             await self._report(job_id, cmd.SaveState(step=step, attempt=attempt,
                                                      state=result.state))
-        result = self._check_artifacts(job_id, step, result)
+        result = self._check_artifacts(job_id, step, result, run.artifacts_dir)
         if result.status == "completed":
             complete = cmd.Complete(step=step, attempt=attempt, output=result.output)
             if not await self._complete_and_claim(job_id, complete, ticket):
@@ -377,9 +378,10 @@ class LocalExecutor:
             pending.set_result(claimed)
         return True
 
-    def _check_artifacts(self, job_id: str, step: str, result: RunResult) -> RunResult:
+    def _check_artifacts(self, job_id: str, step: str, result: RunResult,
+                         folder: Path) -> RunResult:
         """Enforce the artifact limits; a step that broke one fails, saying which."""
-        if self.spare_folders.give_if_empty(self.artifacts_root / job_id / step):
+        if self.spare_folders.give_if_empty(folder):
             return result  # the usual case: it wrote nothing (its folder is kept for reuse)
         try:
             problems = enforce_limits(self.artifacts_root, job_id, step, self.artifact_limits)
@@ -413,12 +415,21 @@ class LocalExecutor:
         loaded = orch.workspaces.revision(state.workspace, state.revision)
         run = prepare(
             state, step, real_input=real_input, secrets=orch.secrets_of(state),
-            workdir=Path(loaded.path), artifacts_dir=self.artifacts_root / state.job_id / step,
+            workdir=loaded.path, artifacts_dir=self._job_folder(state.job_id) / step,
         )
         # The task state this job started with, for scripts (templates see `state`).
         env = {**run.env, "PARTITUR_STATE": json.dumps(state.task_state, default=str),
                **tracing.step_env(state.job_id, step)}
         return replace(run, env=env)
+
+    def _job_folder(self, job_id: str) -> Path:
+        """`<artifacts root>/<job>`, made once per job (paths cost a step ~10 µs each)."""
+        folder = self._job_folders.get(job_id)
+        if folder is None:
+            if len(self._job_folders) >= 1024:
+                self._job_folders.clear()
+            folder = self._job_folders[job_id] = self.artifacts_root / job_id
+        return folder
 
     async def _suspend(self, state: JobState, step: str, attempt: int) -> None:
         plan_step = state.plan_step(step)
