@@ -12,7 +12,7 @@ import asyncio
 import time
 from asyncio.subprocess import DEVNULL, PIPE
 
-from benchmarks.common import Context, nearest_rank
+from benchmarks.common import PYTHON, ROOT, Context, nearest_rank
 
 REPS = 5
 
@@ -114,3 +114,23 @@ async def run(ctx: Context, chain_sizes: tuple[int, ...] = (), fan_sizes: tuple[
     s = ctx.summary("W0", "W0.log", "emit_to_visible_s", "s",
                     p50=nearest_rank(values, 50), p95=nearest_rank(values, 95))
     ctx.limits["W0.log"] = nearest_rank(values, 95)
+
+
+async def fan_elsewhere(n: int, limit: int) -> float:
+    """`fan(n, limit)` timed in a fresh Python process of its own (its start-up not
+    counted): the limit without this process's event loop, heap and threads."""
+    proc = await asyncio.create_subprocess_exec(
+        PYTHON, "-m", "benchmarks.w0_raw", "fan", str(n), str(limit), cwd=ROOT,
+        stdin=DEVNULL, stdout=PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"W0 fan in a subprocess exited {proc.returncode}")
+    return float(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["fan"]:
+        asyncio.run(fan(int(sys.argv[2]), int(sys.argv[3])))  # warm-up
+        print(asyncio.run(fan(int(sys.argv[2]), int(sys.argv[3]))))
