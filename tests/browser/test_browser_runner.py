@@ -160,7 +160,9 @@ LAUNCHED = """
             launch: { viewport: { width: 640, height: 480 }, user_agent: PartiturTest/1.0 }
             script: |
               await page.set_content("<h1 style='color: red'>recorded</h1>")
-              await page.wait_for_timeout(600)
+              for i in range(6):  # a page that paints again and again: frames to record
+                  await page.wait_for_timeout(100)
+                  await page.evaluate(f"document.querySelector('h1').textContent = 'frame {i}'")
               return await page.evaluate(
                   "({ua: navigator.userAgent, width: innerWidth, height: innerHeight})")
     """
