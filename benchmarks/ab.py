@@ -1,12 +1,14 @@
-"""`python -m benchmarks.ab REV [--reps N] [--tasks chain40,foreach200,explicit200]`:
-this tree against git revision REV, run alternately.
+"""`python -m benchmarks.ab REV [--reps N] [--tasks chain40,foreach200,explicit200,many100]
+[--pg URL]`: this tree against git revision REV, run alternately.
 
 On the shared VMs here the speed of the machine moves by 2–3× within minutes, so two
 harness runs taken a quarter of an hour apart cannot tell a 10 % change. This runs both
 engines at the same time instead: REV is checked out into a temporary worktree, each side
-keeps one in-process engine (`benchmarks.inproc`, SQLite) in a process of its own, and
+keeps one in-process engine (`benchmarks.inproc`, SQLite, or with `--pg` a fresh PostgreSQL
+database each) in a process of its own, and
 every repetition measures, back to back, the W0 limit, one run of side A and one of side
-B (the order swapped every repetition). It prints, per task, the median ratio to W0 of
+B (the order swapped every repetition); `manyN` is W3's shape in-process (N chains of 3
+steps submitted at once, limit `W0.many`). It prints, per task, the median ratio to W0 of
 each side and the median of B's time over A's. A tool for comparing two versions of the
 engine, not a benchmark figure.
 """
@@ -30,12 +32,14 @@ from benchmarks.common import ROOT
 
 # What a side runs: its own engine from its own tree, one run per line it reads.
 SIDE = r"""
-import asyncio, json, sys, tempfile
+import asyncio, json, os, sys, tempfile
 from pathlib import Path
 from benchmarks.common import chain_yaml, fan_yaml, foreach_yaml, make_workspace
 from benchmarks.inproc import run_once, runtime
 
 def task_yaml(task):
+    if task.startswith("many"):
+        return chain_yaml(task, 3)
     for prefix, make in (("chain", chain_yaml), ("explicit", fan_yaml), ("foreach", foreach_yaml)):
         if task.startswith(prefix):
             return make(task, int(task[len(prefix):]))
@@ -45,13 +49,22 @@ async def main(tasks):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ws = make_workspace(root, {t: task_yaml(t) for t in tasks})
-        async with runtime(root, f"sqlite:///{root / 'p.db'}", ws) as rt:
+        url = os.environ.get("AB_DB_URL") or f"sqlite:///{root / 'p.db'}"
+        async with runtime(root, url, ws) as rt:
             for t in tasks:
                 await run_once(rt, t)  # warm-up
             print("ready", flush=True)
             loop = asyncio.get_running_loop()
             while line := await loop.run_in_executor(None, sys.stdin.readline):
-                timing = await run_once(rt, line.strip())
+                task = line.strip()
+                if task.startswith("many"):  # W3's shape: N chains of 3 at once
+                    start = loop.time()
+                    done = await asyncio.gather(*(run_once(rt, task)
+                                                  for _ in range(int(task[4:]))))
+                    status = "completed" if all(t.status == "completed" for t in done) else "failed"
+                    print(json.dumps([loop.time() - start, status]), flush=True)
+                    continue
+                timing = await run_once(rt, task)
                 print(json.dumps([timing.wall_s, timing.status]), flush=True)
 
 asyncio.run(main(sys.argv[1:]))
@@ -61,9 +74,9 @@ asyncio.run(main(sys.argv[1:]))
 class Side:
     """One engine in a process of its own, from the tree at `path`."""
 
-    def __init__(self, label: str, path: Path, tasks: list[str]) -> None:
+    def __init__(self, label: str, path: Path, tasks: list[str], db_url: str = "") -> None:
         self.label = label
-        env = {**os.environ, "PYTHONPATH": str(path)}
+        env = {**os.environ, "PYTHONPATH": str(path), "AB_DB_URL": db_url}
         self.proc = subprocess.Popen([sys.executable, "-c", SIDE, *tasks], cwd=path, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if self._line() != "ready":
@@ -101,7 +114,35 @@ def worktree(rev: str) -> Iterator[Path]:
                            check=False)
 
 
+@contextlib.contextmanager
+def databases(admin_url: str) -> Iterator[tuple[str, str]]:
+    """Two fresh PostgreSQL databases (dropped afterwards), or ("", "") for SQLite."""
+    if not admin_url:
+        yield "", ""
+        return
+    import asyncpg
+
+    names = [f"partitur_ab_{os.getpid()}_{side}" for side in "ab"]
+    base = admin_url.rsplit("/", 1)[0]
+
+    async def each(sql: str) -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            for name in names:
+                await conn.execute(sql.format(name=name))
+        finally:
+            await conn.close()
+
+    asyncio.run(each('CREATE DATABASE "{name}"'))
+    try:
+        yield f"{base}/{names[0]}", f"{base}/{names[1]}"
+    finally:
+        asyncio.run(each('DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def _limit(task: str) -> float:
+    if task.startswith("many"):
+        return asyncio.run(w0_raw.many(int(task[4:])))[0]
     if task.startswith("chain"):
         return asyncio.run(w0_raw.chain(int(task[len("chain"):])))
     size = int(task.lstrip("abcdefghijklmnopqrstuvwxyz"))
@@ -113,10 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("rev", help="the git revision to compare this tree against (side B)")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--tasks", default="chain40,foreach200,explicit200")
+    parser.add_argument("--pg", default="", help="a PostgreSQL admin URL: each side gets a "
+                        "fresh database there instead of a SQLite file")
     args = parser.parse_args(argv)
     tasks = args.tasks.split(",")
-    with worktree(args.rev) as other:
-        sides = [Side("A (this tree)", ROOT, tasks), Side(f"B ({args.rev})", other, tasks)]
+    with worktree(args.rev) as other, databases(args.pg) as (url_a, url_b):
+        sides = [Side("A (this tree)", ROOT, tasks, url_a),
+                 Side(f"B ({args.rev})", other, tasks, url_b)]
         try:
             ratios: dict[tuple[str, int], list[float]] = {}
             b_over_a: dict[str, list[float]] = {}
