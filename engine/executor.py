@@ -239,6 +239,7 @@ class LocalExecutor:
             result = None
         finally:
             self._inner.pop((job_id, step), None)
+        self._free_slot_early(job_id, ticket, result)
         if started and not started[0].done() and not self._queued(job_id, started[0]):
             await asyncio.gather(*started, return_exceptions=True)  # being written now
         # The step's lines are stored before its end is (a no-op for the JSONL store).
@@ -263,6 +264,18 @@ class LocalExecutor:
             await self._report(job_id, cmd.Fail(
                 step=step, attempt=attempt, error=result.error or "failed",
                 exit_code=result.exit_code, kind=result.kind))
+
+    def _free_slot_early(self, job_id: str, ticket: int, result: RunResult | None) -> None:
+        """The step's process has ended: its slot goes to the next waiting step now, while
+        the step's end is still being recorded — unless that step is of the same job and
+        this one completed: it is then claimed in the append of this end
+        (`_complete_and_claim`)."""
+        if result is not None and result.status == "completed":
+            waiter = self._slots.next_waiter()
+            tag = waiter.tag if waiter is not None else None
+            if isinstance(tag, tuple) and tag[0] == job_id:
+                return
+        self._slots.release(ticket)
 
     def _mark_started(self, job_id: str, command: cmd.MarkStarted) -> asyncio.Future[None]:
         """Record that a step's process started: in the job's next append of a step's

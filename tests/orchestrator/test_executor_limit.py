@@ -38,3 +38,27 @@ async def test_five_ready_steps_run_two_at_a_time(tmp_path: Path) -> None:
         intervals = [(o["start"], o["end"]) for o in outputs]
         # All five are independent: two run at once, never three.
         assert peak(intervals) == 2
+
+
+ONE = """
+tasks:
+  one:
+    flow:
+      s:
+        type: shell
+        script: |
+          start=$(date +%s.%N); sleep 0.3; end=$(date +%s.%N)
+          echo "OUTPUT: {\\"start\\": $start, \\"end\\": $end}"
+"""
+
+
+async def test_steps_of_different_jobs_never_exceed_the_limit(tmp_path: Path) -> None:
+    # A step's slot passes to a waiting step of another job as soon as its process has
+    # ended, before its end is recorded: still never more than two processes at once.
+    ws = workspace(tmp_path, ONE)
+    async with runtime(tmp_path, ws, concurrency=2) as rt:
+        jobs = [await rt.orchestrator.create_job("ws", "one", {}) for _ in range(6)]
+        states = [await rt.orchestrator.wait(job, 60) for job in jobs]
+    assert all(s.status is JobStatus.COMPLETED for s in states), [s.error for s in states]
+    intervals = [(s.steps["s"].output["start"], s.steps["s"].output["end"]) for s in states]
+    assert peak(intervals) == 2
