@@ -20,7 +20,8 @@ from engine import tracing
 from engine.artifacts import ArtifactLimits, SpareFolders, enforce_limits
 from engine.clock import new_token
 from engine.core import commands as cmd
-from engine.core.state import JobState
+from engine.core.plan import plan_index
+from engine.core.state import JobState, StepStatus
 from engine.errors import Conflict, NotFound, PartiturError, RenderError
 from engine.logs.redact import Redactor
 from engine.orchestrator import Orchestrator
@@ -165,7 +166,10 @@ class LocalExecutor:
             pending = self._preclaims.pop((job_id, step), None)
             if pending is not None:
                 claimed = await pending
-            await self._run_held(job_id, step, attempt, ticket, claimed)
+            following = await self._run_held(job_id, step, attempt, ticket, claimed)
+            while following is not None:  # claimed with the end of the step before it
+                step, attempt, claimed = following
+                following = await self._run_held(job_id, step, attempt, ticket, claimed)
         finally:
             self._slots.release(ticket)
 
@@ -194,7 +198,9 @@ class LocalExecutor:
             self.rates.waiting.pop(key, None)
 
     async def _run_held(self, job_id: str, step: str, attempt: int, ticket: int,
-                        claimed: JobState | None = None) -> None:
+                        claimed: JobState | None = None) -> tuple[str, int, JobState] | None:
+        """Run one claimed (or to be claimed) step in the slot of `ticket`; the step it
+        claimed with its end to run next in the same slot, if any."""
         orch = self.orchestrator
         if claimed is not None:
             state = claimed
@@ -203,22 +209,22 @@ class LocalExecutor:
                 state = await orch.command(job_id, cmd.Claim(
                     step=step, attempt=attempt, worker_id=self.worker_id, lease=new_token(12)))
             except (Conflict, NotFound):
-                return  # cancelled or taken meanwhile
+                return None  # cancelled or taken meanwhile
         plan_step = state.plan_step(step)
         if plan_step.action_type == "approval":
             await self._suspend(state, step, attempt)
-            return
+            return None
         try:
             run = self._prepare(state, step)
         except RenderError as exc:
             await self._report(job_id, cmd.Fail(step=step, attempt=attempt, error=exc.message,
                                                 kind="render"))
-            return
+            return None
         try:
             runner = get_runner(plan_step.action_type)
         except PartiturError as exc:
             await self._report(job_id, cmd.Fail(step=step, attempt=attempt, error=exc.message))
-            return
+            return None
         started: list[asyncio.Future[None]] = []
 
         def on_start(pid: int | None) -> None:
@@ -247,7 +253,7 @@ class LocalExecutor:
         if result is None:
             await self._report(job_id, cmd.CancelStep(step=step, attempt=attempt,
                                                       reason="cancelled"))
-            return
+            return None
         result = self._redacted(job_id, result)
         if result.state is not None:
             await self._report(job_id, cmd.SaveState(step=step, attempt=attempt,
@@ -255,8 +261,9 @@ class LocalExecutor:
         result = self._check_artifacts(job_id, step, result, run.artifacts_dir)
         if result.status == "completed":
             complete = cmd.Complete(step=step, attempt=attempt, output=result.output)
-            if not await self._complete_and_claim(job_id, complete, ticket):
-                await self._report(job_id, complete)
+            if await self._complete_and_claim(job_id, complete, ticket):
+                return None
+            return await self._complete_and_follow(job_id, step, complete, ticket)
         elif result.status == "suspended":
             await self._report(job_id, cmd.Suspend(step=step, attempt=attempt,
                                                    message=result.message))
@@ -264,17 +271,21 @@ class LocalExecutor:
             await self._report(job_id, cmd.Fail(
                 step=step, attempt=attempt, error=result.error or "failed",
                 exit_code=result.exit_code, kind=result.kind))
+        return None
 
     def _free_slot_early(self, job_id: str, ticket: int, result: RunResult | None) -> None:
         """The step's process has ended: its slot goes to the next waiting step now, while
         the step's end is still being recorded — unless that step is of the same job and
-        this one completed: it is then claimed in the append of this end
-        (`_complete_and_claim`)."""
-        if result is not None and result.status == "completed":
-            waiter = self._slots.next_waiter()
-            tag = waiter.tag if waiter is not None else None
-            if isinstance(tag, tuple) and tag[0] == job_id:
-                return
+        this one completed (it is then claimed in the append of this end,
+        `_complete_and_claim`), or no step waits (a step this end makes ready may then be
+        claimed with it, `_complete_and_follow`)."""
+        waiter = self._slots.next_waiter()
+        if waiter is None:
+            return  # nobody waits: the slot may run a step this end makes ready
+        tag = waiter.tag
+        if (result is not None and result.status == "completed" and isinstance(tag, tuple)
+                and tag[0] == job_id):
+            return
         self._slots.release(ticket)
 
     def _mark_started(self, job_id: str, command: cmd.MarkStarted) -> asyncio.Future[None]:
@@ -434,6 +445,50 @@ class LocalExecutor:
         env = {**run.env, "PARTITUR_STATE": json.dumps(state.task_state, default=str),
                **tracing.step_env(state.job_id, step)}
         return replace(run, env=env)
+
+    async def _complete_and_follow(self, job_id: str, step: str, complete: cmd.Complete,
+                                   ticket: int) -> tuple[str, int, JobState] | None:
+        """Record `complete`; when no step waits for a slot, claim in the same append a
+        step it makes ready (the next step of a chain), to run next in this slot."""
+        claim = self._following_claim(job_id, step, ticket)
+        if claim is None:
+            await self._report(job_id, complete)
+            return None
+        try:
+            new_state, recorded = await self._command(job_id, complete, (claim,))
+        except (Conflict, NotFound) as exc:
+            log.info("result of Complete for job %s not recorded: %s", job_id, exc)
+            return None
+        if not recorded[0]:
+            return None
+        return claim.step, claim.attempt, new_state
+
+    def _following_claim(self, job_id: str, step: str, ticket: int) -> cmd.Claim | None:
+        """A claim for the first step that depends on `step` and may become ready with its
+        end, if this slot is free for it: nothing else waits, the step is one this
+        executor runs, with no rate limit. (Dropped when the end does not make it ready.)"""
+        if self._closing or self._slots.next_waiter() is not None or not self._slots.holds(
+                ticket):
+            return None
+        orch = self.orchestrator
+        state = orch.active_state(job_id)
+        if state is None or state.paused or state.cancel_requested:
+            return None
+        current = state.steps.get(step)
+        if current is None or current.loop_of is not None:
+            return None
+        for name in plan_index(state.plan).dependents.get(step, ()):
+            plan_step = state.plan.steps[name]
+            following = state.steps[name]
+            if (following.status is not StepStatus.PENDING or plan_step.for_each is not None
+                    or plan_step.action_type == "task"
+                    or limit_of(orch.workspaces, state, name) is not None
+                    or not all(state.steps[d].terminal for d in plan_step.depends_on
+                               if d != step)):
+                continue
+            return cmd.Claim(step=name, attempt=following.attempt + 1,
+                             worker_id=self.worker_id, lease=new_token(12))
+        return None
 
     def _job_folder(self, job_id: str) -> Path:
         """`<artifacts root>/<job>`, made once per job (paths cost a step ~10 µs each)."""

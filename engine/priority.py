@@ -112,6 +112,10 @@ class PrioritySlots:
             self._held[waiter.seq] = waiter.holder
             waiter.future.set_result(None)
 
+    def holds(self, ticket: int) -> bool:
+        """Whether `ticket` still holds its slot (not released nor handed over)."""
+        return ticket in self._held
+
     def next_waiter(self) -> _Waiter | None:
         """The waiter `release` would serve now (left waiting)."""
         return self._pick(take=False)

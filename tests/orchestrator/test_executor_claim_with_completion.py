@@ -93,3 +93,32 @@ async def test_starts_of_one_turn_are_written_together_and_none_is_lost(
         assert [r.type for r in mine] == ["StepClaimed", "StepStarted", "StepCompleted"]
         assert mine[1].data["pid"], mine[1]
     assert [r.version for r in records] == list(range(1, len(records) + 1))
+
+
+CHAIN = "tasks:\n  chain:\n    flow:" + "".join(
+    STEP.format(n=n) + (f"        depends_on: [s{n - 1}]\n" if n else "") for n in range(4))
+
+
+@pytest.mark.parametrize("db", ["memory", "sqlite"])
+async def test_the_next_step_of_a_chain_is_claimed_with_the_end_before_it(
+    tmp_path: Path, db: str
+) -> None:
+    ws = workspace(tmp_path, CHAIN)
+    db_url = "memory://" if db == "memory" else f"sqlite:///{tmp_path / 'p.db'}"
+    appends: list[list[tuple[str, str | None]]] = []
+    async with runtime(tmp_path, ws, db_url=db_url, concurrency=1) as rt:
+        rt.orchestrator.on_events(lambda state, events: appends.append(
+            [(type(e).__name__, getattr(e, "step", None)) for e in events]))
+        job = await rt.orchestrator.create_job("ws", "chain", {})
+        state = await rt.orchestrator.wait(job, 60)
+        records = await rt.store.read(job)
+        lines = await rt.logs.read(job)
+    assert state.status is JobStatus.COMPLETED, state.error
+    for n in range(1, 4):
+        # The end of s(n-1), what it makes ready and the claim of s(n): one append.
+        assert any(("StepCompleted", f"s{n - 1}") in a and ("StepReady", f"s{n}") in a
+                   and ("StepClaimed", f"s{n}") in a for a in appends), appends
+    for n in range(4):
+        kinds = [r.type for r in records if r.data.get("step") == f"s{n}"]
+        assert kinds == ["StepReady", "StepClaimed", "StepStarted", "StepCompleted"], kinds
+        assert [ln.line for ln in lines if ln.step == f"s{n}"] == [f"step {n}"]
