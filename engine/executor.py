@@ -483,8 +483,8 @@ class LocalExecutor:
             if (following.status is not StepStatus.PENDING or plan_step.for_each is not None
                     or plan_step.action_type == "task"
                     or limit_of(orch.workspaces, state, name) is not None
-                    or not all(state.steps[d].terminal for d in plan_step.depends_on
-                               if d != step)):
+                    or not all(state.steps[d].terminal or d == step
+                               for d in reversed(plan_step.depends_on))):
                 continue
             return cmd.Claim(step=name, attempt=following.attempt + 1,
                              worker_id=self.worker_id, lease=new_token(12))
