@@ -6,12 +6,15 @@ group-committed: the appends (of any jobs) that queue up while one group is bein
 form the next group, written in one transaction: bump each job's row in `log_counters`
 (in job order; the row lock orders the job's appenders, so each job's `seq`s are
 contiguous and commit in order), insert the lines, and `NOTIFY partitur_logs,
-'<job_id>:<last seq>'` per job, delivered on commit. The writes are one statement, so a
-group costs three round trips (BEGIN, it, COMMIT); BEGIN stays separate so that a
-connection found dead there is retried without doubt. A group that fails before its
-COMMIT is sent wrote nothing and is tried append by append, so lines that cannot be
-stored fail alone. `listen()` gets the notifications on a dedicated connection, so a
-WebSocket on any replica can stream lines produced by any other.
+'<job_id>:<last seq>'` per job, delivered on commit. The writes are one statement in its
+own (implicit) transaction, so a group costs one round trip. A group that PostgreSQL
+refuses wrote nothing and is tried append by append, so lines that cannot be stored fail
+alone. A group whose connection is lost under it may or may not be written: it is tried
+once more on a new connection, which first looks for the group's token in the jobs' rows
+of `log_counters` (each group leaves its token and the count it reached there, migration
+015) and, when it is there, answers with the seqs the lost try took instead of writing
+the lines twice. `listen()` gets the notifications on a dedicated
+connection, so a WebSocket on any replica can stream lines produced by any other.
 
 The commit of a group does not wait for PostgreSQL to flush the WAL to disk
 (`synchronous_commit` off for that transaction): an appended line is in the database,
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -48,7 +52,6 @@ from engine.store.postgres import (
     init_connection,
     keep_session,
     migrate,
-    rollback,
     wrap_error,
 )
 
@@ -69,13 +72,12 @@ FROM unnest($2::bigint[], $3::float8[], $4::text[], $5::text[], $6::text[])
     AS l(seq, ts, stream, step, line)
 """
 NOTIFY = "SELECT pg_notify($1, $2)"
-# BEGIN of `append`, in one round trip with its setting: the commit does not wait for the
-# WAL to reach the disk (see the module's docstring).
-BEGIN_LINES = "BEGIN; SET LOCAL synchronous_commit TO off"
 # The writes of a group of appends (one or several jobs) as one statement: the counter
 # bumps, in job order so that concurrent groups lock the rows in the same order (each row
 # lock held to COMMIT: a job's seqs commit in order); the lines, numbered after the
-# job's old count in the order given; a NOTIFY per job. Returns each job's new count.
+# job's old count in the order given; a NOTIFY per job; and the transaction's commit made
+# not to wait for the WAL to reach the disk (see the module's docstring). Returns each
+# job's new count.
 APPEND_LINES = """
 WITH l AS (
     SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[], $5::text[])
@@ -83,9 +85,10 @@ WITH l AS (
 ), n AS (
     SELECT job_id, COUNT(*) AS n FROM l GROUP BY job_id
 ), c AS (
-    INSERT INTO log_counters AS c (job_id, count)
-    SELECT job_id, n FROM n ORDER BY job_id
-    ON CONFLICT (job_id) DO UPDATE SET count = c.count + excluded.count
+    INSERT INTO log_counters AS c (job_id, count, last_group, last_group_count)
+    SELECT job_id, n, $7, n FROM n ORDER BY job_id
+    ON CONFLICT (job_id) DO UPDATE SET count = c.count + excluded.count,
+        last_group = excluded.last_group, last_group_count = c.count + excluded.count
     RETURNING c.job_id, c.count
 ), i AS (
     INSERT INTO log_lines (job_id, seq, ts, stream, step, line)
@@ -93,7 +96,14 @@ WITH l AS (
            l.ts, l.stream, l.step, l.line
     FROM l JOIN n ON n.job_id = l.job_id JOIN c ON c.job_id = l.job_id
 )
-SELECT c.job_id, c.count, pg_notify($6, c.job_id || ':' || c.count::text) FROM c
+SELECT c.job_id, c.count, pg_notify($6, c.job_id || ':' || c.count::text)
+FROM c, (SELECT set_config('synchronous_commit', 'off', true)) AS s
+"""
+# The counts a group (by its token) left, where no later group bumped them since: did
+# a group whose connection was lost commit?
+GROUP_COUNTS = """
+SELECT job_id, last_group_count FROM log_counters
+WHERE job_id = ANY($1::text[]) AND last_group = $2
 """
 READ_LINES = """
 SELECT seq, ts, stream, step, line FROM log_lines
@@ -180,14 +190,9 @@ class PostgresLogStore(LogStore):
                 raise
             self._pool = pool
 
-    async def _run(
-        self, fn: Callable[[Any], Awaitable[T]], *, what: str,
-        retry: Callable[[], bool] = lambda: True,
-    ) -> T:
-        """`fn(connection)`; a lost connection is replaced and `fn` tried once more.
-
-        `retry()` is asked first: an append says no once its COMMIT has left.
-        """
+    async def _run(self, fn: Callable[[Any], Awaitable[T]], *, what: str) -> T:
+        """`fn(connection)`; a lost connection is replaced and `fn` tried once more (an
+        `fn` that writes must then find out whether its first try did)."""
         for attempt in (1, 2):
             if self._closed:
                 raise StoreUnavailable(f"{what}: the PostgreSQL log store is closed")
@@ -200,7 +205,7 @@ class PostgresLogStore(LogStore):
             except PartiturError:
                 raise
             except Exception as exc:
-                if not (attempt == 1 and connection_lost(exc) and retry()):
+                if not (attempt == 1 and connection_lost(exc)):
                     raise wrap_error(exc, what) from exc
                 await pool.expire_connections()  # the others are likely dead too
         raise AssertionError("unreachable")
@@ -234,11 +239,11 @@ class PostgresLogStore(LogStore):
             self._queued = []
 
     async def _commit_group(self, group: Sequence[_Queued]) -> None:
-        sent = [False]  # whether the COMMIT left: the lines may then be stored
+        doubt = [False]  # whether a failure may have left the lines written
         try:
-            firsts = await self._write_group(group, sent)
+            firsts = await self._write_group(group, doubt)
         except Exception as exc:
-            if len(group) == 1 or sent[0]:
+            if len(group) == 1 or doubt[0]:
                 for item in group:
                     item.fail(exc)
                 return
@@ -249,44 +254,50 @@ class PostgresLogStore(LogStore):
         for item, first in zip(group, firsts, strict=True):
             item.succeed(first)
 
-    async def _write_group(self, group: Sequence[_Queued], sent: list[bool]) -> list[int]:
+    async def _write_group(self, group: Sequence[_Queued], doubt: list[bool]) -> list[int]:
         """Append the lines of `group` in one transaction; the first seq of each.
 
-        `sent[0]` tells, after a failure, whether it came once the COMMIT had left.
+        `doubt[0]` tells, after a failure, whether the connection was lost with the
+        statement sent (the lines may then be stored).
         """
         lines = [(item.job_id, line) for item in group for line in item.lines]
-        committing = False
+        added = Counter(job for job, _ in lines)
+        jobs = sorted(added)
+        token = uuid.uuid4().hex
+        tries = 0
 
         async def write(conn: Any) -> dict[str, int]:
-            nonlocal committing
-            committing = False
-            await conn.execute(BEGIN_LINES)
-            try:
-                rows = await conn.fetch(
-                    APPEND_LINES, [job for job, _ in lines], [line.ts for _, line in lines],
-                    [line.stream for _, line in lines], [_clean(line.step) for _, line in lines],
-                    [_clean(line.line) for _, line in lines], LOGS_CHANNEL,
-                )
-            except BaseException:
-                await rollback(conn)
-                raise
-            committing = sent[0] = True
-            await conn.execute("COMMIT")
-            return {r[0]: r[1] for r in rows}
+            nonlocal tries
+            tries += 1
+            if tries > 1:  # the lost try may have committed
+                counts = dict(await conn.fetch(GROUP_COUNTS, jobs, token))
+                if counts and len(counts) < len(jobs):
+                    raise StoreUnavailable(
+                        "log lines were stored by an append whose answer was lost, and a "
+                        "later append of another process hides which seqs they took")
+            else:
+                counts = {}
+            if not counts:
+                doubt[0] = False
+                try:
+                    rows = await conn.fetch(
+                        APPEND_LINES, [job for job, _ in lines], [line.ts for _, line in lines],
+                        [line.stream for _, line in lines],
+                        [_clean(line.step) for _, line in lines],
+                        [_clean(line.line) for _, line in lines], LOGS_CHANNEL, token,
+                    )
+                except Exception as exc:
+                    doubt[0] = connection_lost(exc)
+                    raise
+                counts = {r[0]: r[1] for r in rows}
+            # Each job's lines were numbered in the order given, after its old count.
+            return {job: counts[job] + 1 - added[job] for job in jobs}
 
-        jobs = sorted({item.job_id for item in group})
-        # Retried only when it broke before COMMIT left: then nothing was written.
-        counts = await self._run(
-            write, what=f"append log lines of job {', '.join(jobs)}",
-            retry=lambda: not committing,
-        )
-        # Each job's lines were numbered in the order given, after its old count.
-        added = Counter(job for job, _ in lines)
-        nexts = {job: counts[job] + 1 - added[job] for job in jobs}
+        firsts_of_jobs = await self._run(write, what=f"append log lines of job {', '.join(jobs)}")
         firsts = []
         for item in group:
-            firsts.append(nexts[item.job_id])
-            nexts[item.job_id] += len(item.lines)
+            firsts.append(firsts_of_jobs[item.job_id])
+            firsts_of_jobs[item.job_id] += len(item.lines)
         return firsts
 
     async def append_once(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from pg_proxy import CuttingProxy
+
 from engine.errors import ValidationFailed
 from engine.logs.model import STDOUT, LogLine
 from engine.logs.pgstore import PostgresLogStore
@@ -55,3 +57,44 @@ async def test_an_append_that_cannot_be_stored_fails_alone(logs: PostgresLogStor
         assert [line.seq for line in got] == [1]
         assert await logs.read(f"job-{i}") == got
     assert await logs.count("job-2") == 0
+
+
+async def test_an_append_whose_answer_was_lost_after_its_commit_is_not_written_twice(
+    pg_url: str,
+) -> None:
+    proxy = CuttingProxy(pg_url)
+    logs = PostgresLogStore(await proxy.start(), min_size=1, max_size=1)
+    try:
+        first = await logs.append("job", lines("s", "one"))
+        # The statement is prepared on the connection now: the next answer the proxy
+        # drops is that of the insert itself, after its commit.
+        proxy.armed = True
+        placed = await logs.append("job", lines("s", "two", "three"))
+        assert proxy.cuts == 1
+        assert [line.seq for line in placed] == [2, 3]
+        assert await logs.read("job") == first + placed
+        assert await logs.count("job") == 3
+        # The next append numbers on from there, on a new connection.
+        assert [line.seq for line in await logs.append("job", lines("t", "four"))] == [4]
+    finally:
+        await logs.close()
+        await proxy.close()
+
+
+async def test_an_append_whose_connection_was_lost_before_it_ran_is_written_once(
+    pg_url: str,
+) -> None:
+    proxy = CuttingProxy(pg_url)
+    logs = PostgresLogStore(await proxy.start(), min_size=1, max_size=1)
+    try:
+        await logs.open()
+        # The first answer on the fresh connection is that of preparing the insert: it
+        # never ran, so the retry finds nothing of it and writes it.
+        proxy.armed = True
+        placed = await logs.append("job", lines("s", "one", "two"))
+        assert proxy.cuts == 1
+        assert [line.seq for line in placed] == [1, 2]
+        assert await logs.read("job") == placed
+    finally:
+        await logs.close()
+        await proxy.close()

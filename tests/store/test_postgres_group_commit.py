@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import pytest
+from pg_proxy import CuttingProxy
 
 from engine.core import events as ev
 from engine.core.projections import JobRow, StepRow
@@ -133,56 +133,11 @@ async def test_work_queued_by_appends_of_a_group_is_queued_with_them(
         )
 
 
-class CuttingProxy:
-    """A TCP proxy to PostgreSQL that, once armed, lets the next answer of the server
-    go nowhere and closes that client connection: the statement ran, the client never
-    hears how it ended."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.armed = False
-        self.cuts = 0
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port: int = self.server.sockets[0].getsockname()[1]
-        return port
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
-                       answers: bool) -> None:
-            try:
-                while data := await src.read(65536):
-                    if answers and self.armed:
-                        self.armed = False
-                        self.cuts += 1
-                        writer.close()
-                        return
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
-
-
 async def test_an_append_whose_answer_was_lost_after_its_commit_is_not_written_twice(
     pg_url: str,
 ) -> None:
-    url = urlsplit(pg_url)
-    proxy = CuttingProxy(url.hostname or "127.0.0.1", url.port or 5432)
-    port = await proxy.start()
-    store = PostgresStore(url._replace(netloc=f"{url.username}@127.0.0.1:{port}").geturl(),
-                          min_size=1, max_size=1)
+    proxy = CuttingProxy(pg_url)
+    store = PostgresStore(await proxy.start(), min_size=1, max_size=1)
     try:
         await store.open()
         await store.append("s", 0, [output(1)])
