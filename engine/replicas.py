@@ -107,6 +107,9 @@ class ReplicaSync:
             await self._events_due.wait()
             self._events_due.clear()
             notified = self._notified
+            if notified > self._event_seq:
+                # The notification may come before the answer of the append it tells of.
+                await self.store.own_appends_answered()
             if notified > self._event_seq and self.store.own_appends_cover(
                 self._event_seq, notified
             ):

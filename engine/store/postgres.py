@@ -366,6 +366,8 @@ class PostgresStore(EventStore):
         self._queued: list[_Queued] = []
         self._committer: asyncio.Task[None] | None = None
         self._own: dict[int, int] = {}  # first → last global seq of this process's appends
+        # One future per append in flight, resolved once its range is in `_own`.
+        self._in_flight: set[asyncio.Future[None]] = set()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -563,13 +565,19 @@ class PostgresStore(EventStore):
             return first
 
         what = f"append to stream {stream_id}"
-        if objects or (outbox is not None and (outbox.take_slots or outbox.free_slots)):
-            first = await self._write(with_outbox, what=what, begin=BEGIN_APPEND)
-        else:
-            first = await self._group_commit(_Queued(call, work, settle, alone, what))
-        if len(self._own) >= OWN_RANGES_KEPT:
-            self._own.clear()  # nobody follows them: `own_appends_cover` just says no
-        self._own[first] = first + n - 1
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._in_flight.add(answered)
+        try:
+            if objects or (outbox is not None and (outbox.take_slots or outbox.free_slots)):
+                first = await self._write(with_outbox, what=what, begin=BEGIN_APPEND)
+            else:
+                first = await self._group_commit(_Queued(call, work, settle, alone, what))
+            if len(self._own) >= OWN_RANGES_KEPT:
+                self._own.clear()  # nobody follows them: `own_appends_cover` just says no
+            self._own[first] = first + n - 1
+        finally:
+            self._in_flight.discard(answered)
+            answered.set_result(None)
         return AppendResult([
             RecordedEvent(first + i, stream_id, versions[i], types[i], schema_versions[i],
                           through_json(d), stamps[i])
@@ -658,6 +666,15 @@ class PostgresStore(EventStore):
 
     async def queued_work(self, job_id: str) -> list[WorkItem]:
         return [pg_item(r) for r in await self._fetch(PG_QUEUED, job_id)]
+
+    async def own_appends_answered(self) -> None:
+        """Wait until the appends of this store in flight now have been answered.
+
+        A notification of an append can arrive before the append's own answer: once
+        this returns, `own_appends_cover` knows every append of this process that
+        committed before the call."""
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight))
 
     def own_appends_cover(self, after: int, upto: int) -> bool:
         """Whether every event with `after < global_seq <= upto` was appended by this

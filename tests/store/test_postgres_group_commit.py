@@ -180,3 +180,29 @@ async def test_own_appends_cover_only_this_stores_appends(
         assert not store.own_appends_cover(start, last + 1)
     finally:
         await other.close()
+
+
+async def test_a_notified_own_append_is_known_once_the_appends_are_answered(
+    store: PostgresStore,
+) -> None:
+    """The NOTIFY of an append can arrive before the append's answer; a replica waits for
+    the answers in flight before asking `own_appends_cover`, instead of reading back its
+    own events."""
+    start = await store.last_seq()
+    heard: asyncio.Queue[int] = asyncio.Queue()
+    await store.listen(heard.put_nowait)
+    covered: list[bool] = []
+
+    async def follow() -> None:
+        cursor = start
+        for _ in range(20):
+            seq = await heard.get()
+            await store.own_appends_answered()
+            covered.append(store.own_appends_cover(cursor, seq))
+            cursor = seq
+
+    follower = asyncio.ensure_future(follow())
+    for i in range(20):
+        await store.append(f"heard-{i}", 0, [output(i)])
+    await asyncio.wait_for(follower, 10)
+    assert covered == [True] * 20
