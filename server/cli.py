@@ -262,8 +262,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = Path("server-config.yaml")
     settings = _settings(config, {"host": args.host, "port": args.port})
     app = create_app(settings)
+    # The standard asyncio loop whether or not uvloop happens to be installed (the engine
+    # is tested on it); HTTP parsed by httptools.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            lifespan="on", ws_ping_interval=20, timeout_graceful_shutdown=None)
+                            lifespan="on", ws_ping_interval=20, timeout_graceful_shutdown=None,
+                            loop="asyncio", http="httptools")
     server = uvicorn.Server(config)
     sys.stderr.write(f"partitur: serving on http://{settings.host}:{settings.port}\n")
     server.run()
