@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from engine import eventloop
 from engine.runners import get_runner
 from engine.runners.base import RunResult, StepRun
 
@@ -463,5 +464,5 @@ def main(options: WorkerOptions) -> int:
             loop.add_signal_handler(sig, worker.stop)
         await worker.run()
 
-    asyncio.run(go())
+    eventloop.run(go())
     return 0

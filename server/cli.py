@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import orjson
 
+from engine import eventloop
 from server.cli_client import add_client_parsers, cmd_cancel, cmd_jobs, cmd_logs
 from server.cli_control import add_explain_parser, cmd_explain, dry_run_local
 from server.cli_ops import HANDLERS as OPS_HANDLERS
@@ -150,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.dry_run:
             return dry_run_local(workspace, args.task, _parse_inputs(args), args.json)
-        return asyncio.run(_run(args, workspace))
+        return eventloop.run(_run(args, workspace))
     except PartiturError as exc:
         issues = getattr(exc, "issues", None)
         if issues:
@@ -262,11 +263,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = Path("server-config.yaml")
     settings = _settings(config, {"host": args.host, "port": args.port})
     app = create_app(settings)
-    # The standard asyncio loop whether or not uvloop happens to be installed (the engine
-    # is tested on it); HTTP parsed by httptools.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             lifespan="on", ws_ping_interval=20, timeout_graceful_shutdown=None,
-                            loop="asyncio", http="httptools")
+                            loop=eventloop.loop_name(), http="httptools")
     server = uvicorn.Server(config)
     sys.stderr.write(f"partitur: serving on http://{settings.host}:{settings.port}\n")
     server.run()
@@ -299,7 +298,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
               f"({rate:,.0f} events/s)")
         return 0
 
-    return asyncio.run(go())
+    return eventloop.run(go())
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -314,7 +313,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print("migrations applied")
         return 0
 
-    return asyncio.run(go())
+    return eventloop.run(go())
 
 
 # --- worker --------------------------------------------------------------------------
