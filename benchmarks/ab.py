@@ -8,7 +8,9 @@ keeps one in-process engine (`benchmarks.inproc`, SQLite, or with `--pg` a fresh
 database each) in a process of its own, and
 every repetition measures, back to back, the W0 limit, one run of side A and one of side
 B (the order swapped every repetition); `manyN` is W3's shape in-process (N chains of 3
-steps submitted at once, limit `W0.many`). It prints, per task, the median ratio to W0 of
+steps submitted at once, limit `W0.many`). Each side runs on the event loop `partitur run`
+of its tree uses (`engine.eventloop`; the standard loop before it existed); W0 on the
+standard loop. It prints, per task, the median ratio to W0 of
 each side and the median of B's time over A's. A tool for comparing two versions of the
 engine, not a benchmark figure.
 """
@@ -67,7 +69,11 @@ async def main(tasks):
                 timing = await run_once(rt, task)
                 print(json.dumps([timing.wall_s, timing.status]), flush=True)
 
-asyncio.run(main(sys.argv[1:]))
+try:  # the loop `partitur run` of that tree uses
+    from engine.eventloop import run as run_loop
+except ImportError:
+    run_loop = asyncio.run
+run_loop(main(sys.argv[1:]))
 """
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import httpx
 import psutil  # type: ignore[import-untyped]
 
+from engine import eventloop
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 PG_ENV = "PARTITUR_BENCH_PG"
@@ -216,8 +218,8 @@ def machine_info() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     packages = {}
-    for name in ("partitur", "starlette", "uvicorn", "pydantic", "orjson", "asyncpg",
-                 "httpx", "websockets", "psutil"):
+    for name in ("partitur", "starlette", "uvicorn", "httptools", "uvloop", "pydantic",
+                 "orjson", "asyncpg", "httpx", "websockets", "psutil"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             packages[name] = metadata.version(name)
     commit = os.environ.get("PARTITUR_BENCH_COMMIT", "")
@@ -228,7 +230,7 @@ def machine_info() -> dict[str, Any]:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cores": os.cpu_count(), "memory_mib": psutil.virtual_memory().total // MiB,
         "cpu": model, "os": platform.platform(), "python": platform.python_version(),
-        "packages": packages, "commit": commit,
+        "packages": packages, "commit": commit, "event_loop": eventloop.loop_name(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "cpu_gauge_ms_at_start": cpu_gauge_ms(),
     }

@@ -9,7 +9,6 @@ the chosen workloads, prints JSON lines, and writes
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
@@ -30,6 +29,7 @@ from benchmarks import (
     w7_distributed,
 )
 from benchmarks.common import Context, cpu_gauge_ms, drop_databases, machine_info
+from engine import eventloop
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ALL = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
@@ -65,7 +65,9 @@ def markdown(ctx: Context, machine: dict[str, Any], seconds: float) -> str:
            f"- OS: {machine['os']}; Python {machine['python']}",
            "- packages: " + ", ".join(f"{k} {v}" for k, v in machine["packages"].items()),
            "- settings: concurrency 8 (Runtime / workers.local.concurrency), SQLite "
-           "synchronous NORMAL (default), interpreter: sh on every step",
+           "synchronous NORMAL (default), interpreter: sh on every step; engine and "
+           f"in-process workloads on the {machine.get('event_loop', 'asyncio')} event loop, "
+           "W0 on a standard asyncio loop",
            "- repetitions: W0 5, others 3, after one warm-up run (not counted); "
            "values are the median (min–max) of the repetitions",
            f"- harness wall time: {seconds:.1f} s; load average (1/5/15 min) at start "
@@ -145,7 +147,7 @@ def cli(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     failed = True
     try:
-        asyncio.run(main(ctx, only, w5_sizes))
+        eventloop.run(main(ctx, only, w5_sizes))  # the loop `partitur run` uses
         failed = False
     finally:
         if failed:  # keep the server logs of a failed run

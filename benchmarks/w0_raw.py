@@ -4,6 +4,10 @@ Figures: `W0.chain40`, `W0.true40`, `W0.fan@C` (C = 1, 2, 4, 8), `W0.many`, `W0.
 measured 5 times after one warm-up; their medians are the limits later workloads are
 compared with (`ctx.limits`). The scaling sizes of W1/W2 get their own W0 figures
 (`W0.chain<N>`, `W0.fan@8x<N>`) in the full run.
+
+W0 is plain Python asyncio (BENCHMARKS.md): each measurement runs on a fresh standard
+asyncio loop in a thread of its own (`standard`), whatever loop the harness itself runs
+on (the engine's, uvloop, for the in-process workloads).
 """
 
 from __future__ import annotations
@@ -11,10 +15,18 @@ from __future__ import annotations
 import asyncio
 import time
 from asyncio.subprocess import DEVNULL, PIPE
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from benchmarks.common import PYTHON, ROOT, Context, nearest_rank
 
 REPS = 5
+T = TypeVar("T")
+
+
+async def standard(work: Coroutine[Any, Any, T]) -> T:
+    """`work` run to its end on a new standard asyncio loop in another thread."""
+    return await asyncio.to_thread(asyncio.run, work)
 
 
 async def sh(script: str) -> bytes:
@@ -77,9 +89,10 @@ async def log_line(sleep: float = 2.0) -> float:
 async def run(ctx: Context, chain_sizes: tuple[int, ...] = (), fan_sizes: tuple[int, ...] = ()
               ) -> None:
     async def measure(figure: str, fn: object, reps: int = REPS) -> None:
-        await fn()  # type: ignore[operator]  # warm-up, not counted
+        await standard(fn())  # type: ignore[operator]  # warm-up, not counted
         for rep in range(reps):
-            ctx.rep("W0", figure, "wall_s", rep, await fn(), "s")  # type: ignore[operator]
+            ctx.rep("W0", figure, "wall_s", rep, await standard(fn()),  # type: ignore[operator]
+                    "s")
         s = ctx.summary("W0", figure, "wall_s", "s")
         ctx.limits[figure] = s["median"]
 
@@ -95,9 +108,9 @@ async def run(ctx: Context, chain_sizes: tuple[int, ...] = (), fan_sizes: tuple[
         if n != 200:
             await measure(f"W0.fan@8x{n}", lambda n=n: fan(n, 8), reps=3)
 
-    await many()
+    await standard(many())
     for rep in range(REPS):
-        wall, lat = await many()
+        wall, lat = await standard(many())
         ctx.rep("W0", "W0.many", "runs_per_s", rep, 100 / wall, "1/s")
         ctx.rep("W0", "W0.many", "latency_p50_s", rep, nearest_rank(lat, 50), "s")
         ctx.rep("W0", "W0.many", "latency_p95_s", rep, nearest_rank(lat, 95), "s")
@@ -108,7 +121,7 @@ async def run(ctx: Context, chain_sizes: tuple[int, ...] = (), fan_sizes: tuple[
         ctx.limits[f"W0.many.{metric}"] = s["median"]
 
     sleep = 0.2 if ctx.quick else 2.0
-    values = [await log_line(sleep) for _ in range(REPS)]
+    values = [await standard(log_line(sleep)) for _ in range(REPS)]
     for rep, v in enumerate(values):
         ctx.rep("W0", "W0.log", "emit_to_visible_s", rep, v, "s")
     s = ctx.summary("W0", "W0.log", "emit_to_visible_s", "s",

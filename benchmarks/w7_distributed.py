@@ -42,7 +42,7 @@ from benchmarks.common import (
     make_workspace,
     nearest_rank,
 )
-from benchmarks.w0_raw import fan, many
+from benchmarks.w0_raw import fan, many, standard
 from benchmarks.w3_many import _fan
 
 RUNS = 100
@@ -144,9 +144,9 @@ async def _phase(ctx: Context, http: httpx.AsyncClient, label: str
 async def _limits(ctx: Context) -> None:
     """The W0 limits of one worker's 4 slots and two workers' 8 that W0 does not measure:
     W3's (`W0.many@4`) and the sleeping fan-out's, at 4 and at 8."""
-    await many(limit=SLOTS)  # warm-up
+    await standard(many(limit=SLOTS))  # warm-up
     for rep in range(ctx.reps):
-        wall, _ = await many(limit=SLOTS)
+        wall, _ = await standard(many(limit=SLOTS))
         ctx.rep("W0", f"W0.many@{SLOTS}", "runs_per_s", rep, RUNS / wall, "1/s")
     s = ctx.summary("W0", f"W0.many@{SLOTS}", "runs_per_s", "1/s")
     ctx.limits[f"W0.many@{SLOTS}.runs_per_s"] = s["median"]
@@ -154,7 +154,7 @@ async def _limits(ctx: Context) -> None:
         figure = f"W0.{SLEEP_TASK}@{slots}"
         for rep in range(ctx.reps):
             ctx.rep("W0", figure, "wall_s", rep,
-                    await fan(SLEEP_ITEMS, slots, f"sleep {SLEEP_S}"), "s")
+                    await standard(fan(SLEEP_ITEMS, slots, f"sleep {SLEEP_S}")), "s")
         ctx.limits[figure] = ctx.summary("W0", figure, "wall_s", "s")["median"]
 
 
