@@ -2,6 +2,8 @@
 
 "Done" is the moment the submitter is told: a poller lists the newest jobs every 10 ms
 (`GET /api/jobs?limit=…`) and stamps each job the first time it shows a terminal status.
+Submitter and poller use the lean client of `benchmarks.rawhttp` (16 keep-alive
+connections).
 """
 
 from __future__ import annotations
@@ -10,23 +12,17 @@ import asyncio
 import time
 from typing import Any
 
-import httpx
+from benchmarks.rawhttp import Client
 
 TERMINAL = {"completed", "failed", "cancelled", "skipped"}
 POLL = 0.01
 
 
-def client(base: str) -> httpx.AsyncClient:
-    # Idle connections are dropped after 2 s, before uvicorn closes them (5 s): with
-    # httpx's default (also 5 s) a request sent on a connection the server is closing
-    # fails with ReadError (the server logs a ClientDisconnect).
-    return httpx.AsyncClient(base_url=base, timeout=60.0,
-                             limits=httpx.Limits(max_connections=200,
-                                                 max_keepalive_connections=200,
-                                                 keepalive_expiry=2.0))
+def client(base: str) -> Client:
+    return Client(base)
 
 
-async def submit(http: httpx.AsyncClient, task: str, inputs: dict[str, Any] | None = None,
+async def submit(http: Client, task: str, inputs: dict[str, Any] | None = None,
                  workspace: str = "bench") -> str:
     r = await http.post(f"/api/workspaces/{workspace}/tasks/{task}/execute",
                         json={"input": inputs or {}})
@@ -34,7 +30,7 @@ async def submit(http: httpx.AsyncClient, task: str, inputs: dict[str, Any] | No
     return str(r.json()["job_id"])
 
 
-async def poll_done(http: httpx.AsyncClient, seen: dict[str, tuple[float, str]],
+async def poll_done(http: Client, seen: dict[str, tuple[float, str]],
                     finished: Any, window: int, timeout: float = 120.0) -> None:
     """Stamp every job of the newest `window` the first time it shows a terminal status,
     until `finished()` says the caller has what it needs."""
@@ -54,7 +50,7 @@ async def poll_done(http: httpx.AsyncClient, seen: dict[str, tuple[float, str]],
             await asyncio.sleep(POLL)
 
 
-async def run_many(http: httpx.AsyncClient, task: str, count: int,
+async def run_many(http: Client, task: str, count: int,
                    inputs: Any = None) -> tuple[float, list[float], dict[str, str]]:
     """Submit `count` jobs at t0 concurrently; (wall to last done, latencies, statuses).
 

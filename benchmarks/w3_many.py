@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
-
 from benchmarks import api
 from benchmarks.common import (
     Context,
@@ -23,6 +21,7 @@ from benchmarks.common import (
     make_workspace,
     nearest_rank,
 )
+from benchmarks.rawhttp import Client
 
 RUNS = 100
 
@@ -70,7 +69,7 @@ async def run(ctx: Context) -> None:
                         server_peak_rss_mib=round(rss2.peak_of[server.pid] / MiB, 1))
 
 
-async def _fan(http: httpx.AsyncClient, task: str) -> float:
+async def _fan(http: Client, task: str) -> float:
     start = time.perf_counter()
     job = await api.submit(http, task)
     while True:

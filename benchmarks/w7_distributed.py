@@ -27,8 +27,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from benchmarks import api
 from benchmarks.common import (
     PYTHON,
@@ -42,6 +40,7 @@ from benchmarks.common import (
     make_workspace,
     nearest_rank,
 )
+from benchmarks.rawhttp import Client
 from benchmarks.w0_raw import fan, many, standard
 from benchmarks.w3_many import _fan
 
@@ -92,7 +91,7 @@ class Worker:
         self.log.close()
 
 
-async def _wait_workers(http: httpx.AsyncClient, count: int, timeout: float = 30.0) -> None:
+async def _wait_workers(http: Client, count: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r = await http.get("/api/workers", params={"limit": 50})
@@ -107,7 +106,7 @@ async def _wait_workers(http: httpx.AsyncClient, count: int, timeout: float = 30
     raise RuntimeError(f"W7: {count} worker(s) not registered after {timeout}s")
 
 
-async def _phase(ctx: Context, http: httpx.AsyncClient, label: str
+async def _phase(ctx: Context, http: Client, label: str
                  ) -> tuple[float, float, float]:
     """W2, the sleeping fan-out and W3 with the workers connected now; (W2 median wall,
     W3 median runs/s, sleeping fan-out median wall)."""
@@ -174,7 +173,7 @@ def _speedups(ctx: Context, ours: tuple[float, float, float]) -> None:
         ctx.derived("W7", figure, "speedup_two_vs_one", value, "×", target=1.6, **extra)
 
 
-async def _kill_one(ctx: Context, http: httpx.AsyncClient, victim: Worker) -> None:
+async def _kill_one(ctx: Context, http: Client, victim: Worker) -> None:
     """100 runs at t0; SIGKILL `victim` once 50 have completed; count lost/duplicated."""
     t0 = time.perf_counter()
     ids = await asyncio.gather(*(api.submit(http, "three_lost", {"r": i})
@@ -208,7 +207,7 @@ async def _kill_one(ctx: Context, http: httpx.AsyncClient, victim: Worker) -> No
                     "retry on_lost, recovery.heartbeat_timeout 2s")
 
 
-async def _duplicates(http: httpx.AsyncClient, job_id: str) -> tuple[int, int]:
+async def _duplicates(http: Client, job_id: str) -> tuple[int, int]:
     """(duplicated steps, re-run attempts) of one job, from its events and its log.
 
     A step is duplicated when it completed more than once, or when its line was logged
