@@ -219,6 +219,11 @@ class Orchestrator:
         for active in self._active.values():
             if active.timer is not None:
                 active.timer.cancel()
+        # The notes and lines still queued for an asynchronous log store.
+        writers = [a.writer for a in self._active.values() if a.writer is not None]
+        if writers:
+            await asyncio.wait([asyncio.ensure_future(w.flush(everything=True))
+                                for w in writers], timeout=5.0)
         for task in list(self._tasks):
             task.cancel()
         self._active.clear()
@@ -757,7 +762,8 @@ class Orchestrator:
         # with the events' frames.
         notes = [_note(event, state) for event in events]
         stored = writer.store_notes(
-            [(note, event.ts) for note, event in zip(notes, events, strict=True) if note])
+            [(note, event.ts) for note, event in zip(notes, events, strict=True) if note],
+            promptly=state.terminal)
         publish, job_id = self.bus.publish, state.job_id
         if self.bus.subscribers(job_id):  # else publishing is a no-op: no frames built
             lines = iter(stored or ())

@@ -4,7 +4,11 @@
 store and publishes the stored line (with its `seq`) to the bus, in the order of the
 calls. With a store that can append synchronously (`JsonlLogStore.append_sync`, a local
 file write) that is all done inline; with another store, lines are queued and written
-in batches by one background task, still in order (`flush` waits for them).
+in batches by one background task, still in order (`flush` waits for them). On such a
+store the server's notes (`store_notes`) wait up to `NOTES_DELAY` for company: they go
+out with the next line of a step, the next notes, or on their own once the delay is up
+(at once when asked `promptly`, as for a job's end), so a step's end and its notes cost
+no write of their own most of the time.
 `JobLogWriter.batch` stores a numbered batch of a series (a remote worker's lines under
 one lease) through `LogStore.append_once`, so a batch sent twice is stored once.
 """
@@ -23,6 +27,10 @@ from engine.logs.redact import Redactor
 from engine.logs.store import LogStore
 
 logger = logging.getLogger(__name__)
+
+NOTES_DELAY = 0.02
+"""Seconds the server's notes may wait to be written with other lines (asynchronous
+stores only)."""
 
 
 @runtime_checkable
@@ -64,6 +72,7 @@ class JobLogWriter:
         self._sync_append = store.append_sync if isinstance(store, SyncAppend) else None
         self._pending: list[LogLine] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._later: asyncio.TimerHandle | None = None  # the delayed write of notes
 
     def line(self, step: str, stream: str, text: str, ts: float | None = None) -> None:
         """Record one line of `step`'s `stream` (never raises for a store failure)."""
@@ -75,8 +84,7 @@ class JobLogWriter:
         )
         if self._sync_append is None:
             self._pending.append(entry)
-            if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+            self._write_pending()
             return
         try:
             stored = self._sync_append(self.job_id, (entry,))
@@ -86,17 +94,23 @@ class JobLogWriter:
         if self.bus is not None:
             self.bus.publish(self.job_id, stored[0])
 
-    def store_notes(self, entries: Sequence[tuple[str, float]]) -> list[LogLine] | None:
+    def store_notes(self, entries: Sequence[tuple[str, float]], *,
+                    promptly: bool = False) -> list[LogLine] | None:
         """Record server notes `(text, ts)` (step `_server`, stream `stdout`) with one
         store write and return them stored, for the caller to publish in its order;
-        None when the store is asynchronous (they are queued and published once stored).
+        None when the store is asynchronous (they are queued, written within
+        `NOTES_DELAY` or at once if `promptly`, and published once stored).
         """
         lines = [LogLine(ts=ts, stream=STDOUT, step=SERVER_STEP,
                          line=self.redactor.redact(text)) for text, ts in entries]
         if self._sync_append is None:
-            self._pending.extend(lines)
-            if lines and (self._flusher is None or self._flusher.done()):
-                self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+            if lines:
+                self._pending.extend(lines)
+                if promptly:
+                    self._write_pending()
+                elif self._later is None and (self._flusher is None or self._flusher.done()):
+                    self._later = asyncio.get_running_loop().call_later(
+                        NOTES_DELAY, self._write_pending)
             return None
         if not lines:
             return []
@@ -112,7 +126,7 @@ class JobLogWriter:
     ) -> int:
         """Store `(stream, text, ts)` entries `offset`… of the series `key` at most once
         (raises for a store failure: the sender tries again); the series' next index."""
-        await self.flush()
+        await self.flush(everything=True)
         lines = [LogLine(ts=self._clock() if ts is None else ts, stream=stream, step=step,
                          line=self.redactor.redact(text)) for stream, text, ts in entries]
         stored, end = await self.store.append_once(self.job_id, key, offset, lines)
@@ -129,6 +143,14 @@ class JobLogWriter:
         """A `LogSink` writing lines of `step`."""
         return StepLog(self, step)
 
+    def _write_pending(self) -> None:
+        """Have the queued lines written now (by the running flusher, or a new one)."""
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
     async def _flush_loop(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
@@ -141,7 +163,10 @@ class JobLogWriter:
                 for entry in stored:
                     self.bus.publish(self.job_id, entry)
 
-    async def flush(self) -> None:
-        """Wait until every line recorded so far is stored and published."""
+    async def flush(self, *, everything: bool = False) -> None:
+        """Wait until every line of a step recorded so far is stored and published;
+        with `everything`, the server's notes waiting for company too."""
+        if everything and self._pending:
+            self._write_pending()
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,19 +34,20 @@ async def test_line_is_redacted_stored_and_published_in_order(tmp_path: Path) ->
     await store.close()
 
 
-async def test_line_to_bus_is_fast(tmp_path: Path) -> None:
+async def test_many_lines_are_stored_and_published_in_order(tmp_path: Path) -> None:
     store = JsonlLogStore(tmp_path)
     bus = LiveBus()
     sub = bus.subscribe("job", maxsize=100_000)
     writer = JobLogWriter("job", store, bus, Redactor(["a-secret", "another-one"]))
     n = 2000
-    started = time.perf_counter()
     for i in range(n):
         writer.line("s", "stdout", f"line {i} with some ordinary text in it")
-    per_line = (time.perf_counter() - started) / n
-    assert per_line < 0.001
     assert await store.count("job") == n
-    sub.close()
+    bus.close_job("job")
+    published = [item async for item in sub]
+    assert [line.seq for line in published] == list(range(1, n + 1))
+    assert [(line.seq, line.line) for line in published] == [
+        (line.seq, line.line) for line in await store.read("job")]
     await store.close()
 
 

@@ -4,12 +4,15 @@ being written share a transaction, and each gets the seqs of its own job, in ord
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from pg_proxy import CuttingProxy
 
 from engine.errors import ValidationFailed
+from engine.logs.bus import LiveBus
 from engine.logs.model import STDOUT, LogLine
 from engine.logs.pgstore import PostgresLogStore
+from engine.logs.writer import NOTES_DELAY, JobLogWriter
 
 
 def lines(step: str, *texts: str) -> list[LogLine]:
@@ -98,3 +101,61 @@ async def test_an_append_whose_connection_was_lost_before_it_ran_is_written_once
     finally:
         await logs.close()
         await proxy.close()
+
+
+class _CountingStore(PostgresLogStore):
+    """The PostgreSQL log store, counting the appends it is asked for."""
+
+    appends = 0
+
+    async def append(self, job_id: str, lines: Sequence[LogLine]) -> list[LogLine]:
+        self.appends += 1
+        return await super().append(job_id, lines)
+
+
+async def test_server_notes_go_out_with_the_next_line_of_a_step(pg_url: str) -> None:
+    store = _CountingStore(pg_url)
+    bus = LiveBus()
+    sub = bus.subscribe("job")
+    writer = JobLogWriter("job", store, bus)
+    try:
+        assert writer.store_notes([("step a completed", 1.0), ("step b ready", 1.0)]) is None
+        await writer.flush()  # waits for steps' lines only: none are queued
+        assert store.appends == 0
+        writer.line("b", "stdout", "hello from b")
+        await writer.flush()
+        assert store.appends == 1  # the notes and the line in one write, in order
+        assert [(line.seq, line.step, line.line) for line in await store.read("job")] == [
+            (1, "_server", "step a completed"), (2, "_server", "step b ready"),
+            (3, "b", "hello from b")]
+        bus.close_job("job")
+        assert [item.line async for item in sub] == [
+            "step a completed", "step b ready", "hello from b"]
+    finally:
+        await store.close()
+
+
+async def test_server_notes_alone_are_written_within_the_delay_or_at_once(pg_url: str) -> None:
+    store = _CountingStore(pg_url)
+    writer = JobLogWriter("job", store)
+    try:
+        writer.store_notes([("step a started", 1.0)])
+        assert store.appends == 0
+        await asyncio.sleep(NOTES_DELAY)
+        # Nothing else comes: the notes are written on their own.
+        for _ in range(100):
+            if await store.read("job"):
+                break
+            await asyncio.sleep(0.05)
+        assert [line.line for line in await store.read("job")] == ["step a started"]
+
+        writer.store_notes([("job completed", 2.0)], promptly=True)
+        await writer.flush()
+        assert [line.line for line in await store.read("job")][-1] == "job completed"
+
+        writer.store_notes([("a note", 3.0)])
+        await writer.flush(everything=True)
+        assert [line.line for line in await store.read("job")][-1] == "a note"
+        assert store.appends == 3
+    finally:
+        await store.close()
