@@ -47,6 +47,7 @@ from engine.logs.model import LogLine
 from engine.logs.store import LogStore, check_job_id
 from engine.store.pgnotify import Listener
 from engine.store.postgres import (
+    acquire,
     connection_lost,
     guarded,
     init_connection,
@@ -200,7 +201,7 @@ class PostgresLogStore(LogStore):
                 await self.open()
             pool = self._pool
             try:
-                async with pool.acquire(timeout=self.connect_timeout) as conn:
+                async with acquire(pool, self.connect_timeout) as conn:
                     return await guarded(fn, conn)
             except PartiturError:
                 raise

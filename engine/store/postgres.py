@@ -425,7 +425,7 @@ class PostgresStore(EventStore):
             if pool is None:
                 raise StoreUnavailable(f"{what}: the PostgreSQL store is not open")
             try:
-                async with pool.acquire(timeout=self.connect_timeout) as conn:
+                async with acquire(pool, self.connect_timeout) as conn:
                     return await guarded(fn, conn)
             except PartiturError:
                 raise
@@ -864,6 +864,13 @@ def write_all(fn: Callable[[Any], Awaitable[T]]) -> Callable[[Any], Awaitable[T]
             return await fn(conn)
 
     return transaction
+
+
+def acquire(pool: Any, timeout: float) -> Any:
+    """`pool.acquire(timeout=…)`, without the timeout when a connected idle connection is
+    there to take (no wait can happen): a timeout wraps the acquire and the release in
+    tasks of their own, a cost on every statement."""
+    return pool.acquire(timeout=None if pool.get_idle_size() else timeout)
 
 
 async def rollback(conn: Any) -> None:
