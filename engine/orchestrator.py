@@ -818,12 +818,17 @@ class Orchestrator:
         wake = next_wakeup(active.state)
         if wake is None:
             return
-        delay = max(0.0, wake - self.clock.now())
+        # A millisecond more: uvloop's timers count whole milliseconds and can fire up to
+        # one early, and a tick before `wake` would decide nothing.
+        delay = max(0.0, wake - self.clock.now()) + 0.001
         loop = asyncio.get_running_loop()
         job_id = active.state.job_id
         active.timer = loop.call_later(delay, self._spawn_tick, job_id)
 
     def _spawn_tick(self, job_id: str) -> None:
+        active = self._active.get(job_id)
+        if active is not None:
+            active.timer = None  # fired
         task = asyncio.ensure_future(self._tick(job_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -833,6 +838,10 @@ class Orchestrator:
             await self.command(job_id, cmd.Tick())
         except Exception:
             log.exception("tick of job %s failed", job_id)
+        active = self._active.get(job_id)
+        if active is not None and active.timer is None:
+            # The tick decided nothing (it came early): wait for the wakeup again.
+            self._schedule_wakeup(active)
 
     def _finish(self, active: ActiveJob) -> None:
         job_id = active.state.job_id

@@ -58,3 +58,36 @@ def test_partitur_run_completes_a_job_on_each_loop(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
         assert "said one" in done.stdout and "said two" in done.stdout
+
+
+def test_a_retry_delay_is_kept_on_uvloop(tmp_path: Path) -> None:
+    """A step retried after a delay runs again on uvloop, whose timers count whole
+    milliseconds and may fire a little before the wakeup they were set for."""
+    flows = tmp_path / "ws" / ".workflows"
+    flows.mkdir(parents=True)
+    (flows / "t.yaml").write_text(
+        "tasks:\n"
+        "  flaky:\n"
+        "    input: { counter: { type: string, required: true } }\n"
+        "    flow:\n"
+        "      try:\n"
+        "        type: script\n"
+        "        interpreter: sh\n"
+        "        input: { counter: \"<< input.counter >>\" }\n"
+        "        retry: { max_attempts: 3, delay: 0.05s }\n"
+        "        script: |\n"
+        "          n=$(cat << input.counter >> 2>/dev/null || echo 0)\n"
+        "          echo $((n + 1)) > << input.counter >>\n"
+        "          [ \"$n\" -ge 2 ]\n"
+    )
+    for run in range(5):
+        counter = tmp_path / f"count-{run}"
+        done = subprocess.run(
+            [sys.executable, "-m", "server.cli", "run", "flaky", "--workspace",
+             str(tmp_path / "ws"), "--db", f"sqlite:///{tmp_path / 'runs.db'}",
+             "-i", f"counter={counter}"],
+            capture_output=True, text=True, timeout=60,
+            env={"PARTITUR_LOOP": "uvloop", "PATH": "/usr/bin:/bin"},
+        )
+        assert done.returncode == 0, done.stderr
+        assert counter.read_text().strip() == "3"
