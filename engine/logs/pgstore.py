@@ -13,8 +13,8 @@ alone. A group whose connection is lost under it may or may not be written: it i
 once more on a new connection, which first looks for the group's token in the jobs' rows
 of `log_counters` (each group leaves its token and the count it reached there, migration
 015) and, when it is there, answers with the seqs the lost try took instead of writing
-the lines twice. `listen()` gets the notifications on a dedicated
-connection, so a WebSocket on any replica can stream lines produced by any other.
+the lines twice. `listen()` gets the notifications on a dedicated connection, so a
+WebSocket on any replica can stream lines produced by any other.
 
 The commit of a group does not wait for PostgreSQL to flush the WAL to disk
 (`synchronous_commit` off for that transaction): an appended line is in the database,
