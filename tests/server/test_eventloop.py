@@ -31,12 +31,27 @@ def test_partitur_loop_asyncio_asks_for_the_standard_loop(
     assert eventloop.run(_loop_module()).startswith("asyncio")
 
 
-def test_partitur_run_completes_a_job_on_each_loop(tmp_path: Path) -> None:
-    """The same job through `partitur run` on uvloop and on the standard loop."""
-    root = tmp_path
+def _workspace(root: Path, yaml: str) -> Path:
     flows = root / "ws" / ".workflows"
     flows.mkdir(parents=True)
-    (flows / "t.yaml").write_text(
+    (flows / "t.yaml").write_text(yaml)
+    return root / "ws"
+
+
+def _partitur_run(workspace: Path, task: str, db: Path, loop: str,
+                  *inputs: str) -> subprocess.CompletedProcess[str]:
+    args = [a for value in inputs for a in ("-i", value)]
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", "run", task, "--workspace", str(workspace),
+         "--db", f"sqlite:///{db}", *args],
+        capture_output=True, text=True, timeout=60,
+        env={"PARTITUR_LOOP": loop, "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_partitur_run_completes_a_job_on_each_loop(tmp_path: Path) -> None:
+    """The same job through `partitur run` on uvloop and on the standard loop."""
+    workspace = _workspace(tmp_path,
         "tasks:\n"
         "  two:\n"
         "    flow:\n"
@@ -50,12 +65,7 @@ def test_partitur_run_completes_a_job_on_each_loop(tmp_path: Path) -> None:
         "    script: echo said << input.text >>\n"
     )
     for loop in ("uvloop", "asyncio"):
-        env = {"PARTITUR_LOOP": loop, "PATH": "/usr/bin:/bin"}
-        done = subprocess.run(
-            [sys.executable, "-m", "server.cli", "run", "two", "--workspace", str(root / "ws"),
-             "--db", f"sqlite:///{root / (loop + '.db')}"],
-            capture_output=True, text=True, timeout=60, env=env,
-        )
+        done = _partitur_run(workspace, "two", tmp_path / f"{loop}.db", loop)
         assert done.returncode == 0, done.stderr
         assert "said one" in done.stdout and "said two" in done.stdout
 
@@ -63,9 +73,7 @@ def test_partitur_run_completes_a_job_on_each_loop(tmp_path: Path) -> None:
 def test_a_retry_delay_is_kept_on_uvloop(tmp_path: Path) -> None:
     """A step retried after a delay runs again on uvloop, whose timers count whole
     milliseconds and may fire a little before the wakeup they were set for."""
-    flows = tmp_path / "ws" / ".workflows"
-    flows.mkdir(parents=True)
-    (flows / "t.yaml").write_text(
+    workspace = _workspace(tmp_path,
         "tasks:\n"
         "  flaky:\n"
         "    input: { counter: { type: string, required: true } }\n"
@@ -82,12 +90,7 @@ def test_a_retry_delay_is_kept_on_uvloop(tmp_path: Path) -> None:
     )
     for run in range(5):
         counter = tmp_path / f"count-{run}"
-        done = subprocess.run(
-            [sys.executable, "-m", "server.cli", "run", "flaky", "--workspace",
-             str(tmp_path / "ws"), "--db", f"sqlite:///{tmp_path / 'runs.db'}",
-             "-i", f"counter={counter}"],
-            capture_output=True, text=True, timeout=60,
-            env={"PARTITUR_LOOP": "uvloop", "PATH": "/usr/bin:/bin"},
-        )
+        done = _partitur_run(workspace, "flaky", tmp_path / "runs.db", "uvloop",
+                             f"counter={counter}")
         assert done.returncode == 0, done.stderr
         assert counter.read_text().strip() == "3"
