@@ -68,7 +68,7 @@ from engine.store.base import (
     Projection,
 )
 from engine.store.cloud import PG_OUTBOX, outbox_params
-from engine.store.codec import dumps, loads, through_json
+from engine.store.codec import dumps, loads
 from engine.store.migrations import load_migrations, pending
 from engine.store.pgnotify import Listener
 from engine.store.slots import pg_apply
@@ -530,8 +530,8 @@ class PostgresStore(EventStore):
                 return None
             rows = await conn.fetch(READ_STREAM, stream_id, expected_version)
             stored = [(r[3], r[4], r[5], r[6]) for r in rows]
-            ours = [(t, sv, through_json(d), ts)
-                    for ((t, sv, d), ts) in encoded]
+            ours = [(t, sv, loads(text), ts)
+                    for ((t, sv, _), ts), text in zip(encoded, payloads, strict=True)]
             return int(rows[0][0]) if stored == ours else None
 
         def settle(version: int, last: int, owner: str | None) -> int:
@@ -580,8 +580,8 @@ class PostgresStore(EventStore):
             answered.set_result(None)
         return AppendResult([
             RecordedEvent(first + i, stream_id, versions[i], types[i], schema_versions[i],
-                          through_json(d), stamps[i])
-            for i, ((_, _, d), _) in enumerate(encoded)
+                          loads(payloads[i]), stamps[i])
+            for i in range(n)
         ])
 
     async def _group_commit(self, item: _Queued) -> int:
