@@ -146,6 +146,10 @@ GET_JOB = "SELECT " + JOB_COLUMNS + " FROM jobs WHERE job_id = ?"
 LIST_JOBS = "SELECT " + JOB_COLUMNS + " FROM jobs"
 LIST_JOBS_PAGE = " ORDER BY created_at DESC, job_id DESC LIMIT ? OFFSET ?"
 COUNT_JOBS = "SELECT COUNT(*) FROM jobs"
+# The same total from the per-(workspace, task, status, source) counters (migration 009),
+# when the filter uses only those dimensions.
+SUM_JOB_COUNTS = "SELECT COALESCE(SUM(n), 0) FROM job_counts"
+COUNTED_FILTERS = frozenset({"workspace", "task_name", "source_type"})
 JOB_FILTERS = {
     "workspace": "workspace = ?",
     "task_name": "task_name = ?",
@@ -182,6 +186,7 @@ ON CONFLICT (job_id, step_name) DO UPDATE SET
 """
 GET_STEPS = "SELECT " + STEP_COLUMNS + " FROM steps WHERE job_id = ? ORDER BY position, step_name"
 RESET_JOBS = "DELETE FROM jobs"
+RESET_JOB_COUNTS = "DELETE FROM job_counts"
 
 CLAIM_SLOT = (
     "INSERT INTO trigger_slots (trigger, fire_time, job_id, claimed_at) VALUES (?, ?, ?, ?) "
@@ -562,17 +567,20 @@ class SqliteStore(EventStore):
     def _list_jobs(self, where: JobFilter) -> tuple[list[JobRow], int]:
         clauses: list[str] = []
         params: list[Any] = []
+        counted = True  # the filter uses only the dimensions of `job_counts`
         for name, clause in JOB_FILTERS.items():
             value = getattr(where, name)
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
+                counted = counted and name in COUNTED_FILTERS
         if where.status:
             clauses.append("status IN (" + ", ".join("?" * len(where.status)) + ")")
             params.extend(where.status)
         condition = " WHERE " + " AND ".join(clauses) if clauses else ""
         conn = self.conn
-        total: int = conn.execute(COUNT_JOBS + condition, params).fetchone()[0]
+        count = SUM_JOB_COUNTS if counted else COUNT_JOBS
+        total: int = conn.execute(count + condition, params).fetchone()[0]
         rows = conn.execute(
             LIST_JOBS + condition + LIST_JOBS_PAGE,
             (*params, where.limit, where.offset),
@@ -599,6 +607,7 @@ class SqliteStore(EventStore):
         def reset(conn: sqlite3.Connection) -> None:
             conn.execute(RESET_STEPS)
             conn.execute(RESET_JOBS)
+            conn.execute(RESET_JOB_COUNTS)
 
         await self._run(self._write, reset)
 
