@@ -1,7 +1,7 @@
 """W3: 100 runs of a 3-step chain, all POSTed at t0 to a real `partitur serve` (8 slots).
 
 Figures: `W3.many` runs_per_s (ratio: W0.many rate / ours), latency p50/p95 (t0 → the
-poller sees the run terminal), peak RSS of the server process tree. Then `W2.http`: the
+poller no longer sees the run active), peak RSS of the server process tree. Then `W2.http`: the
 W2 `for_each` fan through the same server, for the server's RSS under W2.
 """
 
@@ -44,7 +44,7 @@ async def run(ctx: Context) -> None:
                     ctx.rep("W3", "W3.many", "latency_p50_s", rep, nearest_rank(lat, 50), "s")
                     ctx.rep("W3", "W3.many", "latency_p95_s", rep, nearest_rank(lat, 95), "s")
             path = "HTTP POST /api/workspaces/bench/tasks/three/execute ×100 (concurrent), " \
-                   "done = first GET /api/jobs poll (10 ms) showing it terminal; " \
+                   "done = first GET /api/jobs?status=pending,running poll (10 ms) without it; " \
                    "embedded local workers, concurrency 8"
             ctx.summary("W3", "W3.many", "runs_per_s", "1/s", limit="W0.many.runs_per_s",
                         higher_is_better=True, path=path,
