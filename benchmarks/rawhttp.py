@@ -91,9 +91,10 @@ class Client:
             head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
         message = ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
         async with self._slots:
-            # A kept connection the server closed meanwhile fails at once: one more try
-            # on a new connection (these requests are safe to send twice only when no
-            # answer came, which is the case the retry covers).
+            # A kept connection the server closed meanwhile (uvicorn closes one idle for
+            # 5 s) fails at once: one more try on a new connection (these requests are
+            # safe to send twice only when no answer came, which is the case the retry
+            # covers). The other kept connections were idle as long: they go too.
             for attempt in (1, 2):
                 fresh = not self._idle
                 reader, writer = (self._idle.pop() if self._idle
@@ -106,6 +107,9 @@ class Client:
                     writer.close()
                     if fresh or attempt == 2:
                         raise HTTPError(f"{method} {path}: {exc!r}") from exc
+                    stale, self._idle = self._idle, []
+                    for _, other in stale:
+                        other.close()
                     continue
                 except BaseException:
                     writer.close()
