@@ -23,6 +23,7 @@ from typing import Any
 from engine.core.state import JOB_TERMINAL
 from engine.store.base import EventStore
 from engine.store.memory import MemoryStore
+from engine.store.sqlite import count_jobs, job_dimensions
 
 TERMINAL = tuple(sorted(str(s) for s in JOB_TERMINAL))
 BATCH = 500
@@ -138,6 +139,7 @@ async def _memory(store: MemoryStore, cutoff: float, batch: int) -> list[str]:
 async def _sqlite(store: Any, cutoff: float, batch: int) -> list[str]:
     def delete(conn: sqlite3.Connection) -> list[str]:
         ids = [r[0] for r in conn.execute(SQLITE_EXPIRED, (*TERMINAL, cutoff, *TERMINAL, batch))]
+        count_jobs(conn, job_dimensions(conn, ids), deleted=True)
         for sql in SQLITE_DELETES:
             conn.executemany(sql, [(job_id,) for job_id in ids])
         if ids:

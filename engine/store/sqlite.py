@@ -29,7 +29,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -147,9 +147,19 @@ LIST_JOBS = "SELECT " + JOB_COLUMNS + " FROM jobs"
 LIST_JOBS_PAGE = " ORDER BY created_at DESC, job_id DESC LIMIT ? OFFSET ?"
 COUNT_JOBS = "SELECT COUNT(*) FROM jobs"
 # The same total from the per-(workspace, task, status, source) counters (migration 009),
-# when the filter uses only those dimensions.
+# when the filter uses only those dimensions. The writers of `jobs` keep them
+# (`count_jobs`).
 SUM_JOB_COUNTS = "SELECT COALESCE(SUM(n), 0) FROM job_counts"
 COUNTED_FILTERS = frozenset({"workspace", "task_name", "source_type"})
+ADD_JOB_COUNT = (
+    "INSERT INTO job_counts (workspace, task_name, status, source_type, n) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace, task_name, status, source_type) "
+    "DO UPDATE SET n = n + excluded.n"
+)
+JOB_DIMENSIONS = (
+    "SELECT job_id, workspace, task_name, status, source_type FROM jobs "
+    "WHERE job_id IN (SELECT value FROM json_each(?))"
+)
 JOB_FILTERS = {
     "workspace": "workspace = ?",
     "task_name": "task_name = ?",
@@ -215,6 +225,47 @@ def _step_params(row: StepRow) -> tuple[Any, ...]:
         row.loop_index, row.skip_reason, row.message, dumps(row.depends_on), row.retry_at,
         row.child_job_id,
     )
+
+
+Dimensions = tuple[str, str, str, str]  # workspace, task, status, source type
+
+
+def job_dimensions(conn: sqlite3.Connection, job_ids: Sequence[str]
+                   ) -> dict[str, Dimensions]:
+    """The counted columns of those of `job_ids` that have a row, before a write."""
+    if not job_ids:
+        return {}
+    return {r[0]: (r[1], r[2], r[3], r[4])
+            for r in conn.execute(JOB_DIMENSIONS, (orjson.dumps(job_ids).decode(),))}
+
+
+def count_jobs(conn: sqlite3.Connection, before: Mapping[str, Dimensions],
+               written: Sequence[JobRow] = (), *, deleted: bool = False) -> None:
+    """Move the job counters after `written` rows replaced `before` (a job id missing
+    from `before` was inserted), or after the rows of `before` were deleted. The
+    identity of a job (workspace, task, source) never changes once written: only the
+    status moves it, and a row written twice in one call counts once."""
+    delta: dict[Dimensions, int] = {}
+    if deleted:
+        for dims in before.values():
+            delta[dims] = delta.get(dims, 0) - 1
+    else:
+        now: dict[str, Dimensions] = {}
+        for job in written:
+            old = before.get(job.job_id)
+            now[job.job_id] = ((old[0], old[1], job.status, old[3]) if old is not None
+                               else (job.workspace, job.task_name, job.status,
+                                     job.source_type))
+        for job_id, dims in now.items():
+            old = before.get(job_id)
+            if old == dims:
+                continue
+            if old is not None:
+                delta[old] = delta.get(old, 0) - 1
+            delta[dims] = delta.get(dims, 0) + 1
+    changes = [(*dims, n) for dims, n in sorted(delta.items()) if n]
+    if changes:
+        conn.executemany(ADD_JOB_COUNT, changes)
 
 
 def _job(r: Sequence[Any]) -> JobRow:
@@ -501,8 +552,10 @@ class SqliteStore(EventStore):
                 same = conn.execute(UPDATE_JOB_SAME_STATUS, (
                     dumps(job.output), job.error, job.started_at, job.completed_at,
                     job.priority, job.version, last, job.job_id, job.status))
-                if same.rowcount != 1:
+                if same.rowcount != 1:  # a new job, or its status changed
+                    before = job_dimensions(conn, [job.job_id])
                     conn.execute(APPEND_JOB, _job_params(job, last))
+                    count_jobs(conn, before, [job])
                 if projection.steps:
                     conn.executemany(UPSERT_STEP, [_step_params(s) for s in projection.steps])
             if idempotency is not None:
@@ -613,9 +666,11 @@ class SqliteStore(EventStore):
 
     async def write_projections(self, rows: Sequence[Projection], last_seq: int) -> None:
         def write(conn: sqlite3.Connection) -> None:
+            before = job_dimensions(conn, [p.job.job_id for p in rows])
             conn.executemany(
                 UPSERT_JOB, [_job_params(p.job, p.last_seq or last_seq) for p in rows]
             )
+            count_jobs(conn, before, [p.job for p in rows])
             conn.executemany(UPSERT_STEP, [_step_params(s) for p in rows for s in p.steps])
 
         await self._run(self._write, write)

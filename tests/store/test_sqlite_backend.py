@@ -10,7 +10,7 @@ import pytest
 
 from engine.core import events as ev
 from engine.core.plan import Plan, PlanStep
-from engine.core.projections import job_row, step_rows
+from engine.core.projections import JobRow, job_row, step_rows
 from engine.core.state import JobState, fold
 from engine.errors import ConfigInvalid, StoreUnavailable
 from engine.store.base import EventStore, JobFilter, Projection
@@ -185,5 +185,42 @@ async def test_the_wal_is_checkpointed_while_appends_run_on_the_loop(tmp_path: P
             sizes.append(os.stat(wal).st_size)
         assert sizes[-1] <= sizes[0] * 2, sizes
         assert await store.last_seq() == version
+    finally:
+        await store.close()
+
+
+def _row(job_id: str, workspace: str, status: str) -> JobRow:
+    return JobRow(job_id=job_id, workspace=workspace, task_name="build", revision="r1",
+                  status=status, source_type="api", source_id=None, parent_job_id=None,
+                  input={}, output=None, error=None, created_at=1.0, started_at=None,
+                  completed_at=None, priority=0, created_by=None, retry_of=None, version=1)
+
+
+async def test_the_job_counters_start_from_the_jobs_already_there(tmp_path: Path) -> None:
+    # A database from before the counters (migration 9) gets them filled from its jobs.
+    path = tmp_path / "p.db"
+    store = SqliteStore(path)
+    await store.open()
+    rows = [_row("a", "ws1", "completed"), _row("b", "ws1", "failed"),
+            _row("c", "ws2", "completed")]
+    await store.write_projections([Projection(r) for r in rows], last_seq=0)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE job_counts")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 9")
+    conn.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert (await store.list_jobs(JobFilter()))[1] == 3
+        assert (await store.list_jobs(JobFilter(workspace="ws1")))[1] == 2
+        assert (await store.list_jobs(JobFilter(status=("completed",))))[1] == 2
+        # A status change written twice in one call moves the counters once.
+        await store.write_projections(
+            [Projection(_row("a", "ws1", "running")), Projection(_row("a", "ws1", "failed"))],
+            last_seq=0)
+        assert (await store.list_jobs(JobFilter(status=("failed",))))[1] == 2
+        assert (await store.list_jobs(JobFilter(status=("completed",))))[1] == 1
+        assert (await store.list_jobs(JobFilter()))[1] == 3
     finally:
         await store.close()
