@@ -5,18 +5,19 @@ Runs go in through the HTTP API when the API's measured rate would write them wi
 `API_BUDGET_S`; otherwise one real run is copied through the store API (`fill.py`) while
 the server is stopped. Each size: 3 repetitions of 100 sequential `GET /api/jobs?limit=50`
 and of 100 `GET /api/jobs/{id}` (the detail holds the steps: one call), p50/p95 in ms.
-Partitur has no client library: raw HTTP only (httpx, keep-alive).
+Partitur has no client library: raw HTTP only, through the lean keep-alive client of
+`rawhttp.py` (since 2026-12-01 18:00; httpx before, whose own ~1–3 ms of CPU a request on
+these VMs was most of each measured latency).
 """
 
 from __future__ import annotations
 
 import time
 
-import httpx
-
 from benchmarks import api
 from benchmarks.common import Context, Server, db_url, make_workspace, nearest_rank
 from benchmarks.fill import copy_runs_url
+from benchmarks.rawhttp import Client
 
 API_BUDGET_S = 90.0  # full run: 10k real runs go through the API when it manages ≥ 100/s
 REQUESTS = 100
@@ -66,7 +67,7 @@ async def run(ctx: Context, sizes: tuple[int, ...] = (1000,)) -> None:
 
 
 async def _measure(ctx: Context, server: Server, n: int, model: str, how: str) -> None:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30.0) as http:
+    async with Client(server.url, connections=1, timeout=30.0) as http:
         # Warm: one of each request, not counted.
         (await http.get("/api/jobs", params={"limit": 50})).raise_for_status()
         (await http.get(f"/api/jobs/{model}")).raise_for_status()
@@ -96,5 +97,5 @@ async def _measure(ctx: Context, server: Server, n: int, model: str, how: str) -
     for fig, target in ((f"W5.list50@{n}", 10.0), (f"W5.detail@{n}", 5.0)):
         ctx.summary("W5", fig, "p50_ms", "ms", runs=n)
         ctx.summary("W5", fig, "p95_ms", "ms", runs=n, target_p95_ms=target, filled=how,
-                    client="raw HTTP (httpx, keep-alive); no engine client library; the "
-                           "detail includes the steps (one call)")
+                    client="raw HTTP (benchmarks.rawhttp, keep-alive); no engine client "
+                           "library; the detail includes the steps (one call)")
