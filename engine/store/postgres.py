@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from engine.core.events import Event, RecordedEvent, encode, new_recorded_event
-from engine.core.projections import JobRow, StepRow
+from engine.core.projections import JobRow, StepRow, new_job_row, new_step_row
 from engine.errors import (
     Conflict,
     PartiturError,
@@ -257,7 +257,7 @@ def _step_columns(rows: Sequence[StepRow]) -> list[list[Any]]:
 
 
 def _job(r: Sequence[Any]) -> JobRow:
-    return JobRow(
+    return new_job_row(
         job_id=r[0], workspace=r[1], task_name=r[2], revision=r[3], status=r[4],
         source_type=r[5], source_id=r[6], parent_job_id=r[7], input=r[8], output=r[9],
         error=r[10], created_at=r[11], started_at=r[12], completed_at=r[13], priority=r[14],
@@ -266,7 +266,7 @@ def _job(r: Sequence[Any]) -> JobRow:
 
 
 def _step(r: Sequence[Any]) -> StepRow:
-    return StepRow(
+    return new_step_row(
         job_id=r[0], step_name=r[1], position=r[2], action_name=r[3], action_type=r[4],
         status=r[5], attempt=r[6], input=r[7], output=r[8], error_message=r[9],
         error_kind=r[10], exit_code=r[11], worker_id=r[12], started_at=r[13],
