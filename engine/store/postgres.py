@@ -202,10 +202,13 @@ CALL_APPEND = (
     "SELECT o_version, o_last, o_owner FROM partitur_append("
     + ", ".join(f"${i}" for i in range(1, 50)) + ")"
 )
-# A group commit: the appends of a group (with the work-queue rows they queue) as one JSON
-# array, one call of `partitur_append_many` (migrations 013, 014), one statement and its
-# own transaction.
-CALL_APPEND_MANY = "SELECT o_version, o_last, o_owner FROM partitur_append_many($1)"
+# A group commit: the appends of a group (with the work-queue rows they queue) as flat
+# arrays, one call of `partitur_append_batch` (migration 017), one statement and its own
+# transaction. (`partitur_append_many`, the JSON form of migrations 013/014, is unused.)
+CALL_APPEND_BATCH = (
+    "SELECT o_version, o_last, o_owner FROM partitur_append_batch("
+    + ", ".join(f"${i}" for i in range(1, 63)) + ")"
+)
 _NO_JOB: tuple[None, ...] = (None,) * 18
 GROUP_MAX = 64
 """The most appends one group commit takes."""
@@ -540,7 +543,7 @@ class PostgresStore(EventStore):
 
         async def alone(conn: Any, again: bool) -> int:
             if work:
-                rows = await conn.fetch(CALL_APPEND_MANY, [_call_document(call, work)])
+                rows = await conn.fetch(CALL_APPEND_BATCH, *_batch_params([(call, work)]))
                 version, last, owner = rows[0]
             else:
                 version, last, owner = await conn.fetchrow(CALL_APPEND, *call)
@@ -826,32 +829,58 @@ class _Queued:
             self.future.set_exception(exc)
 
 
-_CALL_KEYS = (
-    "stream", "expected", "scope", "key", "types", "schema_versions", "data", "ts", "channel",
-)
-_JOB_NAMES = [c.strip() for c in JOB_COLUMNS.split(",")]
+_JOB_JSON = (8, 9)  # input and output among a call's 18 job arguments
 
 
-_WORK_KEYS = ("job_id", "step", "attempt", "priority", "ready_at", "tags")
-
-
-def _call_document(call: Sequence[Any], work: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
-    """The arguments of one `partitur_append` call, and the work-queue rows (parameters of
-    `PG_ENQUEUE_ONE`) its append queues, as `partitur_append_many` takes them."""
-    job, steps = call[9:27], call[27:49]
-    document = dict(zip(_CALL_KEYS, call[:9], strict=True))
-    document["job"] = dict(zip(_JOB_NAMES, job, strict=True)) if job[0] is not None else None
-    document["steps"] = dict(zip(_STEP_NAMES, steps, strict=True)) if steps[0] else None
-    if work:
-        document["work"] = [dict(zip(_WORK_KEYS, row, strict=True)) for row in work]
-        document["work_channel"] = WORK_CHANNEL
-    return document
+def _batch_params(items: Sequence[tuple[Sequence[Any], Sequence[tuple[Any, ...]]]]
+                  ) -> list[Any]:
+    """The arguments of one `partitur_append_batch` call for appends given as the
+    arguments of their `partitur_append` call and the work-queue rows (parameters of
+    `PG_ENQUEUE_ONE`) they queue: each argument of the calls laid end to end in one
+    array, with the first and last position of each append's part (1-based)."""
+    streams: list[Any] = []
+    expected: list[Any] = []
+    scopes: list[Any] = []
+    keys: list[Any] = []
+    events: list[list[Any]] = [[], [], [], []]
+    jobs: list[list[Any]] = [[] for _ in range(18)]
+    steps: list[list[Any]] = [[] for _ in _STEP_NAMES]
+    work_rows: list[list[Any]] = [[] for _ in range(6)]
+    e_lo: list[int] = []
+    e_hi: list[int] = []
+    s_lo: list[int] = []
+    s_hi: list[int] = []
+    w_lo: list[int] = []
+    w_hi: list[int] = []
+    for call, work in items:
+        streams.append(call[0])
+        expected.append(call[1])
+        scopes.append(call[2])
+        keys.append(call[3])
+        e_lo.append(len(events[0]) + 1)
+        for column, values in zip(events, call[4:8], strict=True):
+            column.extend(values)
+        e_hi.append(len(events[0]))
+        for k, (column, value) in enumerate(zip(jobs, call[9:27], strict=True)):
+            column.append(dumps(value) if k in _JOB_JSON and value is not None else value)
+        s_lo.append(len(steps[0]) + 1)
+        for column, values in zip(steps, call[27:49], strict=True):
+            column.extend(values)
+        s_hi.append(len(steps[0]))
+        w_lo.append(len(work_rows[0]) + 1)
+        for row in work:
+            for column, value in zip(work_rows, row, strict=True):
+                column.append(value)
+        w_hi.append(len(work_rows[0]))
+    work_rows[5] = [dumps(list(tags)) for tags in work_rows[5]]
+    return [streams, expected, scopes, keys, EVENTS_CHANNEL, e_lo, e_hi, *events, *jobs,
+            s_lo, s_hi, *steps, w_lo, w_hi, *work_rows, WORK_CHANNEL]
 
 
 async def commit_group(conn: Any, batch: Sequence[_Queued]) -> list[Any]:
     """The calls of `batch` in one statement and transaction, in order; a row for each."""
     rows: list[Any] = await conn.fetch(
-        CALL_APPEND_MANY, [_call_document(item.call, item.work) for item in batch]
+        CALL_APPEND_BATCH, *_batch_params([(item.call, item.work) for item in batch])
     )
     return rows
 
