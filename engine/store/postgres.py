@@ -16,12 +16,13 @@ that takes the lock, reads the stream's version, the highest `global_seq` and th
 idempotency key (its statements start after the lock, so they see every earlier append)
 and, when these allow it, inserts the events and the key, upserts the job and step rows
 and sends the NOTIFY, all in the call's own transaction. An append that queues work
-(`Outbox.work`) is one call of `partitur_append_many` (migrations 013, 014), which also
+(`Outbox.work`) is one call of `partitur_append_batch` (migration 017), which also
 queues the rows and NOTIFYs `partitur_work`. An append with outbox objects or slots runs
 the call inside BEGIN (with the lock) … COMMIT, one round trip per outbox table in
 between. The other appends are group-committed: those of this store that queue up while
-one is being written go together in one call of `partitur_append_many`, one statement
-and one transaction, each with its own checks and outcome. Released connections go back
+one is being written go together in one call of `partitur_append_batch` (their
+arguments laid end to end in flat arrays), one statement and one transaction, each with
+its own checks and outcome. Released connections go back
 to the pool without asyncpg's reset query (`keep_session`).
 
 Errors: driver and socket errors become `engine.errors` — `StoreUnavailable` (retryable)
