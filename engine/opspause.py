@@ -149,6 +149,10 @@ class OpsPauses:
         known = self._states.get(workspace) or OpsState(workspace)
         records = await self.orch.store.read(ops_stream(workspace), after_version=known.version)
         state = fold_ops(workspace, (r.event() for r in records), known)
+        # A read begun before a concurrent pause may finish after it: keep the newer state.
+        latest = self._states.get(workspace)
+        if latest is not None and latest.version > state.version:
+            return latest
         self._states[workspace] = state
         return state
 

@@ -41,14 +41,21 @@ class TaskStates:
         self.store = store
         self.keep = keep
         self._cache: dict[tuple[str, str], list[Snapshot]] = {}
+        self._arriving: dict[tuple[str, str], list[Snapshot]] = {}
 
     async def history(self, workspace: str, task: str) -> list[Snapshot]:
         """The last snapshots of a task's state, newest first."""
         key = (workspace, task)
         cached = self._cache.get(key)
         if cached is None:
-            cached = await self._load(workspace, task)
-            self._cache[key] = cached
+            # States saved while the store is read may be missing from what it returns.
+            arriving = self._arriving.setdefault(key, [])
+            loaded = await self._load(workspace, task)
+            cached = self._cache.get(key)  # a concurrent load may have finished first
+            if cached is None:
+                cached = _newest([*arriving, *loaded], self.keep)
+                self._cache[key] = cached
+                self._arriving.pop(key, None)
         return list(cached)
 
     async def latest(self, workspace: str, task: str) -> Any:
@@ -61,9 +68,11 @@ class TaskStates:
         for event in events:
             if isinstance(event, ev.TaskStateSaved):
                 key = (state.workspace, state.task)
+                snapshot = Snapshot(state.job_id, event.step, event.ts, event.state)
                 if key in self._cache:
-                    snapshot = Snapshot(state.job_id, event.step, event.ts, event.state)
                     self._cache[key] = [snapshot, *self._cache[key]][: self.keep]
+                elif key in self._arriving:
+                    self._arriving[key].append(snapshot)
 
     async def _load(self, workspace: str, task: str) -> list[Snapshot]:
         rows, _ = await self.store.list_jobs(
@@ -81,3 +90,16 @@ class TaskStates:
                 break
         found.sort(key=lambda s: -s.ts)
         return found[: self.keep]
+
+
+def _newest(snapshots: list[Snapshot], keep: int) -> list[Snapshot]:
+    """The newest `keep` distinct snapshots, newest first."""
+    seen: set[tuple[str, str, float]] = set()
+    unique = []
+    for snapshot in snapshots:
+        ident = (snapshot.job_id, snapshot.step, snapshot.ts)
+        if ident not in seen:
+            seen.add(ident)
+            unique.append(snapshot)
+    unique.sort(key=lambda s: -s.ts)
+    return unique[:keep]
