@@ -1,10 +1,13 @@
-"""`python -m benchmarks.profile_engine chain40|explicit200|foreach200 [--reps N] [--html F]`.
+"""`python -m benchmarks.profile_engine chain40|explicit200|foreach200 [--reps N] [--html F]
+[--pg ADMIN_URL]`.
 
 Profiles one in-process workload (the W1/W2 path of `benchmarks.inproc`) with
 pyinstrument after a warm-up run, and prints the wall time of each repetition and the
 profile. A tool for finding where engine time goes, not a benchmark figure. It also
 prints the CPU time of the event loop's thread and of the whole process per repetition
 (the children excluded): on a loaded machine these move much less than the wall time.
+With `--pg`, the store is a fresh PostgreSQL database made through that admin URL (and
+dropped afterwards) instead of an SQLite file.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.ab import databases
 from benchmarks.common import chain_yaml, fan_yaml, foreach_yaml, make_workspace
 from benchmarks.inproc import run_once, runtime
 
@@ -27,11 +31,11 @@ def _yaml(task: str) -> str:
     raise SystemExit(f"unknown task {task!r} (chainN, explicitN, foreachN)")
 
 
-async def main(task: str, reps: int, html: str, profile: bool) -> None:
+async def main(task: str, reps: int, html: str, profile: bool, pg: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ws = make_workspace(root, {task: _yaml(task)})
-        async with runtime(root, f"sqlite:///{root / 'p.db'}", ws) as rt:
+        async with runtime(root, pg or f"sqlite:///{root / 'p.db'}", ws) as rt:
             await run_once(rt, task)  # warm-up
             profiler = None
             if profile:
@@ -70,5 +74,7 @@ if __name__ == "__main__":
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--html", default="")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--pg", default="", help="a PostgreSQL admin URL (default: SQLite)")
     a = p.parse_args()
-    asyncio.run(main(a.task, a.reps, a.html, not a.no_profile))
+    with databases(a.pg) as (pg_url, _):
+        asyncio.run(main(a.task, a.reps, a.html, not a.no_profile, pg_url))

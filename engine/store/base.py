@@ -12,8 +12,9 @@ same behaviour.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,21 @@ class JobFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class JobDetail:
+    """What the job detail shows, read at once: the job's row, its step rows in plan
+    order, the ids of its child jobs (oldest first; the newest `CHILDREN_SHOWN`), and its
+    events of the asked types, in order."""
+
+    job: JobRow
+    steps: list[StepRow]
+    children: list[str]
+    events: list[RecordedEvent]
+
+
+CHILDREN_SHOWN = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class AppendResult:
     """What an append wrote: the recorded events (with their `global_seq`)."""
 
@@ -183,6 +199,18 @@ class EventStore(ABC):
     @abstractmethod
     async def get_steps(self, job_id: str) -> list[StepRow]:
         """The step rows of a job, in plan order."""
+
+    async def job_detail(self, job_id: str, event_types: Collection[str]) -> JobDetail | None:
+        """The job's detail (None for an unknown job). Backends that can read it in one
+        statement do; this default issues the four reads together."""
+        row, steps, (children, _), records = await asyncio.gather(
+            self.get_job(job_id), self.get_steps(job_id),
+            self.list_jobs(JobFilter(parent_job_id=job_id, limit=CHILDREN_SHOWN)),
+            self.read(job_id))
+        if row is None:
+            return None
+        return JobDetail(row, steps, [c.job_id for c in reversed(children)],
+                         [r for r in records if r.type in event_types])
 
     @abstractmethod
     async def active_job_ids(self) -> list[str]:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -61,9 +61,11 @@ from engine.errors import (
     VersionConflict,
 )
 from engine.store.base import (
+    CHILDREN_SHOWN,
     AppendResult,
     DuplicateKey,
     EventStore,
+    JobDetail,
     JobFilter,
     Outbox,
     Projection,
@@ -194,6 +196,22 @@ GET_STEPS = (
     "SELECT " + STEP_COLUMNS + " FROM steps WHERE job_id = $1 ORDER BY position, step_name"
 )
 RESET_PROJECTIONS = "TRUNCATE steps, jobs, job_counts"
+# The job detail in one statement (one round trip, one snapshot): the job row, then its
+# steps, its newest children and its events of the given types as arrays of records. A
+# record's JSONB fields come as text: the JSON codec does not apply inside records.
+_STEP_RECORD = STEP_COLUMNS.replace(" input,", " input::text,").replace(
+    " output,", " output::text,").replace(" depends_on,", " depends_on::text,")
+_EVENT_RECORD = EVENT_COLUMNS.replace(" data,", " data::text,")
+JOB_DETAIL = (
+    "SELECT " + JOB_COLUMNS + ", "
+    "ARRAY(SELECT ROW(" + _STEP_RECORD + ") FROM steps s WHERE s.job_id = $1 "
+    "ORDER BY s.position, s.step_name), "
+    "ARRAY(SELECT c.job_id FROM jobs c WHERE c.parent_job_id = $1 "
+    "ORDER BY c.created_at DESC, c.job_id DESC LIMIT $3), "
+    "ARRAY(SELECT ROW(" + _EVENT_RECORD + ") FROM events e WHERE e.stream_id = $1 "
+    "AND e.type = ANY($2::text[]) ORDER BY e.version) "
+    "FROM jobs WHERE job_id = $1"
+)
 
 # An append in one call of `partitur_append` (migration 012): the lock, the state read,
 # the events, the key, the job and step rows and the NOTIFY. Alone it is one round trip
@@ -277,6 +295,10 @@ def _step(r: Sequence[Any]) -> StepRow:
         completed_at=r[14], loop_of=r[15], loop_index=r[16], skip_reason=r[17],
         message=r[18], depends_on=tuple(r[19]), retry_at=r[20], child_job_id=r[21],
     )
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else loads(text)
 
 
 def _recorded(r: Sequence[Any]) -> RecordedEvent:
@@ -761,6 +783,17 @@ class PostgresStore(EventStore):
 
     async def get_steps(self, job_id: str) -> list[StepRow]:
         return [_step(r) for r in await self._fetch(GET_STEPS, job_id)]
+
+    async def job_detail(self, job_id: str, event_types: Collection[str]) -> JobDetail | None:
+        rows = await self._fetch(JOB_DETAIL, job_id, list(event_types), CHILDREN_SHOWN)
+        if not rows:
+            return None
+        r = rows[0]
+        n = len(r) - 3
+        steps = [_step((*s[:7], _json(s[7]), _json(s[8]), *s[9:19], loads(s[19]), *s[20:]))
+                 for s in r[n]]
+        events = [_recorded((*e[:5], loads(e[5]), e[6])) for e in r[n + 2]]
+        return JobDetail(_job(r), steps, list(reversed(r[n + 1])), events)
 
     async def active_job_ids(self) -> list[str]:
         return [r[0] for r in await self._fetch(ACTIVE_JOBS, _TERMINAL)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -128,15 +127,13 @@ def audit_trail(records: list[RecordedEvent]) -> list[dict[str, Any]]:
 
 async def get_job(request: Request) -> Response:
     job_id = _job_id(request)
-    store = runtime_of(request).store
-    # The four reads are issued together (one wait, not four in a row); nothing is shown
-    # before the row is known to exist and the caller is allowed to view it.
-    row, steps, (children, _), records = await asyncio.gather(
-        store.get_job(job_id), store.get_steps(job_id),
-        store.list_jobs(JobFilter(parent_job_id=job_id, limit=1000)), store.read(job_id))
-    row = _viewable(request, job_id, row)
-    detail = job_detail(row, steps, [c.job_id for c in reversed(children)])
-    detail["audit"] = audit_trail(records)
+    # One store call (one statement on PostgreSQL); nothing is shown before the row is
+    # known to exist and the caller is allowed to view it.
+    found = await runtime_of(request).store.job_detail(job_id, _AUDITED)
+    row = _viewable(request, job_id, found.job if found is not None else None)
+    assert found is not None  # _viewable raised NotFound otherwise
+    detail = job_detail(row, found.steps, found.children)
+    detail["audit"] = audit_trail(found.events)
     return ORJSONResponse(detail)
 
 

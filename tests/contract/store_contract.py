@@ -274,6 +274,24 @@ class EventStoreContract(ABC):
         assert await store.get_job("nope") is None
         assert await store.get_steps("nope") == []
 
+    async def test_job_detail_equals_the_separate_reads(self, store: EventStore) -> None:
+        await self._jobs(store)
+        await record_job(store, "j7", job_batches("j7", created_at=600.0, parent="j1",
+                                                  finish=None))
+        for job_id in ("j1", "j2", "j3", "j5", "j6"):
+            detail = await store.job_detail(job_id, {"JobCreated", "JobFailed", "StepFailed"})
+            assert detail is not None
+            assert detail.job == await store.get_job(job_id)
+            assert detail.steps == await store.get_steps(job_id)
+            assert detail.events == [r for r in await store.read(job_id)
+                                     if r.type in ("JobCreated", "JobFailed", "StepFailed")]
+        j1 = await store.job_detail("j1", ())
+        assert j1 is not None and j1.children == ["j4", "j7"] and j1.events == []
+        j2 = await store.job_detail("j2", {"StepFailed"})
+        assert j2 is not None and [r.type for r in j2.events] == ["StepFailed"]
+        assert j2.events[0].data["step"] == "test" and j2.children == []
+        assert await store.job_detail("nope", {"JobCreated"}) is None
+
     async def test_list_jobs_newest_first_with_filters_and_paging(
         self, store: EventStore
     ) -> None:
