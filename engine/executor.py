@@ -65,6 +65,9 @@ class _StepSink:
     async def flush(self) -> None:
         await self._writer.flush()
 
+    def in_flight(self) -> asyncio.Task[None] | None:
+        return self._writer.in_flight()
+
 
 class LocalExecutor:
     """Runs steps in this process with at most `concurrency` at a time."""
@@ -248,23 +251,28 @@ class LocalExecutor:
         self._free_slot_early(job_id, ticket, result)
         if started and not started[0].done() and not self._queued(job_id, started[0]):
             await asyncio.gather(*started, return_exceptions=True)  # being written now
-        # The step's lines are stored before its end is (a no-op for the JSONL store).
-        await sink.flush()
+        # The step's lines are stored before its end is (nothing to wait for with the
+        # JSONL store). A completion is decided while they are written, and its append
+        # waits for them; the other ends wait here.
         if result is None:
+            await sink.flush()
             await self._report(job_id, cmd.CancelStep(step=step, attempt=attempt,
                                                       reason="cancelled"))
             return None
         result = self._redacted(job_id, result)
         if result.state is not None:
+            await sink.flush()
             await self._report(job_id, cmd.SaveState(step=step, attempt=attempt,
                                                      state=result.state))
         result = self._check_artifacts(job_id, step, result, run.artifacts_dir)
         if result.status == "completed":
             complete = cmd.Complete(step=step, attempt=attempt, output=result.output)
-            if await self._complete_and_claim(job_id, complete, ticket):
+            lines = sink.in_flight()
+            if await self._complete_and_claim(job_id, complete, ticket, lines):
                 return None
-            return await self._complete_and_follow(job_id, step, complete, ticket)
-        elif result.status == "suspended":
+            return await self._complete_and_follow(job_id, step, complete, ticket, lines)
+        await sink.flush()
+        if result.status == "suspended":
             await self._report(job_id, cmd.Suspend(step=step, attempt=attempt,
                                                    message=result.message))
         else:
@@ -326,15 +334,18 @@ class LocalExecutor:
         writer.add_done_callback(self._starts_written)
 
     async def _command(self, job_id: str, command: cmd.Command,
-                       more: tuple[cmd.Command, ...] = ()) -> tuple[JobState, list[bool]]:
-        """`command` (then `more`) on a job, with its starts not written yet ahead of it.
-        When `command` is refused, those starts are written on their own."""
+                       more: tuple[cmd.Command, ...] = (), *,
+                       after: asyncio.Future[None] | None = None
+                       ) -> tuple[JobState, list[bool]]:
+        """`command` (then `more`) on a job, with its starts not written yet ahead of it,
+        appended once `after` is done. When `command` is refused, those starts are
+        written on their own."""
         starts = self._take_starts(job_id)
         if not starts:
-            return await self.orchestrator.command_many(job_id, command, more)
+            return await self.orchestrator.command_many(job_id, command, more, after=after)
         try:
             result = await self.orchestrator.command_many(
-                job_id, command, more, before=[c for c, _ in starts])
+                job_id, command, more, before=[c for c, _ in starts], after=after)
         except BaseException:
             self._spawn_start_writer(job_id, starts)
             raise
@@ -369,11 +380,12 @@ class LocalExecutor:
                 if not done.done():
                     done.set_result(None)
 
-    async def _complete_and_claim(self, job_id: str, complete: cmd.Complete,
-                                  ticket: int) -> bool:
+    async def _complete_and_claim(self, job_id: str, complete: cmd.Complete, ticket: int,
+                                  lines: asyncio.Future[None] | None) -> bool:
         """When the step next in line for this slot is of the same job (and has no rate
-        limit), hand it the slot now and claim it in the append of `complete`: one
-        append instead of two. False when there is no such step (nothing was done)."""
+        limit), hand it the slot now and claim it in the append of `complete` (made once
+        `lines` are stored): one append instead of two. False when there is no such step
+        (nothing was done)."""
         waiter = self._slots.next_waiter()
         tag = waiter.tag if waiter is not None else None
         if waiter is None or not isinstance(tag, tuple) or tag[0] != job_id:
@@ -393,7 +405,8 @@ class LocalExecutor:
         claimed: JobState | None = None
         try:
             new_state, recorded = await self._command(job_id, complete, (cmd.Claim(
-                step=step, attempt=attempt, worker_id=self.worker_id, lease=new_token(12)),))
+                step=step, attempt=attempt, worker_id=self.worker_id, lease=new_token(12)),),
+                after=lines)
             if recorded[0]:
                 claimed = new_state
         except (Conflict, NotFound) as exc:
@@ -446,16 +459,18 @@ class LocalExecutor:
                **tracing.step_env(state.job_id, step)}
         return replace(run, env=env)
 
-    async def _complete_and_follow(self, job_id: str, step: str, complete: cmd.Complete,
-                                   ticket: int) -> tuple[str, int, JobState] | None:
-        """Record `complete`; when no step waits for a slot, claim in the same append a
-        step it makes ready (the next step of a chain), to run next in this slot."""
+    async def _complete_and_follow(
+            self, job_id: str, step: str, complete: cmd.Complete, ticket: int,
+            lines: asyncio.Future[None] | None) -> tuple[str, int, JobState] | None:
+        """Record `complete` (appended once `lines` are stored); when no step waits for a
+        slot, claim in the same append a step it makes ready (the next step of a chain),
+        to run next in this slot."""
         claim = self._following_claim(job_id, step, ticket)
         if claim is None:
-            await self._report(job_id, complete)
+            await self._report(job_id, complete, after=lines)
             return None
         try:
-            new_state, recorded = await self._command(job_id, complete, (claim,))
+            new_state, recorded = await self._command(job_id, complete, (claim,), after=lines)
         except (Conflict, NotFound) as exc:
             log.info("result of Complete for job %s not recorded: %s", job_id, exc)
             return None
@@ -516,7 +531,8 @@ class LocalExecutor:
             step=step, attempt=attempt, message=None if message is None else str(message),
             timeout_at=timeout_at))
 
-    async def _report(self, job_id: str, command: cmd.Command) -> None:
+    async def _report(self, job_id: str, command: cmd.Command, *,
+                      after: asyncio.Future[None] | None = None) -> None:
         if isinstance(command, cmd.Fail):
             # Render errors quote values rendered with the real secrets.
             try:
@@ -526,7 +542,7 @@ class LocalExecutor:
             if redactor:
                 command = replace(command, error=redactor.redact(command.error))
         try:
-            await self._command(job_id, command)
+            await self._command(job_id, command, after=after)
         except (Conflict, NotFound) as exc:
             log.info("result of %s for job %s not recorded: %s", type(command).__name__,
                      job_id, exc)

@@ -104,6 +104,7 @@ class _Request:
     more: Sequence[cmd.Command]
     before: Sequence[cmd.Command]
     future: asyncio.Future[tuple[JobState, list[bool]]]
+    after: asyncio.Future[None] | None = None
 
 
 def _masked(secrets: Mapping[str, Any]) -> dict[str, Any]:
@@ -418,7 +419,9 @@ class Orchestrator:
 
     async def command_many(self, job_id: str, command: cmd.Command,
                            more: Sequence[cmd.Command], *,
-                           before: Sequence[cmd.Command] = ()) -> tuple[JobState, list[bool]]:
+                           before: Sequence[cmd.Command] = (),
+                           after: asyncio.Future[None] | None = None,
+                           ) -> tuple[JobState, list[bool]]:
         """`command_then` for several: each of `more` is decided on the state the ones
         before it lead to and dropped when not allowed; all the events are appended
         together. Returns the new state and, for each of `more`, whether it was
@@ -430,9 +433,14 @@ class Orchestrator:
         loop (or while the job's previous append is being written) are decided in turn
         and appended in one transaction; a refused one is left out of it alone. The
         state returned is the job's state after that append.
+
+        `after`: what must be done before the events are appended (the write of a
+        step's log lines, which precede its end); it is waited for after the decision,
+        so that the two overlap.
         """
         active = await self._load(job_id)
-        request = _Request(command, more, before, asyncio.get_running_loop().create_future())
+        request = _Request(command, more, before, asyncio.get_running_loop().create_future(),
+                           after)
         active.queue.append(request)
         if active.committer is None:
             active.committer = asyncio.ensure_future(self._commit_queued(active))
@@ -469,7 +477,8 @@ class Orchestrator:
                 outcomes.append(recorded)
             if events:
                 try:
-                    await self._append(active, events, decided)
+                    await self._append(active, events, decided, [
+                        r.after for r in batch if r.after is not None and not r.after.done()])
                 except VersionConflict:
                     # Another process appended first: fold its events, decide again.
                     self._fold_foreign(active, await self.store.read(
@@ -691,9 +700,9 @@ class Orchestrator:
         return active
 
     async def _append(self, active: ActiveJob, events: Sequence[ev.Event],
-                      new_state: JobState) -> None:
-        """Append `events` to the job held in `active`; `new_state` is what they fold to
-        (`decide_state` computed it while deciding)."""
+                      new_state: JobState, after: Sequence[asyncio.Future[None]] = ()) -> None:
+        """Append `events` to the job held in `active`, once `after` are done; `new_state`
+        is what they fold to (`decide_state` computed it while deciding)."""
         state = active.state
         touched: set[str] = set()
         for event in events:
@@ -703,11 +712,12 @@ class Orchestrator:
                 touched.update(s.name for s in new_state.instances(event.step))
         if active.masker is None:
             active.masker = self._masker(new_state)
-        await self.store.append(
-            state.job_id, state.version, events,
-            projection=self._projection(active.masker, new_state, touched),
-            outbox=self._outbox(new_state, events),
-        )
+        projection = self._projection(active.masker, new_state, touched)
+        outbox = self._outbox(new_state, events)
+        if after:
+            await asyncio.wait(after)  # `wait` leaves them running if this is cancelled
+        await self.store.append(state.job_id, state.version, events, projection=projection,
+                                outbox=outbox)
         active.state = new_state
         self._after_append(active, events)
 

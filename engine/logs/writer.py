@@ -163,6 +163,12 @@ class JobLogWriter:
                 for entry in stored:
                     self.bus.publish(self.job_id, entry)
 
+    def in_flight(self) -> asyncio.Task[None] | None:
+        """The write of the step lines recorded so far while it runs (None when they are
+        all stored): what an append that must follow them waits for."""
+        flusher = self._flusher
+        return flusher if flusher is not None and not flusher.done() else None
+
     async def flush(self, *, everything: bool = False) -> None:
         """Wait until every line of a step recorded so far is stored and published;
         with `everything`, the server's notes waiting for company too."""
