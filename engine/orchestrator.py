@@ -357,7 +357,11 @@ class Orchestrator:
                 break
             if group is not None and limit is not None:
                 self.concurrency.remember(job_id, group, limit)
-            active = ActiveJob(new_state, masker=masker)
+            active = self._active.get(job_id) or ActiveJob(new_state, masker=masker)
+            # Once committed the job is in the store, and a command may have reached it
+            # (loaded from the store) before this line ran: e.g. a remote worker claiming
+            # its first step. That copy holds these events and what followed; replacing it
+            # would lose them.
             self._active[job_id] = active
             self._after_append(active, events)
         if admission is not None and group is not None and limit is not None:

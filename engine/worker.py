@@ -382,8 +382,8 @@ class Worker:
                     full = {**full, "claim": {"max": 1,
                                               "start": "claim-start" in self.features}}
                 r = await self._post(f"{prefix}/result", full)
-            except LeaseLost:
-                log.warning("result refused: the lease is no longer held")
+            except LeaseLost as exc:
+                log.warning("result refused: the lease is no longer held (%s)", exc)
                 return []
             except httpx.TransportError:
                 r = None
