@@ -54,8 +54,15 @@ def test_a_thousand_step_job_renders_without_freezing(
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             guard.attach(page)
-            # Record the longest gap between animation frames from the first paint on.
+            # Record the longest task of the page's main thread (the Long Tasks API), and,
+            # for the message, the longest gap between animation frames.
             page.add_init_script("""
+                window.__longestTask = 0;
+                new PerformanceObserver((list) => {
+                  for (const e of list.getEntries()) {
+                    window.__longestTask = Math.max(window.__longestTask, e.duration);
+                  }
+                }).observe({type: "longtask", buffered: true});
                 window.__maxGap = 0;
                 let last = performance.now();
                 const tick = (now) => {
@@ -70,6 +77,8 @@ def test_a_thousand_step_job_renders_without_freezing(
             expect(page.locator("#steps tbody tr")).to_have_count(COLUMNS * ROWS)
             rendered = time.monotonic() - started
             assert rendered < 10, f"first render took {rendered:.1f}s"
+            # From here on, the live phase: the first render is bounded above.
+            page.evaluate("window.__longestTask = 0; window.__maxGap = 0")
             # Live: steps complete on screen while the page keeps painting.
             page.wait_for_function(
                 "document.querySelectorAll('#dag g.node[data-status=completed]').length >= 150",
@@ -77,11 +86,15 @@ def test_a_thousand_step_job_renders_without_freezing(
             page.locator('#dag g.node[data-step="s00-07"]').click()
             expect(page.locator("#detail")).to_contain_text("s00-07")
             expect(page.locator("#detail")).to_contain_text("completed")
-            # A frozen page (a render per frame of the stream, quadratic updates) stops
-            # painting for many seconds; the bound leaves room for a loaded 2-core machine,
-            # where even an idle page can miss frames for a second or two.
+            # A page frozen by its own work while the stream pours in (quadratic updates,
+            # a flush that rebuilds everything per frame) runs one task for many seconds.
+            # The gap between painted frames is not the measure: on a loaded 2-core
+            # machine an idle page misses frames for seconds (4.2 s seen in a full test
+            # run), its tasks do not.
+            longest = page.evaluate("window.__longestTask")
             max_gap = page.evaluate("window.__maxGap")
-            assert max_gap < 4000, f"the page froze for {max_gap:.0f} ms"
+            assert longest < 4000, (f"the page froze: a task ran {longest:.0f} ms "
+                                    f"(longest gap between frames {max_gap:.0f} ms)")
             # Cancel the rest: every remaining step turns cancelled, live.
             page.get_by_role("button", name="Cancel").click()
             expect(page.locator("#job-status")).to_have_text("cancelled")
