@@ -196,22 +196,6 @@ GET_STEPS = (
     "SELECT " + STEP_COLUMNS + " FROM steps WHERE job_id = $1 ORDER BY position, step_name"
 )
 RESET_PROJECTIONS = "TRUNCATE steps, jobs, job_counts"
-# The job detail in one statement (one round trip, one snapshot): the job row, then its
-# steps, its newest children and its events of the given types as arrays of records. A
-# record's JSONB fields come as text: the JSON codec does not apply inside records.
-_STEP_RECORD = STEP_COLUMNS.replace(" input,", " input::text,").replace(
-    " output,", " output::text,").replace(" depends_on,", " depends_on::text,")
-_EVENT_RECORD = EVENT_COLUMNS.replace(" data,", " data::text,")
-JOB_DETAIL = (
-    "SELECT " + JOB_COLUMNS + ", "
-    "ARRAY(SELECT ROW(" + _STEP_RECORD + ") FROM steps s WHERE s.job_id = $1 "
-    "ORDER BY s.position, s.step_name), "
-    "ARRAY(SELECT c.job_id FROM jobs c WHERE c.parent_job_id = $1 "
-    "ORDER BY c.created_at DESC, c.job_id DESC LIMIT $3), "
-    "ARRAY(SELECT ROW(" + _EVENT_RECORD + ") FROM events e WHERE e.stream_id = $1 "
-    "AND e.type = ANY($2::text[]) ORDER BY e.version) "
-    "FROM jobs WHERE job_id = $1"
-)
 
 # An append in one call of `partitur_append` (migration 012): the lock, the state read,
 # the events, the key, the job and step rows and the NOTIFY. Alone it is one round trip
@@ -235,6 +219,22 @@ GROUP_MAX = 64
 _STEP_NAMES = [c.strip() for c in STEP_COLUMNS.split(",")]
 _STEP_JSON = frozenset({"input", "output", "depends_on"})
 _NO_STEPS: list[list[Any]] = [[] for _ in _STEP_NAMES]
+
+# The job detail in one statement (one round trip, one snapshot): the job row, then its
+# steps, its newest children and its events of the given types as arrays of records. A
+# record's JSONB fields come as text: the JSON codec does not apply inside records.
+_STEP_RECORD = ", ".join(f"{c}::text" if c in _STEP_JSON else c for c in _STEP_NAMES)
+_EVENT_RECORD = EVENT_COLUMNS.replace(" data,", " data::text,")
+JOB_DETAIL = (
+    "SELECT " + JOB_COLUMNS + ", "
+    "ARRAY(SELECT ROW(" + _STEP_RECORD + ") FROM steps s WHERE s.job_id = $1 "
+    "ORDER BY s.position, s.step_name), "
+    "ARRAY(SELECT c.job_id FROM jobs c WHERE c.parent_job_id = $1 "
+    "ORDER BY c.created_at DESC, c.job_id DESC LIMIT $3), "
+    "ARRAY(SELECT ROW(" + _EVENT_RECORD + ") FROM events e WHERE e.stream_id = $1 "
+    "AND e.type = ANY($2::text[]) ORDER BY e.version) "
+    "FROM jobs WHERE job_id = $1"
+)
 
 CLAIM_SLOT = """
 INSERT INTO trigger_slots (trigger, fire_time, job_id, claimed_at) VALUES ($1, $2, $3, $4)
@@ -790,8 +790,8 @@ class PostgresStore(EventStore):
             return None
         r = rows[0]
         n = len(r) - 3
-        steps = [_step((*s[:7], _json(s[7]), _json(s[8]), *s[9:19], loads(s[19]), *s[20:]))
-                 for s in r[n]]
+        steps = [_step([_json(v) if name in _STEP_JSON else v
+                        for name, v in zip(_STEP_NAMES, s, strict=True)]) for s in r[n]]
         events = [_recorded((*e[:5], loads(e[5]), e[6])) for e in r[n + 2]]
         return JobDetail(_job(r), steps, list(reversed(r[n + 1])), events)
 
