@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = sub.add_parser("rebuild", help="rebuild the projections from the event log")
     rebuild.add_argument("--config", type=Path, default=None)
     rebuild.add_argument("--db", default=None, help="store URL (overrides the config)")
+    rebuild.add_argument(
+        "--workers", type=int, default=None,
+        help="processes replaying the log, one shard of its jobs each (default: one per "
+             "core, up to 4, and one per 50,000 events)")
 
     worker = sub.add_parser("worker", help="run steps for a server (a remote worker)")
     worker.add_argument("--server", required=True, help="the server's URL")
@@ -281,21 +285,26 @@ def _db_url(args: argparse.Namespace) -> tuple[str, Path]:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from engine.store.factory import open_store
-    from engine.store.rebuild import rebuild
+    from engine.errors import PartiturError
+    from engine.store.rebuild_shards import rebuild_store
 
     url, base = _db_url(args)
+    if args.workers is not None and args.workers < 1:
+        sys.stderr.write("partitur rebuild: --workers must be at least 1\n")
+        return 2
 
     async def go() -> int:
-        store = open_store(url, base_dir=base)
-        await store.open()
         try:
-            stats = await rebuild(store)
-        finally:
-            await store.close()
+            stats = await rebuild_store(url, base_dir=base, workers=args.workers)
+        except PartiturError as exc:
+            sys.stderr.write(f"partitur rebuild: {exc}\n"
+                             "partitur rebuild: the projections are incomplete until a "
+                             "rebuild succeeds\n")
+            return 1
         rate = stats.events / stats.seconds if stats.seconds else 0.0
         print(f"replayed {stats.events} events of {stats.jobs} jobs in {stats.seconds:.2f}s "
-              f"({rate:,.0f} events/s)")
+              f"({rate:,.0f} events/s, {stats.processes} "
+              f"process{'es' if stats.processes > 1 else ''})")
         return 0
 
     return eventloop.run(go())

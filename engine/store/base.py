@@ -23,6 +23,7 @@ from engine.core.projections import JobRow, StepRow
 from engine.errors import Conflict
 
 if TYPE_CHECKING:
+    from engine.store.shards import Shard
     from engine.store.slots import SlotClaim
     from engine.store.work import WorkItem
 
@@ -175,6 +176,27 @@ class EventStore(ABC):
         No event is ever skipped: a reader that tails from the last seq it saw sees every
         committed event exactly once.
         """
+
+    async def tail_shard(self, after_seq: int, limit: int, shard: Shard
+                         ) -> list[RecordedEvent]:
+        """`tail` of the streams of one shard (`engine.store.shards`): up to `limit` of
+        their events with `global_seq > after_seq`, in global order.
+
+        This default reads whole pages and keeps the shard's events; the SQL stores
+        filter where they read.
+        """
+        found: list[RecordedEvent] = []
+        while len(found) < limit:
+            page = await self.tail(after_seq, max(limit, 1000))
+            if not page:
+                break
+            for event in page:
+                if shard.holds(event.stream_id):
+                    found.append(event)
+                    if len(found) == limit:
+                        break
+            after_seq = page[-1].global_seq
+        return found
 
     @abstractmethod
     async def last_seq(self) -> int:

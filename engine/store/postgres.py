@@ -74,6 +74,7 @@ from engine.store.cloud import PG_OUTBOX, outbox_params
 from engine.store.codec import dumps, loads
 from engine.store.migrations import load_migrations, pending
 from engine.store.pgnotify import Listener
+from engine.store.shards import Shard
 from engine.store.slots import pg_apply
 from engine.store.work import (
     PG_ENQUEUE_ONE,
@@ -121,6 +122,14 @@ TAIL = (
     "SELECT " + EVENT_COLUMNS + " FROM events "
     "WHERE global_seq > $1 ORDER BY global_seq LIMIT $2"
 )
+# `engine.store.shards.Shard.holds` in SQL, within a window of seqs ($1, $5]: unbounded,
+# the planner takes the filter for a rare one and sorts every later event for each page.
+TAIL_SHARD = (
+    "SELECT " + EVENT_COLUMNS + " FROM events "
+    "WHERE global_seq > $1 AND global_seq <= $5 AND ascii(right(stream_id, 1)) % $2 = $3 "
+    "ORDER BY global_seq LIMIT $4"
+)
+ANY_AFTER = "SELECT EXISTS (SELECT 1 FROM events WHERE global_seq > $1)"
 LAST_SEQ = "SELECT COALESCE(MAX(global_seq), 0) FROM events"
 STREAM_IDS = "SELECT stream_id FROM events WHERE version = 1 ORDER BY global_seq"
 
@@ -131,11 +140,23 @@ JOB_COLUMNS = (
     "input, output, error, created_at, started_at, completed_at, priority, created_by, "
     "retry_of, version"
 )
-UPSERT_JOB = """
+# The rebuild's writes (`write_projections`): many rows in one statement, given as one
+# array per column (JSONB ones as JSON text, cast back), so that the job counters'
+# statement trigger fires once per batch, not once per row.
+UPSERT_JOBS = """
 INSERT INTO jobs (job_id, workspace, task_name, revision, status, source_type, source_id,
                   parent_job_id, input, output, error, created_at, started_at, completed_at,
                   priority, created_by, retry_of, version, last_seq)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+SELECT job_id, workspace, task_name, revision, status, source_type, source_id,
+       parent_job_id, input::jsonb, output::jsonb, error, created_at, started_at,
+       completed_at, priority, created_by, retry_of, version, last_seq
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[],
+            $13::float8[], $14::float8[], $15::int[], $16::text[], $17::text[], $18::int[],
+            $19::bigint[])
+    AS r(job_id, workspace, task_name, revision, status, source_type, source_id,
+         parent_job_id, input, output, error, created_at, started_at, completed_at,
+         priority, created_by, retry_of, version, last_seq)
 ON CONFLICT (job_id) DO UPDATE SET
     workspace = excluded.workspace, task_name = excluded.task_name,
     revision = excluded.revision, status = excluded.status,
@@ -173,13 +194,23 @@ STEP_COLUMNS = (
     "error_message, error_kind, exit_code, worker_id, started_at, completed_at, loop_of, "
     "loop_index, skip_reason, message, depends_on, retry_at, child_job_id"
 )
-UPSERT_STEP = """
+UPSERT_STEPS = """
 INSERT INTO steps (job_id, step_name, position, action_name, action_type, status, attempt,
                    input, output, error_message, error_kind, exit_code, worker_id,
                    started_at, completed_at, loop_of, loop_index, skip_reason, message,
                    depends_on, retry_at, child_job_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-        $20, $21, $22)
+SELECT job_id, step_name, position, action_name, action_type, status, attempt,
+       input::jsonb, output::jsonb, error_message, error_kind, exit_code, worker_id,
+       started_at, completed_at, loop_of, loop_index, skip_reason, message,
+       depends_on::jsonb, retry_at, child_job_id
+FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+            $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int[],
+            $13::text[], $14::float8[], $15::float8[], $16::text[], $17::int[], $18::text[],
+            $19::text[], $20::text[], $21::float8[], $22::text[])
+    AS r(job_id, step_name, position, action_name, action_type, status, attempt,
+         input, output, error_message, error_kind, exit_code, worker_id,
+         started_at, completed_at, loop_of, loop_index, skip_reason, message,
+         depends_on, retry_at, child_job_id)
 ON CONFLICT (job_id, step_name) DO UPDATE SET
     position = excluded.position, action_name = excluded.action_name,
     action_type = excluded.action_type, status = excluded.status,
@@ -218,6 +249,10 @@ GROUP_MAX = 64
 # The step rows as one array per column; JSONB columns travel as JSON text.
 _STEP_NAMES = [c.strip() for c in STEP_COLUMNS.split(",")]
 _STEP_JSON = frozenset({"input", "output", "depends_on"})
+_STEP_JSON_PARAMS = frozenset(i for i, name in enumerate(_STEP_NAMES) if name in _STEP_JSON)
+_JOB_PARAM_NAMES = [*(c.strip() for c in JOB_COLUMNS.split(",")), "last_seq"]
+_JOB_JSON_PARAMS = frozenset(i for i, name in enumerate(_JOB_PARAM_NAMES)
+                             if name in ("input", "output"))
 _NO_STEPS: list[list[Any]] = [[] for _ in _STEP_NAMES]
 
 # The job detail in one statement (one round trip, one snapshot): the job row, then its
@@ -275,6 +310,16 @@ def _step_columns(rows: Sequence[StepRow]) -> list[list[Any]]:
             if _STEP_NAMES[i] in _STEP_JSON and value is not None:
                 value = dumps(value)
             columns[i].append(value)
+    return columns
+
+
+def _as_columns(rows: Sequence[tuple[Any, ...]], width: int, json: Collection[int]
+                ) -> list[list[Any]]:
+    """Rows as one list per column, the values at the `json` positions as JSON text."""
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for i, value in enumerate(row):
+            columns[i].append(dumps(value) if i in json and value is not None else value)
     return columns
 
 
@@ -679,6 +724,16 @@ class PostgresStore(EventStore):
     async def tail(self, after_seq: int, limit: int = 1000) -> list[RecordedEvent]:
         return [_recorded(r) for r in await self._fetch(TAIL, after_seq, limit)]
 
+    async def tail_shard(self, after_seq: int, limit: int, shard: Shard
+                         ) -> list[RecordedEvent]:
+        window = max(limit, 1) * shard.count  # holds about `limit` of the shard's events
+        while True:
+            rows = await self._fetch(TAIL_SHARD, after_seq, shard.count, shard.index, limit,
+                                     after_seq + window)
+            if rows or not await self._scalar(ANY_AFTER, after_seq + window):
+                return [_recorded(r) for r in rows]
+            after_seq += window
+
     async def last_seq(self) -> int:
         seq: int = await self._scalar(LAST_SEQ)
         return seq
@@ -805,14 +860,16 @@ class PostgresStore(EventStore):
         await self._run(reset, retry=True, what="reset projections")
 
     async def write_projections(self, rows: Sequence[Projection], last_seq: int) -> None:
+        jobs = _as_columns([_job_params(p.job, p.last_seq or last_seq) for p in rows],
+                           len(_JOB_PARAM_NAMES), _JOB_JSON_PARAMS)
+        steps = _as_columns([_step_params(s) for p in rows for s in p.steps],
+                            len(_STEP_NAMES), _STEP_JSON_PARAMS)
+
         async def write(conn: Any) -> None:
             if rows:
-                await conn.executemany(
-                    UPSERT_JOB, [_job_params(p.job, p.last_seq or last_seq) for p in rows]
-                )
-            steps = [_step_params(s) for p in rows for s in p.steps]
-            if steps:
-                await conn.executemany(UPSERT_STEP, steps)
+                await conn.execute(UPSERT_JOBS, *jobs)
+            if steps[0]:
+                await conn.execute(UPSERT_STEPS, *steps)
 
         # Upserts: writing them twice is harmless, so any lost connection may retry.
         await self._run(write_all(write), retry=True, what="write projections")

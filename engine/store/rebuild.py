@@ -27,6 +27,7 @@ from engine.errors import PartiturError
 from engine.logs.redact import Redactor
 from engine.masking import JobMasker, secret_input_values
 from engine.store.base import EventStore, Projection
+from engine.store.shards import Shard
 
 OPS_PREFIX = "ops/"
 MAX_PLANS = 4096
@@ -40,6 +41,7 @@ class RebuildStats:
     events: int
     jobs: int
     seconds: float
+    processes: int = 1
 
     @property
     def events_per_second(self) -> float:
@@ -47,13 +49,18 @@ class RebuildStats:
 
 
 async def rebuild(
-    store: EventStore, *, page_size: int = 20_000, flush_jobs: int = 5_000
+    store: EventStore, *, page_size: int = 20_000, flush_jobs: int = 5_000,
+    shard: Shard | None = None,
 ) -> RebuildStats:
     """Empty the projections and write them again from the whole log.
 
     Rows of jobs touched since the last flush are written whenever `flush_jobs` of them
     are pending, and once more at the end; each job row is stamped with the `global_seq`
     of its stream's last event, as an incremental append would have stamped it.
+
+    With `shard`, only that shard's streams are replayed and written, and the
+    projections are not emptied first: `engine.store.rebuild_shards` empties them once,
+    then runs a process per shard.
     """
     started = time.perf_counter()
     # The states of every job stay alive until the end and hold no reference cycles: the
@@ -61,27 +68,36 @@ async def rebuild(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        await store.reset_projections()
-        events, jobs = await _replay(store, page_size, flush_jobs)
+        if shard is None:
+            await store.reset_projections()
+        events, jobs = await _replay(store, page_size, flush_jobs, shard)
     finally:
         if collecting:
             gc.enable()
     return RebuildStats(events, jobs, time.perf_counter() - started)
 
 
-async def _replay(store: EventStore, page_size: int, flush_jobs: int) -> tuple[int, int]:
-    """Fold the whole log and write the rows: (events read, jobs written)."""
+async def _replay(store: EventStore, page_size: int, flush_jobs: int, shard: Shard | None
+                  ) -> tuple[int, int]:
+    """Fold the whole log (or a shard of it) and write the rows: (events read, jobs
+    written)."""
     fold = _Fold()
     states, last_seqs, dirty = fold.states, fold.last_seqs, fold.dirty
     count = 0
+
+    def read(after: int) -> asyncio.Future[list[RecordedEvent]]:
+        if shard is None:
+            return asyncio.ensure_future(store.tail(after, page_size))
+        return asyncio.ensure_future(store.tail_shard(after, page_size, shard))
+
     # The next page is read, and the last batch written, while this page is folded: the
     # store works on its own thread (or server) while the fold keeps this one busy.
-    reading: asyncio.Future[list[RecordedEvent]] = asyncio.ensure_future(store.tail(0, page_size))
+    reading = read(0)
     writing: asyncio.Future[None] | None = None
     try:
         while page := await reading:
             after = page[-1].global_seq
-            reading = asyncio.ensure_future(store.tail(after, page_size))
+            reading = read(after)
             # Folded in slices with the loop let run in between, so that a store served on
             # the loop (PostgreSQL) sends its next query and takes in the rows, and the
             # server works on it while this folds.

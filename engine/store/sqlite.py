@@ -50,6 +50,7 @@ from engine.store.base import (
 from engine.store.cloud import SQLITE_OUTBOX, outbox_params
 from engine.store.codec import dumps
 from engine.store.migrations import Migration, load_migrations, pending
+from engine.store.shards import Shard
 from engine.store.slots import sqlite_apply
 from engine.store.work import SQ_ENQUEUE, SQ_QUEUED, WorkItem, sq_item, sq_item_params
 
@@ -95,6 +96,12 @@ READ_STREAM = (
 TAIL = (
     "SELECT global_seq, stream_id, version, type, schema_version, data, ts FROM events "
     "WHERE global_seq > ? ORDER BY global_seq LIMIT ?"
+)
+# `engine.store.shards.Shard.holds` in SQL.
+TAIL_SHARD = (
+    "SELECT global_seq, stream_id, version, type, schema_version, data, ts FROM events "
+    "WHERE global_seq > ? AND COALESCE(unicode(substr(stream_id, -1)), 0) % ? = ? "
+    "ORDER BY global_seq LIMIT ?"
 )
 LAST_SEQ = "SELECT COALESCE(MAX(global_seq), 0) FROM events"
 STREAM_IDS = "SELECT stream_id FROM events WHERE version = 1 ORDER BY global_seq"
@@ -585,6 +592,11 @@ class SqliteStore(EventStore):
 
     async def tail(self, after_seq: int, limit: int = 1000) -> list[RecordedEvent]:
         return await self._run(self._select, TAIL, (after_seq, limit))
+
+    async def tail_shard(self, after_seq: int, limit: int, shard: Shard
+                         ) -> list[RecordedEvent]:
+        return await self._run(self._select, TAIL_SHARD,
+                               (after_seq, shard.count, shard.index, limit))
 
     def _select(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
         return [_recorded(r) for r in self.conn.execute(sql, params).fetchall()]
