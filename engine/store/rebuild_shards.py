@@ -14,10 +14,8 @@ in-memory store, which another process cannot open, are replayed in this process
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from engine.errors import PartiturError
@@ -72,6 +70,9 @@ async def rebuild_store(url: str, *, base_dir: Path | None = None,
 
 async def _in_processes(url: str, base_dir: Path | None, workers: int, started: float
                         ) -> RebuildStats:
+    import multiprocessing  # only here: a one-process rebuild does not pay for these
+    from concurrent.futures import ProcessPoolExecutor
+
     loop = asyncio.get_running_loop()
     # `spawn`: a forked child would inherit this process's event loop and store threads.
     context = multiprocessing.get_context("spawn")
