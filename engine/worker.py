@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from engine import eventloop
 from engine.runners import get_runner
 from engine.runners.base import RunResult, StepRun
+from engine.workerclient import Reply, ServerRefused, ServerUnreachable, WorkerClient
 
 log = logging.getLogger("partitur.worker")
 
@@ -82,10 +81,8 @@ class Worker:
         self.options = options
         self.worker_id: str | None = None
         self.heartbeat_interval = 5.0
-        self.client = httpx.AsyncClient(
-            base_url=options.server.rstrip("/"),
-            headers={"Authorization": f"Bearer {options.token}"},
-            timeout=httpx.Timeout(10.0, read=options.claim_timeout + 10.0))
+        self.client = WorkerClient(options.server, options.token,
+                                   read_timeout=options.claim_timeout + 10.0)
         self.completed = 0
         self.features: frozenset[str] = frozenset()  # what the server announced
         self._claim_failures = 0
@@ -122,7 +119,7 @@ class Worker:
                 r = await self.client.post("/worker/register", json={
                     "name": self.options.name, "tags": list(self.options.tags),
                     "concurrency": self.options.concurrency, "worker_id": self.worker_id})
-            except httpx.TransportError as exc:
+            except ServerUnreachable as exc:
                 log.warning("cannot reach %s: %s", self.options.server, exc)
             else:
                 if r.status_code == 401:
@@ -145,7 +142,7 @@ class Worker:
                 r = await self.client.post("/worker/heartbeat", json={"worker_id": self.worker_id})
                 if r.status_code == 404:
                     await self._register()
-            except httpx.TransportError as exc:
+            except ServerUnreachable as exc:
                 log.warning("heartbeat failed: %s", exc)
 
     async def _claim_loop(self, _index: int) -> None:
@@ -154,7 +151,7 @@ class Worker:
             try:
                 r = await self.client.post("/worker/claim", json={
                     "worker_id": self.worker_id, "timeout": self.options.claim_timeout})
-            except httpx.TransportError as exc:
+            except ServerUnreachable as exc:
                 log.warning("claim failed: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
@@ -227,7 +224,7 @@ class Worker:
             r = await self.client.post("/worker/claim", json={
                 "worker_id": self.worker_id, "timeout": self.options.claim_timeout,
                 "max": count, "start": "claim-start" in self.features})
-        except httpx.TransportError as exc:
+        except ServerUnreachable as exc:
             log.warning("claim failed: %s", exc)
             self._claim_failures += 1
             await asyncio.sleep(min(5.0, 0.2 * 2 ** min(5, self._claim_failures - 1)))
@@ -261,7 +258,7 @@ class Worker:
         lines = _Lines()
         try:
             workdir = await self._revision(job["workspace"], job["revision"])
-        except (httpx.HTTPError, OSError, tarfile.TarError, LeaseLost) as exc:
+        except (ServerUnreachable, ServerRefused, OSError, tarfile.TarError, LeaseLost) as exc:
             return await self._report(prefix, lines, {
                 "status": "failed", "kind": "error",
                 "error": f"cannot fetch the workspace: {exc}"})
@@ -325,7 +322,7 @@ class Worker:
             await asyncio.sleep(self.heartbeat_interval)
             try:
                 r = await self.client.post(f"{prefix}/heartbeat", json={})
-            except httpx.TransportError as exc:
+            except ServerUnreachable as exc:
                 log.warning("lease heartbeat failed: %s", exc)
                 continue
             if r.status_code == 409:
@@ -374,7 +371,7 @@ class Worker:
             try:
                 await self._ship(prefix, lines, keep=BATCH_LINES if along else 0)
                 if len(lines.pending) > (BATCH_LINES if along else 0):
-                    raise httpx.TransportError("log lines not shipped yet")
+                    raise ServerUnreachable("log lines not shipped yet")
                 full = body
                 if along:
                     full = {**body, "offset": lines.sent, "lines": lines.pending}
@@ -385,7 +382,7 @@ class Worker:
             except LeaseLost as exc:
                 log.warning("result refused: the lease is no longer held (%s)", exc)
                 return []
-            except httpx.TransportError:
+            except ServerUnreachable:
                 r = None
             if r is not None:
                 self.completed += 1
@@ -396,11 +393,11 @@ class Worker:
         return []
 
     async def _post(self, path: str, body: dict[str, Any], *,
-                    quiet: bool = False) -> httpx.Response | None:
+                    quiet: bool = False) -> Reply | None:
         """POST; None when the server is unreachable (or erred); `LeaseLost` on 409."""
         try:
             r = await self.client.post(path, json=body)
-        except httpx.TransportError as exc:
+        except ServerUnreachable as exc:
             if not quiet:
                 log.warning("POST %s failed: %s", path, exc)
             return None
