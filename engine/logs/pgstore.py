@@ -25,8 +25,11 @@ operating-system crash can lose the unsynced end of a JSONL file. Any later sync
 commit (every event append) flushes them with it. Waiting for the disk on every group
 cost a WAL flush per step's lines, on the same WAL as the event appends.
 
-`append_once` also takes the series' row in `log_positions` (migration 009) FOR UPDATE,
-skips the lines it already holds and advances it in that same transaction.
+`append_once` (a remote worker's numbered batches) is one call of
+`partitur_log_append_once` (migration 018): it takes and locks the series' row in
+`log_positions` (migration 009), skips the lines it already holds, stores the others
+with their NOTIFY and advances the row, all in one statement and transaction, committed
+like an event append (waiting for the WAL flush).
 
 PostgreSQL text cannot hold NUL characters; a NUL in a line is stored as U+FFFD.
 """
@@ -61,18 +64,6 @@ logger = logging.getLogger(__name__)
 
 LOGS_CHANNEL = "partitur_logs"
 
-BUMP_COUNTER = """
-INSERT INTO log_counters (job_id, count) VALUES ($1, $2)
-ON CONFLICT (job_id) DO UPDATE SET count = log_counters.count + excluded.count
-RETURNING count
-"""
-INSERT_LINES = """
-INSERT INTO log_lines (job_id, seq, ts, stream, step, line)
-SELECT $1::text, seq, ts, stream, step, line
-FROM unnest($2::bigint[], $3::float8[], $4::text[], $5::text[], $6::text[])
-    AS l(seq, ts, stream, step, line)
-"""
-NOTIFY = "SELECT pg_notify($1, $2)"
 # The writes of a group of appends (one or several jobs) as one statement: the counter
 # bumps, in job order so that concurrent groups lock the rows in the same order (each row
 # lock held to COMMIT: a job's seqs commit in order); the lines, numbered after the
@@ -112,12 +103,12 @@ WHERE job_id = $1 AND seq > $2 AND ($3::text IS NULL OR step = $3)
 ORDER BY seq LIMIT $4
 """
 COUNT = "SELECT count FROM log_counters WHERE job_id = $1"
-TAKE_POSITION = """
-INSERT INTO log_positions (key, job_id, next) VALUES ($1, $2, 0)
-ON CONFLICT (key) DO UPDATE SET next = log_positions.next
-RETURNING next
-"""
-SET_POSITION = "UPDATE log_positions SET next = $2 WHERE key = $1"
+# A batch of a numbered series in one call (migration 018): the position taken and
+# locked, the lines not stored yet inserted with a NOTIFY, the position advanced.
+APPEND_ONCE = (
+    "SELECT o_first, o_count, o_end FROM partitur_log_append_once("
+    "$1, $2, $3, $4, $5, $6, $7, $8)"
+)
 FORGET_POSITION = "DELETE FROM log_positions WHERE key = $1"
 FORGET_JOB_POSITIONS = "DELETE FROM log_positions WHERE job_id = $1"
 
@@ -307,27 +298,12 @@ class PostgresLogStore(LogStore):
         check_job_id(job_id)
 
         async def write(conn: Any) -> tuple[list[LogLine], int]:
-            async with conn.transaction():
-                # The upsert locks the series' row: a concurrent try of the same batch
-                # waits here, then sees the position this one leaves.
-                start: int = await conn.fetchval(TAKE_POSITION, key, job_id)
-                end = max(start, offset + len(lines))
-                fresh = list(lines[max(0, start - offset):])
-                placed: list[LogLine] = []
-                if fresh:
-                    count: int = await conn.fetchval(BUMP_COUNTER, job_id, len(fresh))
-                    first = count - len(fresh) + 1
-                    await conn.execute(
-                        INSERT_LINES, job_id, list(range(first, count + 1)),
-                        [line.ts for line in fresh], [line.stream for line in fresh],
-                        [_clean(line.step) for line in fresh],
-                        [_clean(line.line) for line in fresh],
-                    )
-                    await conn.execute(NOTIFY, LOGS_CHANNEL, f"{job_id}:{count}")
-                    placed = [line.with_seq(first + i) for i, line in enumerate(fresh)]
-                if end != start:
-                    await conn.execute(SET_POSITION, key, end)
-            return placed, end
+            first, count, end = await conn.fetchrow(
+                APPEND_ONCE, key, job_id, offset, [line.ts for line in lines],
+                [line.stream for line in lines], [_clean(line.step) for line in lines],
+                [_clean(line.line) for line in lines], LOGS_CHANNEL)
+            fresh = lines[len(lines) - count:] if count else []
+            return [line.with_seq(first + i) for i, line in enumerate(fresh)], int(end)
 
         # Idempotent: a retry after a lost COMMIT finds the position it advanced.
         return await self._run(write, what=f"append a log batch of job {job_id}")
