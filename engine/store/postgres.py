@@ -301,16 +301,12 @@ def _step_params(row: StepRow) -> tuple[Any, ...]:
 
 
 def _step_columns(rows: Sequence[StepRow]) -> list[list[Any]]:
-    """Step rows as one list per column of `STEP_COLUMNS`, JSONB columns as JSON text; a
-    step named twice keeps its last row (one statement cannot upsert a row twice)."""
+    """Step rows of one job as one list per column of `STEP_COLUMNS`, JSONB columns as
+    JSON text; a step named twice keeps its last row (one statement cannot upsert a row
+    twice)."""
     latest = {row.step_name: row for row in rows}
-    columns: list[list[Any]] = [[] for _ in _STEP_NAMES]
-    for row in latest.values():
-        for i, value in enumerate(_step_params(row)):
-            if _STEP_NAMES[i] in _STEP_JSON and value is not None:
-                value = dumps(value)
-            columns[i].append(value)
-    return columns
+    return _as_columns([_step_params(row) for row in latest.values()], len(_STEP_NAMES),
+                       _STEP_JSON_PARAMS)
 
 
 def _as_columns(rows: Sequence[tuple[Any, ...]], width: int, json: Collection[int]
@@ -920,7 +916,6 @@ class _Queued:
             self.future.set_exception(exc)
 
 
-_JOB_JSON = (8, 9)  # input and output among a call's 18 job arguments
 
 
 def _batch_params(items: Sequence[tuple[Sequence[Any], Sequence[tuple[Any, ...]]]]
@@ -953,7 +948,7 @@ def _batch_params(items: Sequence[tuple[Sequence[Any], Sequence[tuple[Any, ...]]
             column.extend(values)
         e_hi.append(len(events[0]))
         for k, (column, value) in enumerate(zip(jobs, call[9:27], strict=True)):
-            column.append(dumps(value) if k in _JOB_JSON and value is not None else value)
+            column.append(dumps(value) if k in _JOB_JSON_PARAMS and value is not None else value)
         s_lo.append(len(steps[0]) + 1)
         for column, values in zip(steps, call[27:49], strict=True):
             column.extend(values)
