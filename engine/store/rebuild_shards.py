@@ -24,10 +24,12 @@ from engine.store.factory import open_store
 from engine.store.memory import MemoryStore
 from engine.store.rebuild import RebuildStats, rebuild
 from engine.store.shards import Shard
+from engine.store.sqlite import SqliteStore
 
 # Below this many events a single process is done before a worker has started.
 MIN_EVENTS_PER_WORKER = 50_000
 MAX_AUTO_WORKERS = 4
+SHARD_BUSY_TIMEOUT = 120.0  # seconds a shard's SQLite write may wait for the lock
 
 
 class RebuildFailed(PartiturError):
@@ -97,6 +99,10 @@ def _replay_shard(url: str, base_dir: Path | None, shard: Shard
 
     async def go() -> tuple[int, int, str | None]:
         store: EventStore = open_store(url, base_dir=base_dir)
+        if isinstance(store, SqliteStore):
+            # The shards' writes take SQLite's one write lock in turn: a process may wait
+            # for the others' batches, longer than an append ever waits.
+            store.busy_timeout = SHARD_BUSY_TIMEOUT
         await store.open()
         try:
             stats = await rebuild(store, shard=shard)
