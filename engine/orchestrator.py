@@ -28,7 +28,7 @@ from engine.core import commands as cmd
 from engine.core import events as ev
 from engine.core.decide import Env, decide, decide_state, dispatchable, next_wakeup
 from engine.core.events import RecordedEvent
-from engine.core.plan import Plan
+from engine.core.plan import Plan, has_end_duties
 from engine.core.projections import job_row, job_status, step_rows
 from engine.core.state import JobState, JobStatus, StepStatus, evolve, fold
 from engine.errors import Conflict, NotFound, VersionConflict
@@ -203,12 +203,21 @@ class Orchestrator:
         return len(ids)
 
     async def _catch_up_ended(self) -> None:
-        """Hooks and task retries of jobs that ended shortly before a restart."""
+        """Hooks and task retries of jobs that ended shortly before a restart.
+
+        Only the jobs whose plan has hooks or a task retry left are read whole: the first
+        events of the others, read together, tell that they have nothing to catch up."""
         since = self.clock.now() - CATCH_UP_SECONDS
         rows, _ = await self.store.list_jobs(JobFilter(
             status=("completed", "failed", "cancelled"), since=since, limit=1000))
+        rows = [row for row in rows if row.source_type != "hook"]
+        firsts = await self.store.first_events([row.job_id for row in rows])
         for row in rows:
-            if row.source_type == "hook":
+            first = firsts.get(row.job_id)
+            created = first.event() if first is not None else None
+            if not isinstance(created, ev.JobCreated) or not has_end_duties(
+                    created.plan, failed=row.status == JobStatus.FAILED.value,
+                    task_attempt=created.task_attempt):
                 continue
             state = await self.get_state(row.job_id)
             if state.plan.hooks or self.will_retry(state):

@@ -142,6 +142,16 @@ class Plan:
         return [name for name in self.steps if name not in needed]
 
 
+def has_end_duties(data: Mapping[str, Any], *, failed: bool, task_attempt: int) -> bool:
+    """Whether a job of the plan `data` (as `Plan.to_dict` stored it) has anything to do
+    once it ended: hooks, or, having `failed`, a task-level attempt left. Read from the
+    data without decoding the plan's steps."""
+    if data.get("hooks"):
+        return True
+    retry = data.get("retry") or {}
+    return failed and task_attempt < int(retry.get("max_attempts", 1))
+
+
 # id of a plan's data → (that data, its Plan). The data is kept, so its id is not reused.
 _DECODED: dict[int, tuple[Mapping[str, Any], Plan]] = {}
 _DECODED_MAX = 64

@@ -169,6 +169,18 @@ class EventStore(ABC):
     async def read(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         """The events of one stream after `after_version`, in version order."""
 
+    async def first_events(self, stream_ids: Sequence[str]) -> dict[str, RecordedEvent]:
+        """The first event (version 1) of each of `stream_ids` that has one, by stream.
+
+        This default reads each stream whole; the SQL stores read only the first events,
+        in one query."""
+        found: dict[str, RecordedEvent] = {}
+        for stream_id in dict.fromkeys(stream_ids):
+            events = await self.read(stream_id)
+            if events:
+                found[stream_id] = events[0]
+        return found
+
     @abstractmethod
     async def tail(self, after_seq: int, limit: int = 1000) -> list[RecordedEvent]:
         """Events of all streams with `global_seq > after_seq`, in global order.

@@ -122,6 +122,9 @@ TAIL = (
     "SELECT " + EVENT_COLUMNS + " FROM events "
     "WHERE global_seq > $1 ORDER BY global_seq LIMIT $2"
 )
+FIRST_EVENTS = (
+    "SELECT " + EVENT_COLUMNS + " FROM events WHERE stream_id = ANY($1::text[]) AND version = 1"
+)
 # `engine.store.shards.Shard.holds` in SQL, within a window of seqs ($1, $5]: unbounded,
 # the planner takes the filter for a rare one and sorts every later event for each page.
 TAIL_SHARD = (
@@ -719,6 +722,12 @@ class PostgresStore(EventStore):
 
     async def tail(self, after_seq: int, limit: int = 1000) -> list[RecordedEvent]:
         return [_recorded(r) for r in await self._fetch(TAIL, after_seq, limit)]
+
+    async def first_events(self, stream_ids: Sequence[str]) -> dict[str, RecordedEvent]:
+        if not stream_ids:
+            return {}
+        rows = await self._fetch(FIRST_EVENTS, list(stream_ids))
+        return {r[1]: _recorded(r) for r in rows}
 
     async def tail_shard(self, after_seq: int, limit: int, shard: Shard
                          ) -> list[RecordedEvent]:

@@ -231,6 +231,17 @@ class EventStoreContract(ABC):
         await tail_task
         assert seen == list(range(1, 501))
 
+    async def test_first_events_of_many_streams_in_one_read(self, store: EventStore) -> None:
+        for job in ("job-a", "job-b"):
+            await record_job(store, job, job_batches(job))
+        await store.append("bare", 0, [output("x", 1), output("x", 2)])
+        found = await store.first_events(["job-b", "missing", "bare", "job-a", "job-b"])
+        assert sorted(found) == ["bare", "job-a", "job-b"]
+        for stream_id, first in found.items():
+            assert first == (await store.read(stream_id))[0]
+        assert found["job-a"].type == "JobCreated" and found["bare"].version == 1
+        assert await store.first_events([]) == {}
+
     async def test_stream_ids_in_order_of_first_event(self, store: EventStore) -> None:
         await store.append("b", 0, [output("a", 1)])
         await store.append("a", 0, [output("a", 2)])
