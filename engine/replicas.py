@@ -51,13 +51,13 @@ class ReplicaSync:
         import asyncpg
 
         self._event_seq = self._notified = await self.store.last_seq()
-        self._listeners.append(await self.store.listen(self._on_event))
 
         async def relisten() -> None:
             self._lines_due.update(self._line_seq)
             self._lines_event.set()
 
-        self._listeners.append(await self.logs.listen(self._on_line, on_reconnect=relisten))
+        starts = [self.store.listen(self._on_event),
+                  self.logs.listen(self._on_line, on_reconnect=relisten)]
         if self.wake_workers is not None:
             url = self.store.url
 
@@ -66,7 +66,16 @@ class ReplicaSync:
 
             wake = self.wake_workers
             work = Listener(connect, WORK_CHANNEL, lambda _p: wake(), on_reconnect=_async(wake))
-            self._listeners.append(await work.start())
+            starts.append(work.start())
+        # Each listener has a connection of its own: they connect at the same time.
+        outcomes = await asyncio.gather(*starts, return_exceptions=True)
+        self._listeners = [o for o in outcomes if isinstance(o, Listener)]
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                for listener in self._listeners:
+                    await listener.close()
+                self._listeners = []
+                raise outcome
         self._tasks = [asyncio.ensure_future(self._events_loop()),
                        asyncio.ensure_future(self._lines_loop())]
 

@@ -6,12 +6,13 @@ to it (and through it to the orchestrator and the store).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.clock import Clock
 from engine.executor import LocalExecutor
@@ -126,9 +127,11 @@ class Runtime:
         """Open the store (migrations), load workspaces, recover unfinished jobs."""
         self.options.logs_dir.mkdir(parents=True, exist_ok=True)
         self.options.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        await self.store.open()
         if self.postgres_url is not None:
-            await self.logs.open()  # type: ignore[attr-defined]
+            # The two pools connect and check the migrations at the same time.
+            await _all(self.store.open(), self.logs.open())  # type: ignore[attr-defined]
+        else:
+            await self.store.open()
         await self.workspaces.refresh_all()
         for opened in self.on_open:
             await opened()
@@ -199,3 +202,11 @@ def _postgres_url(store: EventStore) -> str | None:
     from engine.store.postgres import PostgresStore
 
     return store.url if isinstance(store, PostgresStore) else None
+
+
+async def _all(*steps: Awaitable[Any]) -> None:
+    """Await `steps` together; when one fails, the others still finish, then the first
+    failure is raised."""
+    for outcome in await asyncio.gather(*steps, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome

@@ -4,7 +4,8 @@ A step's last `STATE:` line is recorded as `TaskStateSaved` in its job's stream.
 job of the same task starts with the latest saved state (`TaskStateLoaded`), readable as
 `state` in its templates and as `$PARTITUR_STATE` (JSON) in its steps. The event log is
 the only storage, so this works on every store; the last `KEEP` snapshots of each task
-are kept in memory, loaded from the newest `SCAN` jobs of the task on first use.
+are kept in memory, loaded from the newest `SCAN` jobs of the task on first use (their
+`TaskStateSaved` events only, in one read).
 """
 
 from __future__ import annotations
@@ -77,17 +78,13 @@ class TaskStates:
     async def _load(self, workspace: str, task: str) -> list[Snapshot]:
         rows, _ = await self.store.list_jobs(
             JobFilter(workspace=workspace, task_name=task, limit=SCAN))
-        found: list[Snapshot] = []
-        for row in rows:  # newest first
-            records = await self.store.read(row.job_id)
-            saved = [
-                Snapshot(row.job_id, event.step, event.ts, event.state)
-                for event in (r.event() for r in records)
-                if isinstance(event, ev.TaskStateSaved)
-            ]
-            found.extend(reversed(saved))
-            if len(found) >= self.keep:
-                break
+        records = await self.store.events_of_types([row.job_id for row in rows],
+                                                   [ev.TaskStateSaved.__name__])
+        found = [
+            Snapshot(record.stream_id, event.step, event.ts, event.state)
+            for record in records
+            if isinstance(event := record.event(), ev.TaskStateSaved)
+        ]
         found.sort(key=lambda s: -s.ts)
         return found[: self.keep]
 

@@ -122,6 +122,10 @@ TAIL = (
     "SELECT " + EVENT_COLUMNS + " FROM events "
     "WHERE global_seq > $1 ORDER BY global_seq LIMIT $2"
 )
+EVENTS_OF_TYPES = (
+    "SELECT " + EVENT_COLUMNS + " FROM events "
+    "WHERE stream_id = ANY($1::text[]) AND type = ANY($2::text[]) ORDER BY global_seq"
+)
 FIRST_EVENTS = (
     "SELECT " + EVENT_COLUMNS + " FROM events WHERE stream_id = ANY($1::text[]) AND version = 1"
 )
@@ -728,6 +732,13 @@ class PostgresStore(EventStore):
             return {}
         rows = await self._fetch(FIRST_EVENTS, list(stream_ids))
         return {r[1]: _recorded(r) for r in rows}
+
+    async def events_of_types(self, stream_ids: Sequence[str], types: Collection[str]
+                              ) -> list[RecordedEvent]:
+        if not stream_ids or not types:
+            return []
+        rows = await self._fetch(EVENTS_OF_TYPES, list(stream_ids), list(types))
+        return [_recorded(r) for r in rows]
 
     async def tail_shard(self, after_seq: int, limit: int, shard: Shard
                          ) -> list[RecordedEvent]:

@@ -29,7 +29,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,6 +96,11 @@ READ_STREAM = (
 TAIL = (
     "SELECT global_seq, stream_id, version, type, schema_version, data, ts FROM events "
     "WHERE global_seq > ? ORDER BY global_seq LIMIT ?"
+)
+EVENTS_OF_TYPES = (
+    "SELECT global_seq, stream_id, version, type, schema_version, data, ts FROM events "
+    "WHERE stream_id IN (SELECT value FROM json_each(?)) "
+    "AND type IN (SELECT value FROM json_each(?)) ORDER BY global_seq"
 )
 FIRST_EVENTS = (
     "SELECT global_seq, stream_id, version, type, schema_version, data, ts FROM events "
@@ -603,6 +608,13 @@ class SqliteStore(EventStore):
         ids = orjson.dumps(list(stream_ids)).decode()
         found = await self._run(self._select, FIRST_EVENTS, (ids,))
         return {e.stream_id: e for e in found}
+
+    async def events_of_types(self, stream_ids: Sequence[str], types: Collection[str]
+                              ) -> list[RecordedEvent]:
+        if not stream_ids or not types:
+            return []
+        params = (orjson.dumps(list(stream_ids)).decode(), orjson.dumps(list(types)).decode())
+        return await self._run(self._select, EVENTS_OF_TYPES, params)
 
     async def tail_shard(self, after_seq: int, limit: int, shard: Shard
                          ) -> list[RecordedEvent]:

@@ -242,6 +242,24 @@ class EventStoreContract(ABC):
         assert found["job-a"].type == "JobCreated" and found["bare"].version == 1
         assert await store.first_events([]) == {}
 
+    async def test_events_of_given_types_across_streams_in_global_order(
+        self, store: EventStore
+    ) -> None:
+        await store.append("s1", 0, [output("a", 1)])
+        await store.append("s2", 0, [ev.StepSkipped(ts=1.0, step="b", reason="r")])
+        await store.append("s1", 1, [ev.StepSkipped(ts=2.0, step="c", reason="r"),
+                                     output("a", 2)])
+        await store.append("s3", 0, [ev.StepSkipped(ts=3.0, step="d", reason="r")])
+        found = await store.events_of_types(["s1", "s2", "nope"], ["StepSkipped", "Other"])
+        assert [(e.stream_id, e.version, e.type) for e in found] == [
+            ("s2", 1, "StepSkipped"), ("s1", 2, "StepSkipped")]
+        assert [e.global_seq for e in found] == sorted(e.global_seq for e in found)
+        assert found[1] == (await store.read("s1"))[1]
+        both = await store.events_of_types(["s1"], ["StepOutput", "StepSkipped"])
+        assert [e.version for e in both] == [1, 2, 3]
+        assert await store.events_of_types([], ["StepSkipped"]) == []
+        assert await store.events_of_types(["s1"], []) == []
+
     async def test_stream_ids_in_order_of_first_event(self, store: EventStore) -> None:
         await store.append("b", 0, [output("a", 1)])
         await store.append("a", 0, [output("a", 2)])

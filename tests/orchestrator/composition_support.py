@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from engine.runtime import Runtime, RuntimeOptions
+from engine.store.base import EventStore
 
 
 def workspace(root: Path, yaml_text: str, name: str = "ws") -> Path:
@@ -31,3 +32,16 @@ async def runtime(root: Path, ws: Path, *, db_url: str = "memory://",
         yield rt
     finally:
         await rt.close()
+
+
+def count_reads(store: EventStore) -> list[str]:
+    """The streams `store.read` is asked for from now on (the real read still runs)."""
+    asked: list[str] = []
+    real = store.read
+
+    async def read(stream_id: str, after_version: int = 0):  # type: ignore[no-untyped-def]
+        asked.append(stream_id)
+        return await real(stream_id, after_version)
+
+    store.read = read  # type: ignore[method-assign]
+    return asked

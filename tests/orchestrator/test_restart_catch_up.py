@@ -1,15 +1,16 @@
-"""What a restart catches up for jobs that ended just before it: task retries missed by a
-crash, and no whole-stream reads for the ended jobs that have nothing to catch up."""
+"""What a restart catches up for jobs that ended just before it (task retries missed by a
+crash), and what it does not read: the whole streams of ended jobs with nothing to catch
+up, or of a task's earlier jobs when its next job looks for the task's state."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from composition_support import runtime, workspace
+from composition_support import count_reads, runtime, workspace
 
 from engine.core.state import JobStatus
-from engine.store.base import EventStore, JobFilter
+from engine.store.base import JobFilter
 
 YAML = """
 tasks:
@@ -37,19 +38,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'p.db'}"
     url: str = request.getfixturevalue("pg_url")
     return url
-
-
-def count_reads(store: EventStore) -> list[str]:
-    """The streams `store.read` is asked for from now on (the real read still runs)."""
-    asked: list[str] = []
-    real = store.read
-
-    async def read(stream_id: str, after_version: int = 0):  # type: ignore[no-untyped-def]
-        asked.append(stream_id)
-        return await real(stream_id, after_version)
-
-    store.read = read  # type: ignore[method-assign]
-    return asked
 
 
 async def test_a_task_retry_missed_by_a_crash_starts_after_the_restart(
@@ -93,3 +81,30 @@ async def test_a_restart_reads_no_ended_job_that_has_nothing_to_catch_up(
         assert asked == [retried]
         _, total = await rt.store.list_jobs(JobFilter(task_name="retried"))
         assert total == 2
+
+
+async def test_the_first_job_after_a_restart_finds_the_task_state_without_reading_streams(
+    tmp_path: Path, db_url: str
+) -> None:
+    ws = workspace(tmp_path, YAML + """
+  counter:
+    flow:
+      count:
+        type: shell
+        input:
+          previous: "<< state.n if state else 0 >>"
+        script: |
+          echo "STATE: {\\"n\\": $(( << input.previous >> + 1 ))}"
+""")
+    earlier = []
+    async with runtime(tmp_path, ws, db_url=db_url) as rt:
+        for task in ("counter", "counter", "plain"):
+            earlier.append(await rt.orchestrator.create_job("ws", task, {}))
+            assert (await rt.orchestrator.wait(earlier[-1], 10)).status is JobStatus.COMPLETED
+    async with runtime(tmp_path, ws, db_url=db_url) as rt:
+        asked = count_reads(rt.store)
+        job_id = await rt.orchestrator.create_job("ws", "counter", {})
+        assert not set(asked) & set(earlier)
+        assert (await rt.orchestrator.wait(job_id, 10)).status is JobStatus.COMPLETED
+        states = await rt.orchestrator.task_states.history("ws", "counter")
+        assert [s.state for s in states] == [{"n": 3}, {"n": 2}, {"n": 1}]
