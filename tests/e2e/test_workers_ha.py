@@ -69,8 +69,10 @@ def test_any_replica_serves_a_job_run_through_another(
             # the job was created on A; it ends when the job does.
             wait_for(lambda: any(x["line"].startswith("tick") for x in lines(cb, job_id)),
                      20, "ticks on B")
+            # The step prints 400 ticks 50 ms apart (20 s at rest, more beside a loaded
+            # test run).
             frames = asyncio.run(asyncio.wait_for(_stream(
-                f"{b.ws_url}/api/jobs/{job_id}/logs/stream?format=events"), 40))
+                f"{b.ws_url}/api/jobs/{job_id}/logs/stream?format=events"), 90))
             assert frames[-1] == {"type": "end", "cursor": frames[-1]["cursor"],
                                   "status": "completed"}
             streamed = [f["line"] for f in frames if f["type"] == "log"]
