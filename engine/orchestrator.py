@@ -52,6 +52,8 @@ MASK = "••••••"
 __all__ = ["MAX_DEPTH", "ActiveJob", "Dispatcher", "Orchestrator", "OutboxDispatcher"]
 # After a restart, jobs that ended this long ago or less get their missing hooks/retries.
 CATCH_UP_SECONDS = 24 * 3600
+# Where `JobCreated` (schema 1) keeps what `has_end_duties` needs.
+_END_DUTY_PATHS = (("plan", "hooks"), ("plan", "retry", "max_attempts"), ("task_attempt",))
 _ENDS = (ev.JobCompleted, ev.JobFailed, ev.JobCancelled, ev.JobSkipped)
 
 
@@ -205,19 +207,20 @@ class Orchestrator:
     async def _catch_up_ended(self) -> None:
         """Hooks and task retries of jobs that ended shortly before a restart.
 
-        Only the jobs whose plan has hooks or a task retry left are read whole: the first
-        events of the others, read together, tell that they have nothing to catch up."""
+        Only the jobs whose plan has hooks or a task retry left are read whole. Which ones
+        those are, three values of each job's `JobCreated` tell, read for all in one query
+        without the plans' steps."""
         since = self.clock.now() - CATCH_UP_SECONDS
         rows, _ = await self.store.list_jobs(JobFilter(
             status=("completed", "failed", "cancelled"), since=since, limit=1000))
         rows = [row for row in rows if row.source_type != "hook"]
-        firsts = await self.store.first_events([row.job_id for row in rows])
+        created = await self.store.first_event_values(
+            [row.job_id for row in rows], _END_DUTY_PATHS)
         for row in rows:
-            first = firsts.get(row.job_id)
-            created = first.event() if first is not None else None
-            if not isinstance(created, ev.JobCreated) or not has_end_duties(
-                    created.plan, failed=row.status == JobStatus.FAILED.value,
-                    task_attempt=created.task_attempt):
+            values = created.get(row.job_id)
+            if values is None or not has_end_duties(
+                    values[0], values[1], failed=row.status == JobStatus.FAILED.value,
+                    task_attempt=values[2]):
                 continue
             state = await self.get_state(row.job_id)
             if state.plan.hooks or self.will_retry(state):

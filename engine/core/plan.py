@@ -142,14 +142,14 @@ class Plan:
         return [name for name in self.steps if name not in needed]
 
 
-def has_end_duties(data: Mapping[str, Any], *, failed: bool, task_attempt: int) -> bool:
-    """Whether a job of the plan `data` (as `Plan.to_dict` stored it) has anything to do
-    once it ended: hooks, or, having `failed`, a task-level attempt left. Read from the
-    data without decoding the plan's steps."""
-    if data.get("hooks"):
+def has_end_duties(hooks: Any, max_attempts: Any, *, failed: bool, task_attempt: Any) -> bool:
+    """Whether an ended job has anything left to do: hooks, or, having `failed`, a
+    task-level attempt left. The arguments are the stored values of its plan's `hooks`
+    and `retry.max_attempts` and of its `task_attempt` (None where absent), so that the
+    plan's steps need not be read."""
+    if hooks:
         return True
-    retry = data.get("retry") or {}
-    return failed and task_attempt < int(retry.get("max_attempts", 1))
+    return failed and (task_attempt or 1) < (max_attempts or 1)
 
 
 # id of a plan's data → (that data, its Plan). The data is kept, so its id is not reused.

@@ -181,6 +181,18 @@ class EventStore(ABC):
                 found[stream_id] = events[0]
         return found
 
+    async def first_event_values(self, stream_ids: Sequence[str],
+                                 paths: Sequence[Sequence[str]]) -> dict[str, list[Any]]:
+        """For each of `stream_ids` that has events: the values at `paths` (each a list
+        of keys) in the data of its first event, as stored (not upcast), None where a
+        path leads nowhere.
+
+        This default decodes the whole events; the SQL stores extract the values where
+        they are stored, so a large payload (a job's plan) is neither sent nor decoded."""
+        found = await self.first_events(stream_ids)
+        return {stream_id: [value_at(event.data, path) for path in paths]
+                for stream_id, event in found.items()}
+
     async def events_of_types(self, stream_ids: Sequence[str], types: Collection[str]
                               ) -> list[RecordedEvent]:
         """The events of `stream_ids` whose type is one of `types`, in global order.
@@ -288,3 +300,12 @@ class EventStore(ABC):
     @abstractmethod
     async def last_slot(self, trigger: str) -> float | None:
         """The latest claimed fire time of `trigger`, or None when it never fired."""
+
+
+def value_at(data: Any, path: Sequence[str]) -> Any:
+    """The value at `path` (keys) in nested mappings, or None."""
+    for key in path:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data

@@ -733,6 +733,16 @@ class PostgresStore(EventStore):
         rows = await self._fetch(FIRST_EVENTS, list(stream_ids))
         return {r[1]: _recorded(r) for r in rows}
 
+    async def first_event_values(self, stream_ids: Sequence[str],
+                                 paths: Sequence[Sequence[str]]) -> dict[str, list[Any]]:
+        if not stream_ids or not paths:
+            return {}
+        values = ", ".join(f"data #> ${i}::text[]" for i in range(2, len(paths) + 2))
+        sql = (f"SELECT stream_id, jsonb_build_array({values}) FROM events "
+               "WHERE stream_id = ANY($1::text[]) AND version = 1")
+        rows = await self._fetch(sql, list(stream_ids), *(list(path) for path in paths))
+        return {r[0]: r[1] for r in rows}
+
     async def events_of_types(self, stream_ids: Sequence[str], types: Collection[str]
                               ) -> list[RecordedEvent]:
         if not stream_ids or not types:

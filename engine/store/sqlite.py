@@ -308,6 +308,13 @@ def _recorded(r: Sequence[Any]) -> RecordedEvent:
     return new_recorded_event(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]), r[6])
 
 
+def json_path(keys: Sequence[str]) -> str:
+    """`["plan", "hooks"]` → `$."plan"."hooks"` (SQLite's JSON path)."""
+    if any('"' in key for key in keys):
+        raise ValueError(f"a JSON path key cannot hold a double quote: {keys!r}")
+    return "$" + "".join(f'."{key}"' for key in keys)
+
+
 def split_statements(script: str) -> list[str]:
     """Split a SQL script into complete statements (triggers' inner `;` included)."""
     statements: list[str] = []
@@ -608,6 +615,24 @@ class SqliteStore(EventStore):
         ids = orjson.dumps(list(stream_ids)).decode()
         found = await self._run(self._select, FIRST_EVENTS, (ids,))
         return {e.stream_id: e for e in found}
+
+    async def first_event_values(self, stream_ids: Sequence[str],
+                                 paths: Sequence[Sequence[str]]) -> dict[str, list[Any]]:
+        if not stream_ids or not paths:
+            return {}
+        json_paths = [json_path(path) for path in paths]
+        marks = ", ".join("?" for _ in paths)
+        # Several paths give one JSON array (the document parsed once); one, the value.
+        values = f"json_extract(data, {marks})" if len(paths) > 1 else (
+            "json_array(json_extract(data, ?))")
+        sql = (f"SELECT stream_id, {values} FROM events WHERE version = 1 "
+               "AND stream_id IN (SELECT value FROM json_each(?))")
+        params = (*json_paths, orjson.dumps(list(stream_ids)).decode())
+
+        def select() -> dict[str, list[Any]]:
+            return {r[0]: orjson.loads(r[1]) for r in self.conn.execute(sql, params)}
+
+        return await self._run(select)
 
     async def events_of_types(self, stream_ids: Sequence[str], types: Collection[str]
                               ) -> list[RecordedEvent]:

@@ -242,6 +242,19 @@ class EventStoreContract(ABC):
         assert found["job-a"].type == "JobCreated" and found["bare"].version == 1
         assert await store.first_events([]) == {}
 
+    async def test_values_of_the_first_events_picked_by_path(self, store: EventStore) -> None:
+        await record_job(store, "job-a", job_batches("job-a"))
+        await store.append("bare", 0, [output("x", 7), output("x", 8)])
+        paths = [["output", "n"], ["output"], ["step"], ["no", "such"], ["job_id"]]
+        found = await store.first_event_values(["job-a", "bare", "missing"], paths)
+        assert found["bare"] == [7, {"n": 7, "writer": 0}, "x", None, None]
+        created = (await store.read("job-a"))[0].data
+        assert found["job-a"] == [None, None, None, None, "job-a"]
+        assert sorted(found) == ["bare", "job-a"]
+        one = await store.first_event_values(["job-a"], [["plan"]])
+        assert one == {"job-a": [created["plan"]]}
+        assert await store.first_event_values([], paths) == {}
+
     async def test_events_of_given_types_across_streams_in_global_order(
         self, store: EventStore
     ) -> None:

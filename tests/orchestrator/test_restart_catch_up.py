@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from composition_support import count_reads, runtime, workspace
 
+from engine.core import events as ev
+from engine.core.plan import Plan, PlanStep, Retry
 from engine.core.state import JobStatus
-from engine.store.base import JobFilter
+from engine.orchestrator import _END_DUTY_PATHS
+from engine.store.base import JobFilter, value_at
 
 YAML = """
 tasks:
@@ -108,3 +112,16 @@ async def test_the_first_job_after_a_restart_finds_the_task_state_without_readin
         assert (await rt.orchestrator.wait(job_id, 10)).status is JobStatus.COMPLETED
         states = await rt.orchestrator.task_states.history("ws", "counter")
         assert [s.state for s in states] == [{"n": 3}, {"n": 2}, {"n": 1}]
+
+
+def test_the_catch_up_reads_job_created_where_its_fields_are_stored() -> None:
+    hooks = {"on_error": [{"action": "record"}]}
+    plan = Plan(task="t", steps={"a": PlanStep(name="a", action_name="a", action_type="shell",
+                                               action={}, input={}, depends_on=())},
+                retry=Retry(max_attempts=3), hooks=hooks)
+    created = ev.JobCreated(ts=1.0, job_id="j", workspace="w", revision="r", task="t",
+                            input={}, plan=plan.to_dict(), task_attempt=2)
+    _, version, data = ev.encode(created)
+    assert version == 1  # a new schema needs new paths (or an upcast in the query)
+    stored = orjson.loads(orjson.dumps(data))
+    assert [value_at(stored, path) for path in _END_DUTY_PATHS] == [hooks, 3, 2]
