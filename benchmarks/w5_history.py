@@ -5,9 +5,10 @@ Runs go in through the HTTP API when the API's measured rate would write them wi
 `API_BUDGET_S`; otherwise one real run is copied through the store API (`fill.py`) while
 the server is stopped. Each size: 3 repetitions of 100 sequential `GET /api/jobs?limit=50`
 and of 100 `GET /api/jobs/{id}` (the detail holds the steps: one call), p50/p95 in ms.
-Partitur has no client library: raw HTTP only, through the lean keep-alive client of
-`rawhttp.py` (since 2026-12-01 18:00; httpx before, whose own ~1–3 ms of CPU a request on
-these VMs was most of each measured latency).
+After the store is filled by copies, the server's start is timed too (`W5.start@N`, until
+`/healthz` answers). Partitur has no client library: raw HTTP only, through the lean
+keep-alive client of `rawhttp.py` (since 2026-12-01 18:00; httpx before, whose own
+~1–3 ms of CPU a request on these VMs was most of each measured latency).
 """
 
 from __future__ import annotations
@@ -54,7 +55,14 @@ async def run(ctx: Context, sizes: tuple[int, ...] = (1000,)) -> None:
                                                 logs_dir=server.root / "logs",
                                                 base_dir=server.root)
                     have += missing
-                    server.start()
+                    started = time.perf_counter()
+                    server.start(timeout=120)
+                    # A start reads what the store holds (recovery, catch-up of the
+                    # last day's ended jobs): it must not grow with the history.
+                    ctx.derived("W5", f"W5.start@{n}", "serve_ready_s",
+                                time.perf_counter() - started, "s",
+                                how="partitur serve started on the filled store, until "
+                                    "/healthz answers 200 (process start included)")
                     how = (f"copies of one real run through the store API "
                            f"({stats.runs_per_s:,.0f} runs/s); API path measured at "
                            f"{rate:.0f} runs/s would take {missing / rate:.0f}s")
