@@ -283,6 +283,16 @@ def foreach_yaml(task: str, n: int, script: str = "true") -> str:
     )
 
 
+def sized_task_yaml(task: str) -> str:
+    """The workspace text of `chainN`, `explicitN` or `foreachN` (W1/W2 shapes of N steps
+    or branches)."""
+    for prefix, make in (("chain", chain_yaml), ("explicit", fan_yaml),
+                         ("foreach", foreach_yaml)):
+        if task.startswith(prefix) and task[len(prefix):].isdigit():
+            return make(task, int(task[len(prefix):]))
+    raise SystemExit(f"unknown task {task!r} (chainN, explicitN, foreachN)")
+
+
 def make_workspace(root: Path, extra: dict[str, str] | None = None) -> Path:
     """A workspace folder: the static benchmark tasks plus generated files `extra`."""
     target = root / "bench"

@@ -19,22 +19,14 @@ import time
 from pathlib import Path
 
 from benchmarks.ab import databases
-from benchmarks.common import chain_yaml, fan_yaml, foreach_yaml, make_workspace
+from benchmarks.common import make_workspace, sized_task_yaml
 from benchmarks.inproc import run_once, runtime
-
-
-def _yaml(task: str) -> str:
-    for prefix, make in (("chain", chain_yaml), ("explicit", fan_yaml),
-                         ("foreach", foreach_yaml)):
-        if task.startswith(prefix):
-            return make(task, int(task[len(prefix):]))
-    raise SystemExit(f"unknown task {task!r} (chainN, explicitN, foreachN)")
 
 
 async def main(task: str, reps: int, html: str, profile: bool, pg: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ws = make_workspace(root, {task: _yaml(task)})
+        ws = make_workspace(root, {task: sized_task_yaml(task)})
         async with runtime(root, pg or f"sqlite:///{root / 'p.db'}", ws) as rt:
             await run_once(rt, task)  # warm-up
             profiler = None
