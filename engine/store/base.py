@@ -169,29 +169,21 @@ class EventStore(ABC):
     async def read(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         """The events of one stream after `after_version`, in version order."""
 
-    async def first_events(self, stream_ids: Sequence[str]) -> dict[str, RecordedEvent]:
-        """The first event (version 1) of each of `stream_ids` that has one, by stream.
-
-        This default reads each stream whole; the SQL stores read only the first events,
-        in one query."""
-        found: dict[str, RecordedEvent] = {}
-        for stream_id in dict.fromkeys(stream_ids):
-            events = await self.read(stream_id)
-            if events:
-                found[stream_id] = events[0]
-        return found
-
     async def first_event_values(self, stream_ids: Sequence[str],
                                  paths: Sequence[Sequence[str]]) -> dict[str, list[Any]]:
         """For each of `stream_ids` that has events: the values at `paths` (each a list
         of keys) in the data of its first event, as stored (not upcast), None where a
         path leads nowhere.
 
-        This default decodes the whole events; the SQL stores extract the values where
-        they are stored, so a large payload (a job's plan) is neither sent nor decoded."""
-        found = await self.first_events(stream_ids)
-        return {stream_id: [value_at(event.data, path) for path in paths]
-                for stream_id, event in found.items()}
+        This default reads each stream whole; the SQL stores extract the values where
+        they are stored, in one query, so a large payload (a job's plan) is neither sent
+        nor decoded."""
+        found: dict[str, list[Any]] = {}
+        for stream_id in dict.fromkeys(stream_ids):
+            events = await self.read(stream_id)
+            if events:
+                found[stream_id] = [value_at(events[0].data, path) for path in paths]
+        return found
 
     async def events_of_types(self, stream_ids: Sequence[str], types: Collection[str]
                               ) -> list[RecordedEvent]:

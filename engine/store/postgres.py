@@ -126,9 +126,6 @@ EVENTS_OF_TYPES = (
     "SELECT " + EVENT_COLUMNS + " FROM events "
     "WHERE stream_id = ANY($1::text[]) AND type = ANY($2::text[]) ORDER BY global_seq"
 )
-FIRST_EVENTS = (
-    "SELECT " + EVENT_COLUMNS + " FROM events WHERE stream_id = ANY($1::text[]) AND version = 1"
-)
 # `engine.store.shards.Shard.holds` in SQL, within a window of seqs ($1, $5]: unbounded,
 # the planner takes the filter for a rare one and sorts every later event for each page.
 TAIL_SHARD = (
@@ -726,12 +723,6 @@ class PostgresStore(EventStore):
 
     async def tail(self, after_seq: int, limit: int = 1000) -> list[RecordedEvent]:
         return [_recorded(r) for r in await self._fetch(TAIL, after_seq, limit)]
-
-    async def first_events(self, stream_ids: Sequence[str]) -> dict[str, RecordedEvent]:
-        if not stream_ids:
-            return {}
-        rows = await self._fetch(FIRST_EVENTS, list(stream_ids))
-        return {r[1]: _recorded(r) for r in rows}
 
     async def first_event_values(self, stream_ids: Sequence[str],
                                  paths: Sequence[Sequence[str]]) -> dict[str, list[Any]]:

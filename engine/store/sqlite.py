@@ -102,10 +102,6 @@ EVENTS_OF_TYPES = (
     "WHERE stream_id IN (SELECT value FROM json_each(?)) "
     "AND type IN (SELECT value FROM json_each(?)) ORDER BY global_seq"
 )
-FIRST_EVENTS = (
-    "SELECT global_seq, stream_id, version, type, schema_version, data, ts FROM events "
-    "WHERE version = 1 AND stream_id IN (SELECT value FROM json_each(?))"
-)
 # `engine.store.shards.Shard.holds` in SQL.
 TAIL_SHARD = (
     "SELECT global_seq, stream_id, version, type, schema_version, data, ts FROM events "
@@ -608,13 +604,6 @@ class SqliteStore(EventStore):
 
     async def tail(self, after_seq: int, limit: int = 1000) -> list[RecordedEvent]:
         return await self._run(self._select, TAIL, (after_seq, limit))
-
-    async def first_events(self, stream_ids: Sequence[str]) -> dict[str, RecordedEvent]:
-        if not stream_ids:
-            return {}
-        ids = orjson.dumps(list(stream_ids)).decode()
-        found = await self._run(self._select, FIRST_EVENTS, (ids,))
-        return {e.stream_id: e for e in found}
 
     async def first_event_values(self, stream_ids: Sequence[str],
                                  paths: Sequence[Sequence[str]]) -> dict[str, list[Any]]:
